@@ -1,0 +1,149 @@
+//! Configuration: every setting is a flag with an environment twin.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Real-time streams of SurrealDB changes over plain HTTP (Server-Sent Events).
+#[derive(Parser, Clone, Debug)]
+#[command(name = "livehub", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LIVEHUB_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+
+    /// Database: `mem://` (in memory), `surrealkv://<dir>` (persistent, embedded)
+    /// or `ws://host:port` (a SurrealDB server shared by several nodes).
+    #[arg(long, env = "LIVEHUB_DB", default_value = "mem://")]
+    pub db: String,
+
+    /// Root user for a SurrealDB server (`ws://`).
+    #[arg(long, env = "LIVEHUB_DB_USER")]
+    pub db_user: Option<String>,
+
+    /// Password of `--db-user`.
+    #[arg(long, env = "LIVEHUB_DB_PASS", hide_env_values = true)]
+    pub db_pass: Option<Secret>,
+
+    /// SurrealDB namespace.
+    #[arg(long, env = "LIVEHUB_DB_NS", default_value = "livehub")]
+    pub db_ns: String,
+
+    /// SurrealDB database.
+    #[arg(long, env = "LIVEHUB_DB_NAME", default_value = "livehub")]
+    pub db_name: String,
+
+    /// Interval between heartbeat comments on idle streams (keeps proxies from
+    /// closing them).
+    #[arg(long, env = "LIVEHUB_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Reconnect delay suggested to clients in the SSE `retry:` field.
+    #[arg(long, env = "LIVEHUB_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry: Duration,
+
+    /// How long changes stay replayable; older `Last-Event-ID`s get a `reset`
+    /// event. Applies to collections created from now on.
+    #[arg(long, env = "LIVEHUB_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often the feed polls the changefeed for changes made by other
+    /// writers (writes through this node wake it at once).
+    #[arg(long, env = "LIVEHUB_POLL_INTERVAL", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How long the feed waits before delivering a change it did not write
+    /// itself, so that a commit that became visible late (with a lower
+    /// versionstamp) is not skipped. Default: 0 for an embedded database,
+    /// 250ms for a server (`ws://`), whose other clients livehub cannot see.
+    #[arg(long, env = "LIVEHUB_SETTLE", value_parser = humantime::parse_duration)]
+    pub settle: Option<Duration>,
+
+    /// Events queued per stream before a slow client is disconnected (it then
+    /// resumes from its last event id, losing nothing).
+    #[arg(long, env = "LIVEHUB_STREAM_BUFFER", default_value_t = 4096)]
+    pub stream_buffer: usize,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "LIVEHUB_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How long open streams get to finish on shutdown before the process exits.
+    #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn defaults() -> Self {
+        Config::parse_from(["livehub"])
+    }
+
+    /// Whether the database lives inside this process (so every writer is one
+    /// the feed can see).
+    pub fn embedded_db(&self) -> bool {
+        !(self.db.starts_with("ws://") || self.db.starts_with("wss://"))
+    }
+
+    /// The settle window in effect (see `--settle`).
+    pub fn settle_window(&self) -> Duration {
+        self.settle.unwrap_or(if self.embedded_db() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(250)
+        })
+    }
+}
+
+/// A secret setting: its value never appears in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::defaults();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.db, "mem://");
+        assert_eq!(config.heartbeat, Duration::from_secs(15));
+        assert_eq!(config.settle_window(), Duration::ZERO);
+    }
+
+    #[test]
+    fn remote_databases_settle_by_default() {
+        let config = Config::parse_from(["livehub", "--db", "ws://127.0.0.1:8001"]);
+        assert!(!config.embedded_db());
+        assert_eq!(config.settle_window(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let config = Config::parse_from(["livehub", "--db-pass", "hunter2"]);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(config.db_pass.unwrap().expose(), "hunter2");
+    }
+}

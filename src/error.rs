@@ -1,0 +1,174 @@
+//! API errors: one enum, each variant with its status, rendered as
+//! `{"error": {"code", "message"}}`.
+//!
+//! Internal errors become an opaque 500; the real cause rides along in the
+//! response extensions and is logged once, by [`log_internal_errors`].
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, extract::Request, middleware::Next};
+use serde_json::json;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (body, name, id, parameter).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 400: the filter expression does not parse.
+    #[error("{message}")]
+    InvalidFilter { message: String, column: usize },
+    /// 404: no such collection, record or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the collection or record already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than `--max-body-bytes`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 503: the database does not answer.
+    #[error("the database is unavailable")]
+    Unavailable,
+    /// 500: anything else. The message is never shown to clients.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::InvalidFilter { .. } => "invalid_filter",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The cause of a 500, carried from the handler to the logging layer.
+#[derive(Clone)]
+struct InternalCause(Arc<anyhow::Error>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let body = match &self {
+            ApiError::Internal(_) => {
+                json!({"error": {"code": code, "message": "internal server error"}})
+            }
+            ApiError::InvalidFilter { message, column } => {
+                json!({"error": {"code": code, "message": message, "column": column}})
+            }
+            other => json!({"error": {"code": code, "message": other.to_string()}}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::Internal(cause) = self {
+            response
+                .extensions_mut()
+                .insert(InternalCause(Arc::new(cause)));
+        }
+        response
+    }
+}
+
+/// Logs the cause of every 500 exactly once.
+pub async fn log_internal_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, %path, error = format!("{cause:#}"), "request failed");
+    }
+    response
+}
+
+impl From<surrealdb::Error> for ApiError {
+    fn from(error: surrealdb::Error) -> Self {
+        if error.is_connection() {
+            tracing::warn!(error = %error, "database connection error");
+            return ApiError::Unavailable;
+        }
+        ApiError::Internal(anyhow::Error::new(error))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge("the request body is too large".into());
+        }
+        let message = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected a JSON body with `Content-Type: application/json`".to_owned()
+            }
+            other => other.body_text(),
+        };
+        ApiError::bad_request("invalid_body", message)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+/// Fallback for unknown routes: a JSON 404 like every other error.
+pub async fn route_not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Turns axum's bare 405 into the JSON error shape.
+pub async fn json_method_not_allowed(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        let mut json = ApiError::MethodNotAllowed.into_response();
+        if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+            json.headers_mut()
+                .insert(axum::http::header::ALLOW, allow.clone());
+        }
+        return json;
+    }
+    response
+}

@@ -1,0 +1,309 @@
+//! Events and their Server-Sent Events encoding.
+//!
+//! An [`Event`] is built once by the feed and shared by every subscriber as an
+//! `Arc<Event>`; its SSE frame is encoded once, at construction, into
+//! [`Bytes`], so fan-out to thousands of streams copies nothing.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value as Json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The durable position of an event in SurrealDB's changefeed.
+///
+/// `stamp` is the changefeed versionstamp of the commit and `index` the
+/// position of the change inside that commit, so ids are unique, ordered like
+/// the feed, and global to the database: a client can resume on any node.
+///
+/// The text form is 24 lowercase hex digits (16 for the stamp, 8 for the
+/// index). It is fixed-width, so ids also sort correctly as strings, and it is
+/// a string because stamps are larger than 2^53 and would lose precision as
+/// JSON numbers in a browser.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    pub stamp: u64,
+    pub index: u32,
+}
+
+impl EventId {
+    /// The position just before every event of commit `stamp`: resuming from
+    /// it replays commit `stamp` and everything after.
+    pub fn before_stamp(stamp: u64) -> Self {
+        match stamp.checked_sub(1) {
+            Some(previous) => EventId {
+                stamp: previous,
+                index: u32::MAX,
+            },
+            None => EventId { stamp: 0, index: 0 },
+        }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}{:08x}", self.stamp, self.index)
+    }
+}
+
+/// Why a string is not an [`EventId`].
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not an event id: expected the 24 hex digits of an id this server sent")]
+pub struct InvalidEventId(String);
+
+impl FromStr for EventId {
+    type Err = InvalidEventId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidEventId(text.chars().take(64).collect());
+        if text.len() != 24 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        let stamp = u64::from_str_radix(&text[..16], 16).map_err(|_| invalid())?;
+        let index = u32::from_str_radix(&text[16..], 16).map_err(|_| invalid())?;
+        Ok(EventId { stamp, index })
+    }
+}
+
+/// The type of an event, sent as the SSE `event:` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum EventKind {
+    #[serde(rename = "record.created")]
+    RecordCreated,
+    #[serde(rename = "record.updated")]
+    RecordUpdated,
+    #[serde(rename = "record.deleted")]
+    RecordDeleted,
+    #[serde(rename = "collection.created")]
+    CollectionCreated,
+    #[serde(rename = "collection.updated")]
+    CollectionUpdated,
+    #[serde(rename = "collection.deleted")]
+    CollectionDeleted,
+}
+
+impl EventKind {
+    /// The SSE event name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RecordCreated => "record.created",
+            EventKind::RecordUpdated => "record.updated",
+            EventKind::RecordDeleted => "record.deleted",
+            EventKind::CollectionCreated => "collection.created",
+            EventKind::CollectionUpdated => "collection.updated",
+            EventKind::CollectionDeleted => "collection.deleted",
+        }
+    }
+
+    /// Whether the event is about a record (as opposed to a collection).
+    pub fn is_record(self) -> bool {
+        matches!(
+            self,
+            EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted
+        )
+    }
+}
+
+/// One change, ready to send.
+#[derive(Debug)]
+pub struct Event {
+    pub id: EventId,
+    pub kind: EventKind,
+    /// The collection the change belongs to.
+    pub collection: Arc<str>,
+    /// The bare record id (`"abc123"`); `None` for collection events.
+    pub record_id: Option<String>,
+    /// The record after the change; for a delete, the record as it was.
+    pub data: Json,
+    /// When the change was committed (from the versionstamp).
+    pub timestamp: OffsetDateTime,
+    /// The complete SSE frame, encoded once.
+    frame: Bytes,
+}
+
+/// The JSON body of an event, as clients receive it in `data:`.
+#[derive(Serialize)]
+struct EventBody<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: EventKind,
+    collection: &'a str,
+    record_id: Option<&'a str>,
+    data: &'a Json,
+    timestamp: String,
+}
+
+impl Event {
+    pub fn new(
+        id: EventId,
+        kind: EventKind,
+        collection: Arc<str>,
+        record_id: Option<String>,
+        data: Json,
+    ) -> Self {
+        let timestamp = stamp_time(id.stamp);
+        let body = EventBody {
+            id: id.to_string(),
+            kind,
+            collection: &collection,
+            record_id: record_id.as_deref(),
+            data: &data,
+            timestamp: format_time(timestamp),
+        };
+        let frame = sse_frame(Some(&id.to_string()), kind.as_str(), &body);
+        Event {
+            id,
+            kind,
+            collection,
+            record_id,
+            data,
+            timestamp,
+            frame,
+        }
+    }
+
+    /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line).
+    pub fn frame(&self) -> Bytes {
+        self.frame.clone()
+    }
+}
+
+/// Encodes one SSE message.
+///
+/// `id` and `event` must be values this server made (they are never record
+/// data). `data` is serialized as compact JSON, which escapes every CR and LF
+/// inside strings, so no record content can end the `data:` line and forge a
+/// field or an event.
+pub fn sse_frame(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
+    debug_assert!(!event.contains(['\r', '\n']));
+    // Serializing plain data types to a Vec cannot fail; a failure here would be
+    // a bug in a Serialize impl, so fall back to `null` rather than panic.
+    let json = serde_json::to_vec(data).unwrap_or_else(|_| b"null".to_vec());
+    let mut frame = Vec::with_capacity(json.len() + 64);
+    if let Some(id) = id {
+        debug_assert!(!id.contains(['\r', '\n']));
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(id.as_bytes());
+        frame.push(b'\n');
+    }
+    frame.extend_from_slice(b"event: ");
+    frame.extend_from_slice(event.as_bytes());
+    frame.extend_from_slice(b"\ndata: ");
+    frame.extend_from_slice(&json);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+/// The commit time encoded in a versionstamp: SurrealDB's stamps are
+/// `(unix_ms << 16) | counter`.
+pub fn stamp_time(stamp: u64) -> OffsetDateTime {
+    let millis = i128::from(stamp >> 16);
+    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The lowest versionstamp a commit made at or after `time` can have.
+pub fn time_stamp(time: std::time::SystemTime) -> u64 {
+    let millis = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    millis << 16
+}
+
+/// RFC 3339 with millisecond precision, in UTC.
+pub fn format_time(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_ids_round_trip_and_sort_as_strings() {
+        let a = EventId {
+            stamp: 0x0199_aabb_ccdd_0001,
+            index: 2,
+        };
+        let b = EventId {
+            stamp: 0x0199_aabb_ccdd_0001,
+            index: 10,
+        };
+        assert_eq!(a.to_string(), "0199aabbccdd000100000002");
+        assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
+        assert!(a < b);
+        assert!(a.to_string() < b.to_string());
+    }
+
+    #[test]
+    fn malformed_event_ids_are_rejected() {
+        for text in [
+            "",
+            "abc",
+            "0199aabbccdd00010000000g",
+            "0199aabbccdd0001000000021",
+            "+199aabbccdd000100000002",
+        ] {
+            assert!(text.parse::<EventId>().is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn before_stamp_precedes_every_event_of_the_stamp() {
+        let position = EventId::before_stamp(100);
+        assert!(
+            position
+                < EventId {
+                    stamp: 100,
+                    index: 0
+                }
+        );
+        assert!(
+            position
+                > EventId {
+                    stamp: 99,
+                    index: 7
+                }
+        );
+    }
+
+    #[test]
+    fn record_content_cannot_forge_sse_fields() {
+        let data = json!({"title": "x\n\nevent: forged\ndata: {}\r\rid: 1", "cr": "\r"});
+        let event = Event::new(
+            EventId {
+                stamp: 1 << 16,
+                index: 0,
+            },
+            EventKind::RecordCreated,
+            Arc::from("posts"),
+            Some("abc".into()),
+            data.clone(),
+        );
+        let frame = String::from_utf8(event.frame().to_vec()).unwrap();
+        // Exactly three lines and the terminating blank line.
+        let lines: Vec<&str> = frame.split(['\n', '\r']).collect();
+        assert_eq!(lines.len(), 5, "{frame:?}");
+        assert!(lines[0].starts_with("id: "));
+        assert_eq!(lines[1], "event: record.created");
+        assert!(lines[2].starts_with("data: "));
+        let body: Json = serde_json::from_str(&lines[2]["data: ".len()..]).unwrap();
+        assert_eq!(body["data"], data);
+        assert_eq!(body["record_id"], "abc");
+        assert_eq!(body["type"], "record.created");
+    }
+
+    #[test]
+    fn stamps_map_to_commit_times() {
+        let stamp = (1_700_000_000_123u64 << 16) | 5;
+        assert_eq!(format_time(stamp_time(stamp)), "2023-11-14T22:13:20.123Z");
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        assert_eq!(time_stamp(time), 1_700_000_000_123u64 << 16);
+    }
+}

@@ -1,0 +1,292 @@
+//! The feed: one tailer per node reads SurrealDB's changefeed in stamp order
+//! and publishes every change to the hub as an [`Event`].
+//!
+//! # The watermark
+//!
+//! A transaction's versionstamp is minted before its commit becomes visible,
+//! so a commit with a *lower* stamp can become visible *after* a higher one.
+//! A tailer that simply advanced past the highest stamp it saw would skip it
+//! for good. So the feed only delivers changes below a watermark:
+//!
+//! * every write livehub makes is registered in the [`WriteTracker`] before
+//!   it starts; its stamp will be at least the clock at that moment
+//!   (SurrealDB's stamps are `(unix_ms << 16) | counter`, minted from the
+//!   same system clock and never below it);
+//! * the watermark is the smallest start of the writes still in flight, or
+//!   the current clock (minus the settle window for writers livehub cannot
+//!   see) when none is;
+//! * it is taken *before* each read, so every commit below it is either
+//!   visible to the read or was still in flight (and then it is not below).
+//!
+//! Everything below the watermark that the read returns is complete, so the
+//! cursor moves up to the watermark and never past a change still to come.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventId, EventKind, time_stamp};
+use crate::hub::Hub;
+use crate::store::{CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, Store};
+
+/// Registers the writes livehub makes, so the feed knows how far it may read.
+/// Cloning is shallow.
+#[derive(Clone, Default)]
+pub struct WriteTracker {
+    inner: Arc<TrackerInner>,
+}
+
+#[derive(Default)]
+struct TrackerInner {
+    /// `(lowest possible stamp, ticket)` of every write in flight, so the
+    /// first element is the one that holds the watermark back. A std mutex:
+    /// it guards a few set operations and is never held across an `.await`.
+    in_flight: Mutex<InFlight>,
+    /// Woken when a write completes, so the feed reads at once.
+    completed: Notify,
+}
+
+#[derive(Default)]
+struct InFlight {
+    writes: BTreeSet<(u64, u64)>,
+    next_ticket: u64,
+}
+
+/// A write in flight; dropping it marks the write complete and wakes the feed.
+#[must_use = "the write counts as complete as soon as the guard is dropped"]
+pub struct WriteGuard {
+    tracker: WriteTracker,
+    key: (u64, u64),
+}
+
+impl WriteTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a write that is about to start.
+    pub fn begin(&self) -> WriteGuard {
+        let mut in_flight = self.lock();
+        // Read the clock under the lock, so that a watermark taken before this
+        // registration is never above this write's stamp.
+        let key = (time_stamp(SystemTime::now()), in_flight.next_ticket);
+        in_flight.next_ticket += 1;
+        in_flight.writes.insert(key);
+        WriteGuard {
+            tracker: self.clone(),
+            key,
+        }
+    }
+
+    /// The stamp below which every commit is visible: see the module docs.
+    pub fn watermark(&self, settle: Duration) -> u64 {
+        let in_flight = self.lock();
+        let now = SystemTime::now()
+            .checked_sub(settle)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let clock = time_stamp(now);
+        match in_flight.writes.first() {
+            Some((oldest_start, _)) => clock.min(*oldest_start),
+            None => clock,
+        }
+    }
+
+    /// Resolves when a write has completed since the last call.
+    pub async fn completed(&self) {
+        self.inner.completed.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        // A panic while holding this lock leaves the set consistent (each
+        // operation is a single insert or remove), so poisoning is ignored.
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.tracker.lock().writes.remove(&self.key);
+        self.tracker.inner.completed.notify_one();
+    }
+}
+
+/// Turns one committed transaction into events, in the order of its changes.
+/// Live delivery and replay both use this, so an event has the same id and
+/// content whichever way it reaches a client.
+pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
+    let mut events = Vec::with_capacity(set.changes.len());
+    for (index, change) in set.changes.into_iter().enumerate() {
+        let id = EventId {
+            stamp: set.stamp,
+            index: index as u32,
+        };
+        let event = if change.table == COLLECTIONS_TABLE {
+            let kind = match change.op {
+                ChangeOp::Create => EventKind::CollectionCreated,
+                ChangeOp::Update => EventKind::CollectionUpdated,
+                ChangeOp::Delete => EventKind::CollectionDeleted,
+            };
+            let mut data = change.data;
+            if let Some(map) = data.as_object_mut() {
+                map.remove("id");
+            }
+            Event::new(id, kind, Arc::from(change.key.as_str()), None, data)
+        } else if change.table.starts_with('_') {
+            // livehub's own tables other than collections carry no events.
+            continue;
+        } else {
+            let kind = match change.op {
+                ChangeOp::Create => EventKind::RecordCreated,
+                ChangeOp::Update => EventKind::RecordUpdated,
+                ChangeOp::Delete => EventKind::RecordDeleted,
+            };
+            Event::new(
+                id,
+                kind,
+                Arc::from(change.table.as_str()),
+                Some(change.key),
+                change.data,
+            )
+        };
+        events.push(Arc::new(event));
+    }
+    events
+}
+
+/// The result of one changefeed read, cut where it is safe to deliver.
+pub struct Batch {
+    pub sets: Vec<ChangeSet>,
+    /// Where the next read starts.
+    pub next_since: u64,
+    /// Whether the read may have left changes below its bound unread.
+    pub more: bool,
+}
+
+/// Reads the changes with stamps in `since..until`, at most one read's worth.
+///
+/// SurrealDB's read limit counts changefeed entries, and a transaction that
+/// wrote several tables spans several entries, so a full read may end in the
+/// middle of a transaction: the last set is then left for the next read.
+pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, surrealdb::Error> {
+    let mut sets = store.read_changes(since).await?;
+    let entries: u32 = sets.iter().map(|set| set.entries).sum();
+    let full = entries >= CHANGES_PER_READ;
+    if full && sets.len() > 1 {
+        // Possibly cut short: read it again, whole, next time. (A lone set is a
+        // single transaction spanning the whole read, and is delivered.)
+        sets.pop();
+    }
+    if let Some(beyond) = sets.iter().position(|set| set.stamp >= until) {
+        // The read went past the bound, so it saw everything below it.
+        sets.truncate(beyond);
+        return Ok(Batch {
+            sets,
+            next_since: until,
+            more: false,
+        });
+    }
+    match sets.last() {
+        Some(last) if full => {
+            let next_since = last.stamp + 1;
+            Ok(Batch {
+                sets,
+                next_since,
+                more: true,
+            })
+        }
+        _ => Ok(Batch {
+            sets,
+            next_since: until,
+            more: false,
+        }),
+    }
+}
+
+/// The changefeed tailer.
+pub struct Feed {
+    pub store: Store,
+    pub hub: Hub,
+    pub writes: WriteTracker,
+    pub poll_interval: Duration,
+    pub settle: Duration,
+}
+
+impl Feed {
+    /// Tails the changefeed until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut cursor = self.hub.cursor();
+        let mut failures: u32 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.writes.completed() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+            loop {
+                let watermark = self.writes.watermark(self.settle);
+                if watermark <= cursor {
+                    break;
+                }
+                match read_batch(&self.store, cursor, watermark).await {
+                    Ok(batch) => {
+                        if failures > 0 {
+                            tracing::info!("changefeed reads recovered");
+                            failures = 0;
+                        }
+                        let events: Vec<Arc<Event>> =
+                            batch.sets.into_iter().flat_map(events_of).collect();
+                        cursor = batch.next_since;
+                        self.hub.publish(&events, cursor);
+                        if !batch.more {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        failures += 1;
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(%error, failures, "reading the changefeed failed; retrying");
+                        }
+                        let backoff = Duration::from_millis(50 * u64::from(failures.min(40)));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermark_is_held_back_by_writes_in_flight() {
+        let tracker = WriteTracker::new();
+        let before = tracker.watermark(Duration::ZERO);
+        let write = tracker.begin();
+        std::thread::sleep(Duration::from_millis(3));
+        let held = tracker.watermark(Duration::ZERO);
+        assert!(held >= before);
+        assert_eq!(held, write.key.0);
+        drop(write);
+        assert!(tracker.watermark(Duration::ZERO) > held);
+    }
+
+    #[test]
+    fn settle_window_lowers_the_watermark() {
+        let tracker = WriteTracker::new();
+        let now = tracker.watermark(Duration::ZERO);
+        let settled = tracker.watermark(Duration::from_millis(250));
+        assert!(now - settled >= 250 << 16);
+    }
+}

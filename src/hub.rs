@@ -1,0 +1,377 @@
+//! The hub: shared fan-out of events to subscriptions.
+//!
+//! Subscriptions with the same interest (collection and filter) form a group,
+//! and a filter is evaluated once per event per group, not per subscriber.
+//! Groups whose filter requires `field = value` are indexed by that pair, so
+//! an event only visits the groups it can match plus the unindexed ones:
+//! dispatch costs O(matching subscribers), not O(all subscribers).
+//!
+//! The hub never blocks the feed: each subscription has a bounded queue, and
+//! a subscription whose queue is full is dropped from the hub. Its stream
+//! then drains what was queued and ends cleanly, and the client resumes from
+//! its last event id, so a slow client loses nothing and slows no one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use crate::event::Event;
+use crate::filter::{FieldPath, Filter, IndexKey};
+
+/// What a subscription wants to receive.
+#[derive(Clone)]
+pub struct Interest {
+    /// One collection, or `None` for every collection.
+    pub collection: Option<Arc<str>>,
+    /// Record events must match it; `None` matches every record.
+    pub filter: Option<Arc<Filter>>,
+}
+
+impl Interest {
+    /// Whether `event` is for this interest. Live dispatch and replay both
+    /// decide with this; collection events ignore the filter.
+    pub fn matches(&self, event: &Event) -> bool {
+        if self
+            .collection
+            .as_ref()
+            .is_some_and(|collection| **collection != *event.collection)
+        {
+            return false;
+        }
+        !event.kind.is_record()
+            || self
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(&event.data))
+    }
+
+    fn group_key(&self) -> GroupKey {
+        (
+            self.collection.clone(),
+            self.filter
+                .as_ref()
+                .map(|filter| filter.canonical().to_owned()),
+        )
+    }
+}
+
+/// Subscriptions with equal collection and canonical filter share a group.
+type GroupKey = (Option<Arc<str>>, Option<String>);
+type GroupId = u64;
+type SubscriberId = u64;
+
+/// A handle to the hub. Cloning is shallow.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    /// A std mutex: dispatch is synchronous (`try_send` only) and the lock is
+    /// never held across an `.await`.
+    state: Mutex<HubState>,
+    stats: HubStats,
+}
+
+/// Counters, readable without the lock.
+#[derive(Default)]
+pub struct HubStats {
+    pub events_published: AtomicU64,
+    pub events_delivered: AtomicU64,
+    pub lagging_closes: AtomicU64,
+}
+
+struct HubState {
+    /// Every change with a stamp below this has been published.
+    cursor: u64,
+    next_id: u64,
+    groups: HashMap<GroupId, Group>,
+    group_ids: HashMap<GroupKey, GroupId>,
+    /// Dispatch index, per collection scope (`None`: every collection).
+    scopes: HashMap<Option<Arc<str>>, Scope>,
+    subscribers: usize,
+}
+
+struct Group {
+    interest: Interest,
+    members: HashMap<SubscriberId, mpsc::Sender<Arc<Event>>>,
+}
+
+/// The groups of one collection scope, indexed for dispatch.
+#[derive(Default)]
+struct Scope {
+    /// Groups without an equality term: visited for every event.
+    unindexed: Vec<GroupId>,
+    /// Groups with a `field = value` term, by field path and value.
+    indexed: HashMap<FieldPath, HashMap<IndexKey, Vec<GroupId>>>,
+}
+
+impl Scope {
+    fn is_empty(&self) -> bool {
+        self.unindexed.is_empty() && self.indexed.is_empty()
+    }
+
+    fn add(&mut self, id: GroupId, interest: &Interest) {
+        match interest
+            .filter
+            .as_ref()
+            .and_then(|filter| filter.index_term())
+        {
+            Some((path, key)) => self
+                .indexed
+                .entry(path.clone())
+                .or_default()
+                .entry(key.clone())
+                .or_default()
+                .push(id),
+            None => self.unindexed.push(id),
+        }
+    }
+
+    fn remove(&mut self, id: GroupId, interest: &Interest) {
+        match interest
+            .filter
+            .as_ref()
+            .and_then(|filter| filter.index_term())
+        {
+            Some((path, key)) => {
+                if let Some(values) = self.indexed.get_mut(path) {
+                    if let Some(ids) = values.get_mut(key) {
+                        ids.retain(|other| *other != id);
+                        if ids.is_empty() {
+                            values.remove(key);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.indexed.remove(path);
+                    }
+                }
+            }
+            None => self.unindexed.retain(|other| *other != id),
+        }
+    }
+
+    /// Calls `visit` with every group that may match `event`.
+    fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
+        self.unindexed.iter().copied().for_each(&mut visit);
+        if !event.kind.is_record() {
+            // Collection events ignore filters: every group sees them.
+            for values in self.indexed.values() {
+                values.values().flatten().copied().for_each(&mut visit);
+            }
+            return;
+        }
+        for (path, values) in &self.indexed {
+            if let Some(key) = path.get(&event.data).and_then(IndexKey::from_json)
+                && let Some(ids) = values.get(&key)
+            {
+                ids.iter().copied().for_each(&mut visit);
+            }
+        }
+    }
+}
+
+/// A live subscription: events arrive on [`Subscription::recv`]. Dropping it
+/// leaves the hub.
+pub struct Subscription {
+    hub: Hub,
+    group: GroupId,
+    id: SubscriberId,
+    receiver: mpsc::Receiver<Arc<Event>>,
+    /// The hub's cursor when the subscription started: every change below it
+    /// was published before, every change from it on arrives here.
+    pub start: u64,
+}
+
+impl Subscription {
+    /// The next event, or `None` once the hub has dropped this subscription
+    /// (its queue overflowed) and the queue is drained.
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+        self.receiver.try_recv().ok()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.leave(self.group, self.id);
+    }
+}
+
+impl Hub {
+    /// A hub whose feed starts at `cursor`.
+    pub fn new(cursor: u64) -> Self {
+        Hub {
+            inner: Arc::new(HubInner {
+                state: Mutex::new(HubState {
+                    cursor,
+                    next_id: 0,
+                    groups: HashMap::new(),
+                    group_ids: HashMap::new(),
+                    scopes: HashMap::new(),
+                    subscribers: 0,
+                }),
+                stats: HubStats::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Every critical section leaves the maps consistent before anything
+        // that could panic, so a poisoned lock is still usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every change with a stamp below this has been published.
+    pub fn cursor(&self) -> u64 {
+        self.lock().cursor
+    }
+
+    pub fn stats(&self) -> &HubStats {
+        &self.inner.stats
+    }
+
+    /// Open subscriptions and distinct groups.
+    pub fn sizes(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.subscribers, state.groups.len())
+    }
+
+    /// Subscribes; `buffer` events may queue before the subscription is
+    /// dropped as lagging.
+    pub fn subscribe(&self, interest: Interest, buffer: usize) -> Subscription {
+        let (sender, receiver) = mpsc::channel(buffer.max(1));
+        let mut state = self.lock();
+        let key = interest.group_key();
+        let group_id = match state.group_ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = state.next_id;
+                state.next_id += 1;
+                state
+                    .scopes
+                    .entry(interest.collection.clone())
+                    .or_default()
+                    .add(id, &interest);
+                state.group_ids.insert(key, id);
+                state.groups.insert(
+                    id,
+                    Group {
+                        interest,
+                        members: HashMap::new(),
+                    },
+                );
+                id
+            }
+        };
+        let id = state.next_id;
+        state.next_id += 1;
+        if let Some(group) = state.groups.get_mut(&group_id) {
+            group.members.insert(id, sender);
+        }
+        state.subscribers += 1;
+        Subscription {
+            hub: self.clone(),
+            group: group_id,
+            id,
+            receiver,
+            start: state.cursor,
+        }
+    }
+
+    fn leave(&self, group_id: GroupId, id: SubscriberId) {
+        let mut state = self.lock();
+        remove_member(&mut state, group_id, id);
+    }
+
+    /// Publishes events (in order) and moves the cursor to `cursor`, as one
+    /// step, so a new subscription sees each event either live or in replay,
+    /// never both and never neither.
+    pub fn publish(&self, events: &[Arc<Event>], cursor: u64) {
+        let mut state = self.lock();
+        let mut lagging: Vec<(GroupId, SubscriberId)> = Vec::new();
+        let mut delivered = 0u64;
+        for event in events {
+            let state = &*state;
+            let mut visit = |group_id: GroupId| {
+                let Some(group) = state.groups.get(&group_id) else {
+                    return;
+                };
+                if !group.interest.matches(event) {
+                    return;
+                }
+                for (member, sender) in &group.members {
+                    // Once a queue overflowed, that subscriber gets nothing more:
+                    // a later event would leave a gap before its resume point.
+                    if !lagging.is_empty() && lagging.contains(&(group_id, *member)) {
+                        continue;
+                    }
+                    match sender.try_send(event.clone()) {
+                        Ok(()) => delivered += 1,
+                        Err(_) => lagging.push((group_id, *member)),
+                    }
+                }
+            };
+            if let Some(scope) = state.scopes.get(&None) {
+                scope.candidates(event, &mut visit);
+            }
+            if let Some(scope) = state.scopes.get(&Some(event.collection.clone())) {
+                scope.candidates(event, &mut visit);
+            }
+        }
+        state.cursor = state.cursor.max(cursor);
+        for (group_id, id) in &lagging {
+            remove_member(&mut state, *group_id, *id);
+        }
+        drop(state);
+        let stats = &self.inner.stats;
+        stats
+            .events_published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        stats
+            .events_delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+        if !lagging.is_empty() {
+            stats
+                .lagging_closes
+                .fetch_add(lagging.len() as u64, Ordering::Relaxed);
+            tracing::info!(
+                count = lagging.len(),
+                "closed lagging streams; they will resume"
+            );
+        }
+    }
+}
+
+/// Removes one member; a group left empty is removed with its index entry.
+fn remove_member(state: &mut HubState, group_id: GroupId, id: SubscriberId) {
+    let Some(group) = state.groups.get_mut(&group_id) else {
+        return;
+    };
+    if group.members.remove(&id).is_none() {
+        return;
+    }
+    state.subscribers -= 1;
+    if !group.members.is_empty() {
+        return;
+    }
+    if let Some(group) = state.groups.remove(&group_id) {
+        state.group_ids.remove(&group.interest.group_key());
+        let scope_key = group.interest.collection.clone();
+        if let Some(scope) = state.scopes.get_mut(&scope_key) {
+            scope.remove(group_id, &group.interest);
+            if scope.is_empty() {
+                state.scopes.remove(&scope_key);
+            }
+        }
+    }
+}

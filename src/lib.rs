@@ -1,0 +1,147 @@
+//! livehub streams SurrealDB changes to HTTP clients as Server-Sent Events.
+//!
+//! A write (through the REST API, or by any SurrealDB client) commits to a
+//! table with a changefeed; one feed per node tails the changefeed and turns
+//! each change into an [`event::Event`] with a durable id; the hub fans it
+//! out to the subscriptions whose collection and filter match; each
+//! subscription's stream writes it to its client. A client that reconnects
+//! with `Last-Event-ID` has the gap replayed from the changefeed first.
+//!
+//! Layout, in reading order:
+//!
+//! * [`config`]: flags and environment.
+//! * [`event`]: events, their ids and their SSE encoding.
+//! * [`store`]: the only SurrealQL: collections, records, changefeed reads.
+//! * [`feed`]: the changefeed tailer and its watermark.
+//! * [`hub`]: fan-out to subscriptions, grouped and indexed by filter.
+//! * [`filter`]: the filter language.
+//! * [`routes`]: the HTTP API, one module per resource.
+//! * [`error`]: API errors and their JSON shape.
+
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod feed;
+pub mod filter;
+pub mod hub;
+pub mod routes;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+use crate::feed::{Feed, WriteTracker};
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// What every handler can reach. Cloning is shallow.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub hub: Hub,
+    pub config: Arc<Config>,
+    /// Cancelled on shutdown: every open stream ends.
+    pub shutdown: CancellationToken,
+}
+
+/// The router, without a socket (tests can drive it directly).
+pub fn app(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// A server that has connected to its database and is ready to serve.
+pub struct Server {
+    state: AppState,
+    writes: WriteTracker,
+}
+
+impl Server {
+    /// Connects to the database and prepares the hub.
+    pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let writes = WriteTracker::new();
+        let store = Store::connect(&config, writes.clone()).await?;
+        // The feed starts at the present: older changes reach clients by replay.
+        let start = writes.watermark(config.settle_window()).max(store.epoch());
+        let hub = Hub::new(start);
+        Ok(Server {
+            state: AppState {
+                store,
+                hub,
+                config: Arc::new(config),
+                shutdown: CancellationToken::new(),
+            },
+            writes,
+        })
+    }
+
+    /// The state handlers see (tests use its store to write as an outside
+    /// client would).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then ends every open
+    /// stream and returns once connections have closed (or the grace period
+    /// has passed).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let config = state.config.clone();
+        let token = state.shutdown.clone();
+        let feed = tokio::spawn(
+            Feed {
+                store: state.store.clone(),
+                hub: state.hub.clone(),
+                writes: self.writes,
+                poll_interval: config.poll_interval,
+                settle: config.settle_window(),
+            }
+            .run(token.clone()),
+        );
+        let router = app(state);
+        let stop = token.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending open streams");
+            stop.cancel();
+        });
+        let served = async { server.await.context("serving HTTP") };
+        tokio::pin!(served);
+        // Streams end at once on cancellation; the grace period bounds the
+        // wait for anything else (a slow request, a stuck client).
+        let result = tokio::select! {
+            result = &mut served => result,
+            _ = async { token.cancelled().await; tokio::time::sleep(config.shutdown_grace).await } => {
+                tracing::warn!("connections still open after the grace period; exiting anyway");
+                Ok(())
+            }
+        };
+        token.cancel();
+        let _ = feed.await;
+        result
+    }
+}
+
+/// Builds a server and serves until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Server::build(config).await?.serve(listener, shutdown).await
+}
+
+/// The current time as a changefeed stamp.
+pub fn now_stamp() -> u64 {
+    event::time_stamp(SystemTime::now())
+}

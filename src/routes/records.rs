@@ -1,0 +1,246 @@
+//! `/api/v1/collections/{name}/records`: the records of a collection.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::JsonBody;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::store::{SortOrder, new_record_id, validate_id, validate_name};
+
+/// Largest page of `GET .../records`.
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 50;
+
+/// Query of `GET .../records`.
+#[derive(Deserialize)]
+pub struct ListParams {
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u32>,
+    /// Opaque: the `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// A field to sort by, `-` first for descending. Default `-id` (newest
+    /// first, for generated ids).
+    sort: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    validate_name(&collection)?;
+    let mut data = record_body(body)?;
+    let id = match data.remove("id") {
+        None | Some(Value::Null) => new_record_id(),
+        Some(Value::String(id)) => {
+            validate_id(&id)?;
+            id
+        }
+        Some(_) => return Err(ApiError::bad_request("invalid_id", "`id` must be a string")),
+    };
+    let record = state.store.create_record(&collection, &id, data).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    validate_name(&collection)?;
+    validate_id(&id)?;
+    Ok(Json(state.store.get_record(&collection, &id).await?))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params?;
+    validate_name(&collection)?;
+    let limit = match params.limit {
+        None => DEFAULT_PAGE,
+        Some(limit @ 1..=MAX_PAGE) => limit,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`limit` must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+    };
+    let offset = match params.cursor.as_deref() {
+        None | Some("") => 0,
+        Some(cursor) => parse_cursor(cursor)?,
+    };
+    let sort = parse_sort(params.sort.as_deref().unwrap_or("-id"))?;
+    let items = state
+        .store
+        .list_records(&collection, &sort, limit + 1, offset)
+        .await?;
+    let mut items = items;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        Some(format!("o{}", offset + u64::from(limit)))
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+pub async fn merge(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let data = update_body(&collection, &id, body)?;
+    state
+        .store
+        .merge_record(&collection, &id, data)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_record(&collection, &id))
+}
+
+pub async fn replace(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let data = update_body(&collection, &id, body)?;
+    state
+        .store
+        .replace_record(&collection, &id, data)
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_record(&collection, &id))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    validate_name(&collection)?;
+    validate_id(&id)?;
+    match state.store.delete_record(&collection, &id).await? {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(no_record(&collection, &id)),
+    }
+}
+
+fn no_record(collection: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("no record `{id}` in `{collection}`"))
+}
+
+/// The body of a PATCH or PUT: an object whose `id`, if any, is the path's.
+fn update_body(collection: &str, id: &str, body: Value) -> Result<Map<String, Value>, ApiError> {
+    validate_name(collection)?;
+    validate_id(id)?;
+    let mut data = record_body(body)?;
+    match data.remove("id") {
+        None => Ok(data),
+        Some(Value::String(body_id)) if body_id == id => Ok(data),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_id",
+            "the body's `id` differs from the id in the path; records cannot be renamed",
+        )),
+    }
+}
+
+/// Checks that a record body is an object whose numbers survive storage.
+fn record_body(body: Value) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(data) = body else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "a record must be a JSON object",
+        ));
+    };
+    for value in data.values() {
+        check_numbers(value)?;
+    }
+    Ok(data)
+}
+
+/// SurrealDB stores integers as 64-bit signed: a larger one would come back
+/// changed, so it is refused rather than silently altered.
+fn check_numbers(value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::Number(number) if number.is_u64() && number.as_i64().is_none() => {
+            Err(ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "the integer {number} is out of range: integers must fit in 64-bit signed (send larger ones as strings)"
+                ),
+            ))
+        }
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(fields) => fields.values().try_for_each(check_numbers),
+        _ => Ok(()),
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
+    cursor
+        .strip_prefix('o')
+        .and_then(|offset| offset.parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "`cursor` is not a cursor this server returned",
+            )
+        })
+}
+
+/// `field`, `-field` or `+field`, with a dotted path of identifiers.
+fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
+    let (descending, path) = match sort.strip_prefix('-') {
+        Some(path) => (true, path),
+        None => (false, sort.strip_prefix('+').unwrap_or(sort)),
+    };
+    let field: Vec<String> = path.split('.').map(str::to_owned).collect();
+    let valid = field.iter().all(|segment| {
+        let mut chars = segment.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if !valid || path.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "`sort` must be a field name such as `title` or `-created`, not `{}`",
+                sort.chars().take(80).collect::<String>()
+            ),
+        ));
+    }
+    Ok(SortOrder { field, descending })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_orders_parse() {
+        let sort = parse_sort("-created").unwrap();
+        assert!(sort.descending);
+        assert_eq!(sort.field, ["created"]);
+        let sort = parse_sort("author.name").unwrap();
+        assert!(!sort.descending);
+        assert_eq!(sort.field, ["author", "name"]);
+        for bad in ["", "-", "a..b", "a`b", "1a", "a b"] {
+            assert!(parse_sort(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn oversized_integers_are_refused() {
+        assert!(record_body(json!({"n": 9_223_372_036_854_775_807i64})).is_ok());
+        assert!(record_body(json!({"n": {"deep": [18_446_744_073_709_551_615u64]}})).is_err());
+        assert!(record_body(json!([1])).is_err());
+    }
+}

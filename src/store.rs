@@ -1,0 +1,680 @@
+//! The store: the only module that speaks SurrealQL.
+//!
+//! Collections are SurrealDB tables defined with a `CHANGEFEED ... INCLUDE
+//! ORIGINAL`, and their metadata lives in the `_lh_collections` table (with a
+//! changefeed too), so every change, to a record or to a collection, reaches
+//! the feed through one path and gets one durable id.
+//!
+//! Names are validated before they reach a query (see [`validate_name`]) and
+//! every value travels as a bound parameter.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use serde_json::{Map, Value as Json};
+use surrealdb::Surreal;
+use surrealdb::engine::any::Any;
+use surrealdb::types::{RecordIdKey, Value};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::event::{format_time, time_stamp};
+use crate::feed::WriteTracker;
+
+/// The table holding collection metadata. Collection names start with a
+/// letter, so no collection can collide with it.
+pub const COLLECTIONS_TABLE: &str = "_lh_collections";
+/// The table holding livehub's own bookkeeping (the database epoch).
+const META_TABLE: &str = "_lh_meta";
+/// Longest collection name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest record id.
+pub const MAX_ID_LEN: usize = 128;
+/// Most changes one changefeed read returns (SurrealDB caps it at 1000).
+pub const CHANGES_PER_READ: u32 = 1000;
+/// Thrown inside a write transaction when the collection does not exist, so
+/// that SurrealDB never creates an undefined table (one without a changefeed).
+const NO_COLLECTION: &str = "livehub: no such collection";
+
+/// A handle to the database. Cloning is shallow.
+#[derive(Clone)]
+pub struct Store {
+    /// Shared: each clone of a `Surreal` handle opens a database session.
+    db: Arc<Surreal<Any>>,
+    writes: WriteTracker,
+    retention: Duration,
+    epoch: u64,
+}
+
+/// One committed transaction read from the changefeed.
+#[derive(Debug)]
+pub struct ChangeSet {
+    pub stamp: u64,
+    pub changes: Vec<Change>,
+    /// How many changefeed entries (one per table written) the set spans;
+    /// SurrealDB's read limit counts these.
+    pub entries: u32,
+}
+
+/// One record change inside a [`ChangeSet`].
+#[derive(Debug)]
+pub struct Change {
+    pub table: String,
+    /// The bare record id.
+    pub key: String,
+    pub op: ChangeOp,
+    /// The record after the change; for a delete, the record before it.
+    pub data: Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Sort order for record lists.
+#[derive(Debug, Clone)]
+pub struct SortOrder {
+    /// A validated field path (`a.b`), spliced as escaped identifiers.
+    pub field: Vec<String>,
+    pub descending: bool,
+}
+
+impl Store {
+    /// Connects to the configured database and prepares livehub's tables.
+    pub async fn connect(config: &Config, writes: WriteTracker) -> anyhow::Result<Store> {
+        let db = surrealdb::engine::any::connect(config.db.as_str())
+            .await
+            .with_context(|| format!("connecting to the database at {}", config.db))?;
+        if let (Some(user), Some(pass)) = (&config.db_user, &config.db_pass) {
+            db.signin(surrealdb::opt::auth::Root {
+                username: user.clone(),
+                password: pass.expose().to_owned(),
+            })
+            .await
+            .context("signing in to the database")?;
+        }
+        db.use_ns(config.db_ns.as_str())
+            .use_db(config.db_name.as_str())
+            .await
+            .context("selecting the namespace and database")?;
+        let mut store = Store {
+            db: Arc::new(db),
+            writes,
+            retention: config.retention,
+            epoch: 0,
+        };
+        store.epoch = store.init().await.context("preparing livehub's tables")?;
+        Ok(store)
+    }
+
+    /// Defines livehub's own tables and returns the database epoch: the stamp
+    /// before which this database holds no changes, recorded on first use.
+    async fn init(&self) -> anyhow::Result<u64> {
+        let changefeed = self.changefeed_clause();
+        let now = time_stamp(SystemTime::now());
+        let sql = format!(
+            "DEFINE TABLE IF NOT EXISTS {COLLECTIONS_TABLE} SCHEMALESS;
+             ALTER TABLE {COLLECTIONS_TABLE} {changefeed};
+             DEFINE TABLE IF NOT EXISTS {META_TABLE} SCHEMALESS;
+             UPSERT type::record('{META_TABLE}', 'epoch') SET stamp = stamp ?? $now RETURN VALUE stamp;"
+        );
+        let mut response = self
+            .db
+            .query(sql)
+            .bind(("now", now as i64))
+            .await?
+            .check()?;
+        let epoch: Option<i64> = response.take(3)?;
+        Ok(epoch.unwrap_or(now as i64).max(0) as u64)
+    }
+
+    fn changefeed_clause(&self) -> String {
+        format!(
+            "CHANGEFEED {}s INCLUDE ORIGINAL",
+            self.retention.as_secs().max(1)
+        )
+    }
+
+    /// The stamp before which this database holds no changes.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// How long changes stay in the changefeed.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), ApiError> {
+        self.db.query("RETURN 1").await?.check()?;
+        Ok(())
+    }
+
+    // ----- collections -----
+
+    /// Creates a collection: its metadata record and its table.
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Json, ApiError> {
+        let now = format_time(time::OffsetDateTime::now_utc());
+        let meta = serde_json::json!({
+            "name": name, "description": description, "created": now, "updated": now,
+        });
+        let changefeed = self.changefeed_clause();
+        // The name was validated by `validate_name`, so splicing it (escaped) is safe.
+        let sql = format!(
+            "BEGIN;
+             CREATE type::record('{COLLECTIONS_TABLE}', $name) CONTENT $meta RETURN AFTER;
+             DEFINE TABLE IF NOT EXISTS `{name}` SCHEMALESS;
+             ALTER TABLE `{name}` {changefeed};
+             COMMIT;"
+        );
+        let _write = self.writes.begin();
+        let mut response = self
+            .db
+            .query(sql)
+            .bind(("name", name.to_owned()))
+            .bind(("meta", meta))
+            .await?;
+        if let Some(error) = first_error(&mut response) {
+            if error.is_already_exists() {
+                return Err(ApiError::Conflict(format!(
+                    "collection `{name}` already exists"
+                )));
+            }
+            return Err(error.into());
+        }
+        // Statement 0 is BEGIN.
+        let created: Vec<Value> = response.take(1)?;
+        created
+            .into_iter()
+            .next()
+            .map(collection_json)
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("CREATE returned nothing")))
+    }
+
+    pub async fn list_collections(&self) -> Result<Vec<Json>, ApiError> {
+        let sql = format!("SELECT * FROM {COLLECTIONS_TABLE} ORDER BY id");
+        let rows: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
+        Ok(rows.into_iter().map(collection_json).collect())
+    }
+
+    pub async fn get_collection(&self, name: &str) -> Result<Option<Json>, ApiError> {
+        let sql = format!("SELECT * FROM type::record('{COLLECTIONS_TABLE}', $name)");
+        let rows: Vec<Value> = self
+            .db
+            .query(sql)
+            .bind(("name", name.to_owned()))
+            .await?
+            .check()?
+            .take(0)?;
+        Ok(rows.into_iter().next().map(collection_json))
+    }
+
+    /// Changes a collection's description; `None` if it does not exist.
+    pub async fn update_collection(
+        &self,
+        name: &str,
+        description: Option<Option<String>>,
+    ) -> Result<Option<Json>, ApiError> {
+        let now = format_time(time::OffsetDateTime::now_utc());
+        let mut patch = Map::new();
+        patch.insert("updated".into(), Json::String(now));
+        if let Some(description) = description {
+            patch.insert(
+                "description".into(),
+                description.map_or(Json::Null, Json::String),
+            );
+        }
+        let sql =
+            format!("UPDATE type::record('{COLLECTIONS_TABLE}', $name) MERGE $patch RETURN AFTER");
+        let _write = self.writes.begin();
+        let rows: Vec<Value> = self
+            .db
+            .query(sql)
+            .bind(("name", name.to_owned()))
+            .bind(("patch", Json::Object(patch)))
+            .await?
+            .check()?
+            .take(0)?;
+        Ok(rows.into_iter().next().map(collection_json))
+    }
+
+    /// Deletes a collection with all its records; `false` if it did not exist.
+    pub async fn delete_collection(&self, name: &str) -> Result<bool, ApiError> {
+        let sql = format!(
+            "BEGIN;
+             IF !record::exists(type::record('{COLLECTIONS_TABLE}', $name)) {{ THROW '{NO_COLLECTION}' }};
+             DELETE type::record('{COLLECTIONS_TABLE}', $name);
+             REMOVE TABLE IF EXISTS `{name}`;
+             COMMIT;"
+        );
+        let _write = self.writes.begin();
+        let mut response = self.db.query(sql).bind(("name", name.to_owned())).await?;
+        match first_error(&mut response) {
+            Some(error) if is_no_collection(&error) => Ok(false),
+            Some(error) => Err(error.into()),
+            None => Ok(true),
+        }
+    }
+
+    // ----- records -----
+
+    /// Creates a record. `id` must have passed [`validate_id`].
+    pub async fn create_record(
+        &self,
+        collection: &str,
+        id: &str,
+        data: Map<String, Json>,
+    ) -> Result<Json, ApiError> {
+        self.write_record(
+            collection,
+            "CREATE type::record($tb, $id) CONTENT $data RETURN AFTER",
+            id,
+            Some(data),
+        )
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("CREATE returned nothing")))
+    }
+
+    /// Merges fields into a record; `None` if it does not exist.
+    pub async fn merge_record(
+        &self,
+        collection: &str,
+        id: &str,
+        data: Map<String, Json>,
+    ) -> Result<Option<Json>, ApiError> {
+        let sql = "UPDATE type::record($tb, $id) MERGE $data RETURN AFTER";
+        self.write_record(collection, sql, id, Some(data)).await
+    }
+
+    /// Replaces a record's content; `None` if it does not exist.
+    pub async fn replace_record(
+        &self,
+        collection: &str,
+        id: &str,
+        data: Map<String, Json>,
+    ) -> Result<Option<Json>, ApiError> {
+        let sql = "UPDATE type::record($tb, $id) CONTENT $data RETURN AFTER";
+        self.write_record(collection, sql, id, Some(data)).await
+    }
+
+    /// Deletes a record; the deleted record, or `None` if it did not exist.
+    pub async fn delete_record(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<Json>, ApiError> {
+        let sql = "DELETE type::record($tb, $id) RETURN BEFORE";
+        self.write_record(collection, sql, id, None).await
+    }
+
+    /// Runs one record write inside a transaction that first checks that the
+    /// collection exists (so SurrealDB never creates an undefined table).
+    async fn write_record(
+        &self,
+        collection: &str,
+        statement: &str,
+        id: &str,
+        data: Option<Map<String, Json>>,
+    ) -> Result<Option<Json>, ApiError> {
+        let sql = format!(
+            "BEGIN;
+             IF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};
+             {statement};
+             COMMIT;"
+        );
+        let _write = self.writes.begin();
+        let mut query = self
+            .db
+            .query(sql)
+            .bind(("tb", collection.to_owned()))
+            .bind(("id", id.to_owned()));
+        if let Some(data) = data {
+            query = query.bind(("data", Json::Object(data)));
+        }
+        let mut response = query.await?;
+        if let Some(error) = first_error(&mut response) {
+            if is_no_collection(&error) {
+                return Err(no_collection(collection));
+            }
+            if error.is_already_exists() {
+                return Err(ApiError::Conflict(format!(
+                    "record `{id}` already exists in `{collection}`"
+                )));
+            }
+            return Err(error.into());
+        }
+        // Statement 0 is BEGIN and 1 the existence check.
+        let rows: Vec<Value> = response.take(2)?;
+        Ok(rows.into_iter().next().map(|row| record_json(row).2))
+    }
+
+    pub async fn get_record(&self, collection: &str, id: &str) -> Result<Json, ApiError> {
+        let sql = format!(
+            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
+             SELECT * FROM type::record($tb, $id);"
+        );
+        let mut response = self
+            .db
+            .query(sql)
+            .bind(("tb", collection.to_owned()))
+            .bind(("id", id.to_owned()))
+            .await?;
+        // Read the check first: the second statement fails on a table that
+        // does not exist.
+        let exists: Option<bool> = response.take(0)?;
+        if exists != Some(true) {
+            return Err(no_collection(collection));
+        }
+        let rows: Vec<Value> = response.take(1)?;
+        rows.into_iter()
+            .next()
+            .map(|row| record_json(row).2)
+            .ok_or_else(|| ApiError::NotFound(format!("no record `{id}` in `{collection}`")))
+    }
+
+    /// One page of a collection's records.
+    pub async fn list_records(
+        &self,
+        collection: &str,
+        sort: &SortOrder,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Json>, ApiError> {
+        let direction = if sort.descending { "DESC" } else { "ASC" };
+        let field = escaped_path(&sort.field);
+        // `id` breaks ties so that pages are stable.
+        let order = if sort.field == ["id"] {
+            format!("id {direction}")
+        } else {
+            format!("{field} {direction}, id {direction}")
+        };
+        let sql = format!(
+            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
+             SELECT * FROM type::table($tb) ORDER BY {order} LIMIT $limit START $start;"
+        );
+        let mut response = self
+            .db
+            .query(sql)
+            .bind(("tb", collection.to_owned()))
+            .bind(("limit", i64::from(limit)))
+            .bind(("start", offset.min(i64::MAX as u64) as i64))
+            .await?;
+        // Read the check first: the second statement fails on a table that
+        // does not exist.
+        let exists: Option<bool> = response.take(0)?;
+        if exists != Some(true) {
+            return Err(no_collection(collection));
+        }
+        let rows: Vec<Value> = response.take(1)?;
+        Ok(rows.into_iter().map(|row| record_json(row).2).collect())
+    }
+
+    // ----- changefeed -----
+
+    /// Reads committed transactions with stamps at or after `since`
+    /// (SurrealDB's `SINCE` is inclusive), oldest first.
+    pub async fn read_changes(&self, since: u64) -> Result<Vec<ChangeSet>, surrealdb::Error> {
+        let sql = format!("SHOW CHANGES FOR DATABASE SINCE {since} LIMIT {CHANGES_PER_READ}");
+        let sets: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
+        Ok(sets.into_iter().filter_map(parse_change_set).collect())
+    }
+
+    /// Runs raw SurrealQL, bypassing the API: for tests that play an outside
+    /// writer, and for tools.
+    pub async fn raw_query(&self, sql: &str) -> Result<(), surrealdb::Error> {
+        self.db.query(sql).await?.check()?;
+        Ok(())
+    }
+}
+
+/// The first error of a multi-statement response. In a failed transaction
+/// every statement reports an error; the one that caused it is the one that
+/// is not a cancellation, so prefer that.
+fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Error> {
+    let mut errors: Vec<(usize, surrealdb::Error)> = response.take_errors().into_iter().collect();
+    errors.sort_by_key(|(index, _)| *index);
+    let cause = errors.iter().position(|(_, error)| {
+        let message = error.message();
+        !message.starts_with("The query was not executed") && !message.starts_with("Cannot COMMIT")
+    });
+    match cause {
+        Some(position) => Some(errors.swap_remove(position).1),
+        None => errors.into_iter().next().map(|(_, error)| error),
+    }
+}
+
+fn is_no_collection(error: &surrealdb::Error) -> bool {
+    error.message().contains(NO_COLLECTION)
+}
+
+fn no_collection(name: &str) -> ApiError {
+    ApiError::NotFound(format!("no collection named `{name}`"))
+}
+
+/// Checks a collection name: a letter, then letters, digits or `_`.
+pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !starts_with_letter
+        || name.len() > MAX_NAME_LEN
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!(
+                "`{}` is not a valid collection name: use a letter followed by up to {} letters, digits or underscores",
+                truncate(name, 80),
+                MAX_NAME_LEN - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a record id: 1 to 128 letters, digits, `_` or `-`.
+pub fn validate_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty()
+        || id.len() > MAX_ID_LEN
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            format!(
+                "`{}` is not a valid record id: use 1 to {MAX_ID_LEN} letters, digits, `_` or `-`",
+                truncate(id, 80)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A new record id: a lower-case ULID, so generated ids sort by creation time.
+pub fn new_record_id() -> String {
+    ulid::Ulid::new().to_string().to_ascii_lowercase()
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+/// A field path as SurrealQL, each segment escaped. Segments must already be
+/// validated identifiers.
+fn escaped_path(path: &[String]) -> String {
+    path.iter()
+        .map(|segment| format!("`{segment}`"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The text of a record id key: the string itself, or its SurrealQL form.
+fn key_text(key: &RecordIdKey) -> String {
+    match key {
+        RecordIdKey::String(text) => text.clone(),
+        RecordIdKey::Number(number) => number.to_string(),
+        other => Value::RecordId(surrealdb::types::RecordId {
+            table: "_".into(),
+            key: other.clone(),
+        })
+        .into_json_value()
+        .as_str()
+        .map(|text| text.trim_start_matches("_:").to_owned())
+        .unwrap_or_default(),
+    }
+}
+
+/// Converts a stored record to JSON with a bare `id`; also returns its table
+/// and key.
+fn record_json(value: Value) -> (String, String, Json) {
+    let Value::Object(object) = value else {
+        return (String::new(), String::new(), value.into_json_value());
+    };
+    let mut table = String::new();
+    let mut key = String::new();
+    let mut json = Map::new();
+    for (field, value) in object.into_inner() {
+        match (field.as_str(), value) {
+            ("id", Value::RecordId(id)) => {
+                table = id.table.to_string();
+                key = key_text(&id.key);
+                json.insert(field, Json::String(key.clone()));
+            }
+            (_, value) => {
+                json.insert(field, value.into_json_value());
+            }
+        }
+    }
+    (table, key, Json::Object(json))
+}
+
+/// Collection metadata as clients see it: the record without its id.
+fn collection_json(value: Value) -> Json {
+    let (_, key, mut json) = record_json(value);
+    if let Json::Object(map) = &mut json {
+        map.remove("id");
+        map.entry("name").or_insert(Json::String(key));
+    }
+    json
+}
+
+/// Parses one `SHOW CHANGES` entry: `{versionstamp, changes: [...]}`.
+fn parse_change_set(value: Value) -> Option<ChangeSet> {
+    let Value::Object(mut object) = value else {
+        return None;
+    };
+    let stamp = match object.remove("versionstamp")? {
+        Value::Number(number) => number.to_int().and_then(|n| u64::try_from(n).ok())?,
+        _ => return None,
+    };
+    let Some(Value::Array(items)) = object.remove("changes") else {
+        return None;
+    };
+    let mut changes = Vec::with_capacity(items.len());
+    let mut entries = 0;
+    let mut last_table: Option<String> = None;
+    for item in items.into_inner() {
+        let Some(change) = parse_change(item) else {
+            continue;
+        };
+        // Changes of one table in one commit are stored as one entry, and
+        // entries come table by table.
+        if last_table.as_deref() != Some(change.table.as_str()) {
+            entries += 1;
+            last_table = Some(change.table.clone());
+        }
+        changes.push(change);
+    }
+    Some(ChangeSet {
+        stamp,
+        changes,
+        entries: entries.max(1),
+    })
+}
+
+/// Parses one change: `{update}` (a create, with `INCLUDE ORIGINAL`),
+/// `{current, update: [patches]}` (an update) or `{delete: {id, original}}`.
+/// Table definitions and anything unknown are skipped.
+fn parse_change(value: Value) -> Option<Change> {
+    let Value::Object(mut object) = value else {
+        return None;
+    };
+    let (op, record) = if let Some(current) = object.remove("current") {
+        (ChangeOp::Update, current)
+    } else if let Some(update) = object.remove("update") {
+        (ChangeOp::Create, update)
+    } else if let Some(Value::Object(mut delete)) = object.remove("delete") {
+        match delete.remove("original") {
+            Some(original @ Value::Object(_)) => (ChangeOp::Delete, original),
+            _ => {
+                let mut record = surrealdb::types::Object::new();
+                record.insert("id", delete.remove("id")?);
+                (ChangeOp::Delete, Value::Object(record))
+            }
+        }
+    } else {
+        return None;
+    };
+    let (table, key, data) = record_json(record);
+    if table.is_empty() {
+        return None;
+    }
+    Some(Change {
+        table,
+        key,
+        op,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_are_checked() {
+        for good in ["posts", "a", "Posts_2024", &"a".repeat(MAX_NAME_LEN)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "_lh_collections",
+            "1posts",
+            "po-sts",
+            "po sts",
+            "pösts",
+            "a`b",
+            &"a".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn record_ids_are_checked() {
+        for good in ["abc123", "a-b_c", "1", &new_record_id()] {
+            assert!(validate_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "a:b", "⟨x⟩", "a`", &"x".repeat(MAX_ID_LEN + 1)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_sort_by_creation() {
+        let first = new_record_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = new_record_id();
+        assert!(first < second);
+        assert_eq!(first.len(), 26);
+    }
+}

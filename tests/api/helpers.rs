@@ -1,0 +1,247 @@
+//! Shared test helpers: a real server on a loopback port, a real HTTP client
+//! and a real SSE client.
+
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use livehub::Config;
+use livehub::store::Store;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Long enough that only a hung test waits for it: a guard, not a timing
+/// assertion.
+pub const HANG_GUARD: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    /// The server's store, for writing as an outside SurrealDB client would.
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A configuration for tests: in-memory database, any free port.
+pub fn test_config() -> Config {
+    let mut config = Config::defaults();
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// Builds a server. A persistent database released by a server that just
+/// stopped is unlocked by a background task, so a locked one is retried.
+async fn build_server(config: Config) -> livehub::Server {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        match livehub::Server::build(config.clone()).await {
+            Ok(server) => return server,
+            Err(error)
+                if format!("{error:#}").contains("locked")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("server builds: {error:#}"),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(test_config()).await
+    }
+
+    pub async fn spawn_with(config: Config) -> TestApp {
+        // The listener is bound before the server starts, so no sleeps are
+        // needed to wait for readiness.
+        let listener = TcpListener::bind(config.addr).await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let server = build_server(config).await;
+        let store = server.state().store.clone();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.serve(listener, async move {
+            let _ = signal.await;
+        }));
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            store,
+            shutdown: Some(shutdown),
+            server: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    pub async fn create_collection(&self, name: &str) {
+        let response = self
+            .post("/api/v1/collections", &json!({ "name": name }))
+            .await;
+        assert_eq!(response.status(), 201, "creating collection {name}");
+    }
+
+    /// Creates a record and returns it as the API answered.
+    pub async fn create_record(&self, collection: &str, body: Value) -> Value {
+        let response = self
+            .post(&format!("/api/v1/collections/{collection}/records"), &body)
+            .await;
+        assert_eq!(response.status(), 201, "creating a record in {collection}");
+        response.json().await.unwrap()
+    }
+
+    /// Opens an SSE stream; `last_event_id` is sent as the header.
+    pub async fn stream(&self, path: &str, last_event_id: Option<&str>) -> SseClient {
+        let mut request = self.client.get(self.url(path));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("stream request");
+        assert_eq!(response.status(), 200, "opening stream {path}");
+        SseClient::new(response)
+    }
+
+    /// Triggers shutdown and waits for the server to return.
+    pub async fn shutdown(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(HANG_GUARD, server)
+                .await
+                .expect("server stops")
+                .expect("server task")
+                .expect("server result");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+/// A Server-Sent Events client over a real HTTP response.
+pub struct SseClient {
+    pub headers: HeaderMap,
+    events: EventStream,
+}
+
+impl SseClient {
+    pub fn new(response: reqwest::Response) -> SseClient {
+        let headers = response.headers().clone();
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .map(|item| item.map_err(|error| error.to_string()));
+        SseClient {
+            headers,
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next event, or `None` when the server ended the stream.
+    pub async fn next(&mut self) -> Option<Event> {
+        tokio::time::timeout(HANG_GUARD, self.events.next())
+            .await
+            .expect("an event or the end of the stream")
+            .map(|item| item.expect("a well-formed event"))
+    }
+
+    /// The next event; panics if the stream ends.
+    pub async fn event(&mut self) -> Event {
+        self.next().await.expect("the stream ended early")
+    }
+
+    /// The next event's type and parsed data.
+    pub async fn json_event(&mut self) -> (String, Value) {
+        let event = self.event().await;
+        let data = serde_json::from_str(&event.data).expect("JSON data");
+        (event.event, data)
+    }
+
+    /// Reads the `connected` event every stream starts with.
+    pub async fn connected(&mut self) -> Event {
+        let event = self.event().await;
+        assert_eq!(event.event, "connected", "first event: {event:?}");
+        event
+    }
+
+    /// The next record event, skipping collection events. (A new stream
+    /// starts at its `connected` position, which can be just before the
+    /// request: the creation of the collection may still arrive.)
+    pub async fn record_event(&mut self) -> Event {
+        loop {
+            let event = self.event().await;
+            if event.event.starts_with("record.") {
+                return event;
+            }
+            assert!(
+                event.event.starts_with("collection."),
+                "unexpected {event:?}"
+            );
+        }
+    }
+
+    /// Reads events until `count` record events arrived; returns them.
+    pub async fn records(&mut self, count: usize) -> Vec<Value> {
+        let mut records = Vec::with_capacity(count);
+        while records.len() < count {
+            let (kind, data) = self.json_event().await;
+            if kind.starts_with("record.") {
+                records.push(data);
+            }
+        }
+        records
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: a real server on a loopback port, a real HTTP client,
+//! a real SSE client, and the real embedded SurrealDB.
+
+mod collections;
+mod contract;
+mod helpers;
+mod records;
+mod resume;
+mod streams;

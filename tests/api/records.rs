@@ -1,0 +1,282 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, test_config};
+
+#[tokio::test]
+async fn records_can_be_created_read_changed_and_deleted() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+
+    let created = app
+        .create_record(
+            "posts",
+            json!({"title": "Hello", "tags": ["a"], "meta": {"views": 1}}),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 26, "a generated id is a bare ULID: {id}");
+    assert_eq!(created["title"], "Hello");
+
+    let chosen = app
+        .create_record("posts", json!({"id": "abc123", "title": "Mine"}))
+        .await;
+    assert_eq!(chosen["id"], "abc123");
+
+    let shown: Value = app
+        .get("/api/v1/collections/posts/records/abc123")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown, json!({"id": "abc123", "title": "Mine"}));
+
+    let merged = app
+        .patch(
+            "/api/v1/collections/posts/records/abc123",
+            &json!({"body": "text"}),
+        )
+        .await;
+    assert_eq!(merged.status(), 200);
+    assert_eq!(
+        merged.json::<Value>().await.unwrap(),
+        json!({"id": "abc123", "title": "Mine", "body": "text"})
+    );
+
+    let replaced = app
+        .put(
+            "/api/v1/collections/posts/records/abc123",
+            &json!({"id": "abc123", "only": true}),
+        )
+        .await;
+    assert_eq!(replaced.status(), 200);
+    assert_eq!(
+        replaced.json::<Value>().await.unwrap(),
+        json!({"id": "abc123", "only": true})
+    );
+
+    let deleted = app.delete("/api/v1/collections/posts/records/abc123").await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        app.get("/api/v1/collections/posts/records/abc123")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.delete("/api/v1/collections/posts/records/abc123")
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn lists_page_with_a_cursor_and_sort() {
+    let app = TestApp::spawn().await;
+    app.create_collection("items").await;
+    for n in 0..7 {
+        app.create_record("items", json!({"id": format!("item{n}"), "rank": 10 - n}))
+            .await;
+    }
+    // Default order: newest id first. Pages of 3.
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/collections/items/records?limit=3".to_owned();
+    loop {
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/api/v1/collections/items/records?limit=3&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "item6", "item5", "item4", "item3", "item2", "item1", "item0"
+        ]
+    );
+
+    let page: Value = app
+        .get("/api/v1/collections/items/records?sort=rank&limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ranks: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["rank"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ranks, [4, 5]);
+}
+
+#[tokio::test]
+async fn record_errors_have_the_right_status_and_shape() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    app.create_record("posts", json!({"id": "taken"})).await;
+    let big = 18_446_744_073_709_551_615u64;
+
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (
+            app.post("/api/v1/collections/posts/records", &json!({"id": "taken"}))
+                .await,
+            409,
+            "conflict",
+        ),
+        (
+            app.post("/api/v1/collections/posts/records", &json!([1, 2]))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            app.post("/api/v1/collections/posts/records", &json!("text"))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            app.post("/api/v1/collections/posts/records", &json!({"id": "a:b"}))
+                .await,
+            400,
+            "invalid_id",
+        ),
+        (
+            app.post("/api/v1/collections/posts/records", &json!({"id": 7}))
+                .await,
+            400,
+            "invalid_id",
+        ),
+        (
+            app.post("/api/v1/collections/posts/records", &json!({"n": big}))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            app.post("/api/v1/collections/nope/records", &json!({}))
+                .await,
+            404,
+            "not_found",
+        ),
+        (
+            app.get("/api/v1/collections/nope/records").await,
+            404,
+            "not_found",
+        ),
+        (
+            app.get("/api/v1/collections/nope/records/x").await,
+            404,
+            "not_found",
+        ),
+        (
+            app.get("/api/v1/collections/posts/records/missing").await,
+            404,
+            "not_found",
+        ),
+        (
+            app.patch(
+                "/api/v1/collections/posts/records/missing",
+                &json!({"a": 1}),
+            )
+            .await,
+            404,
+            "not_found",
+        ),
+        (
+            app.put(
+                "/api/v1/collections/posts/records/missing",
+                &json!({"a": 1}),
+            )
+            .await,
+            404,
+            "not_found",
+        ),
+        (
+            app.patch(
+                "/api/v1/collections/posts/records/taken",
+                &json!({"id": "other"}),
+            )
+            .await,
+            400,
+            "invalid_id",
+        ),
+        (
+            app.get("/api/v1/collections/posts/records?limit=0").await,
+            400,
+            "invalid_query",
+        ),
+        (
+            app.get("/api/v1/collections/posts/records?limit=abc").await,
+            400,
+            "invalid_query",
+        ),
+        (
+            app.get("/api/v1/collections/posts/records?cursor=zzz")
+                .await,
+            400,
+            "invalid_query",
+        ),
+        (
+            app.get("/api/v1/collections/posts/records?sort=a%60b")
+                .await,
+            400,
+            "invalid_query",
+        ),
+    ];
+    for (response, status, code) in cases {
+        let url = response.url().to_string();
+        assert_eq!(response.status(), status, "{url}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{url}: {body}");
+    }
+    // A failed write changed nothing: no collection `nope` appeared.
+    assert_eq!(app.get("/api/v1/collections/nope").await.status(), 404);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let mut config = test_config();
+    config.max_body_bytes = 1024;
+    let app = TestApp::spawn_with(config).await;
+    app.create_collection("posts").await;
+    let response = app
+        .post(
+            "/api/v1/collections/posts/records",
+            &json!({"text": "x".repeat(2000)}),
+        )
+        .await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn hostile_content_is_stored_verbatim() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let hostile = json!({
+        "id": "h1",
+        "sql": "'; REMOVE TABLE posts; --",
+        "surreal": "⟩; DELETE posts; ⟨",
+        "sse": "\n\nevent: forged\ndata: {}\n\n",
+        "cr": "a\rb",
+        "unicode": "é\u{2028}\u{0}",
+    });
+    let created = app.create_record("posts", hostile.clone()).await;
+    assert_eq!(created, hostile);
+    let shown: Value = app
+        .get("/api/v1/collections/posts/records/h1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown, hostile);
+    assert_eq!(app.get("/api/v1/collections/posts").await.status(), 200);
+}

@@ -1,0 +1,187 @@
+use serde_json::{Value, json};
+
+use crate::helpers::{SseClient, TestApp, test_config};
+
+/// Creates records with the given ids in order.
+async fn create_all(app: &TestApp, collection: &str, ids: &[&str]) {
+    for id in ids {
+        app.create_record(collection, json!({ "id": id })).await;
+    }
+}
+
+/// Reads `count` record events and returns their record ids.
+async fn record_ids(stream: &mut SseClient, count: usize) -> Vec<String> {
+    stream
+        .records(count)
+        .await
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Opens a stream, receives r1 and r2, and returns r1's event id.
+async fn first_id_then_disconnect(app: &TestApp, path: &str) -> String {
+    let mut stream = app.stream(path, None).await;
+    stream.connected().await;
+    create_all(app, "posts", &["r1", "r2"]).await;
+    let first = stream.record_event().await;
+    assert!(first.data.contains("\"r1\""));
+    let second = stream.record_event().await;
+    assert!(second.data.contains("\"r2\""));
+    first.id
+}
+
+#[tokio::test]
+async fn last_event_id_header_replays_the_gap_then_goes_live() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let r1 = first_id_then_disconnect(&app, "/api/v1/realtime/posts").await;
+    create_all(&app, "posts", &["r3", "r4"]).await;
+
+    let mut stream = app.stream("/api/v1/realtime/posts", Some(&r1)).await;
+    let connected = stream.connected().await;
+    assert_eq!(
+        connected.id, r1,
+        "a resumed stream keeps the client's position"
+    );
+    create_all(&app, "posts", &["r5"]).await;
+    // After r1 come r2 (seen before, but after the resume point), r3 and r4
+    // from the replay, then r5 live: no gap, no duplicate.
+    assert_eq!(record_ids(&mut stream, 4).await, ["r2", "r3", "r4", "r5"]);
+}
+
+#[tokio::test]
+async fn last_event_id_query_parameter_resumes_too() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let r1 = first_id_then_disconnect(&app, "/api/v1/realtime/posts").await;
+    create_all(&app, "posts", &["r3"]).await;
+
+    let mut stream = app
+        .stream(&format!("/api/v1/realtime/posts?last_event_id={r1}"), None)
+        .await;
+    stream.connected().await;
+    create_all(&app, "posts", &["r4"]).await;
+    assert_eq!(record_ids(&mut stream, 3).await, ["r2", "r3", "r4"]);
+}
+
+#[tokio::test]
+async fn the_header_wins_over_the_query_parameter() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let r1 = first_id_then_disconnect(&app, "/api/v1/realtime/posts").await;
+    let mut stream = app.stream("/api/v1/realtime/posts", None).await;
+    stream.connected().await;
+    create_all(&app, "posts", &["r3"]).await;
+    let r3 = stream.record_event().await.id;
+    drop(stream);
+    create_all(&app, "posts", &["r4"]).await;
+
+    // A browser reconnecting sends the newest id as the header while the URL
+    // still carries the first one.
+    let mut stream = app
+        .stream(
+            &format!("/api/v1/realtime/posts?last_event_id={r1}"),
+            Some(&r3),
+        )
+        .await;
+    stream.connected().await;
+    create_all(&app, "posts", &["r5"]).await;
+    assert_eq!(record_ids(&mut stream, 2).await, ["r4", "r5"]);
+}
+
+#[tokio::test]
+async fn the_connected_position_covers_a_client_that_saw_no_events() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let mut stream = app.stream("/api/v1/realtime/posts", None).await;
+    let position = stream.connected().await.id;
+    drop(stream);
+    create_all(&app, "posts", &["while-away"]).await;
+
+    let mut stream = app.stream("/api/v1/realtime/posts", Some(&position)).await;
+    stream.connected().await;
+    assert_eq!(record_ids(&mut stream, 1).await, ["while-away"]);
+}
+
+#[tokio::test]
+async fn replay_applies_the_collection_and_filter() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    app.create_collection("other").await;
+    let path = "/api/v1/realtime/posts?query=kind%3Dkeep";
+    let mut stream = app.stream(path, None).await;
+    let position = stream.connected().await.id;
+    drop(stream);
+    app.create_record("posts", json!({"id": "a", "kind": "keep"}))
+        .await;
+    app.create_record("posts", json!({"id": "b", "kind": "drop"}))
+        .await;
+    app.create_record("other", json!({"id": "c", "kind": "keep"}))
+        .await;
+    app.create_record("posts", json!({"id": "d", "kind": "keep"}))
+        .await;
+
+    let mut stream = app.stream(path, Some(&position)).await;
+    stream.connected().await;
+    app.create_record("posts", json!({"id": "e", "kind": "keep"}))
+        .await;
+    assert_eq!(record_ids(&mut stream, 3).await, ["a", "d", "e"]);
+}
+
+#[tokio::test]
+async fn ids_from_before_the_database_or_the_future_get_a_reset() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let now_ms = livehub::now_stamp() >> 16;
+    let an_hour_ago = format!("{:016x}{:08x}", (now_ms - 3_600_000) << 16, 0);
+    let next_year = format!("{:016x}{:08x}", (now_ms + 365 * 86_400_000) << 16, 0);
+    for stale in [an_hour_ago, next_year] {
+        let mut stream = app.stream("/api/v1/realtime/posts", Some(&stale)).await;
+        let connected = stream.connected().await;
+        assert_ne!(connected.id, stale);
+        let (kind, body) = stream.json_event().await;
+        assert_eq!(kind, "reset");
+        assert_eq!(body["last_event_id"], stale.as_str());
+        // Then it is live.
+        let id = format!("after-{}", &stale[..4]);
+        app.create_record("posts", json!({ "id": id })).await;
+        assert_eq!(record_ids(&mut stream, 1).await, [id]);
+    }
+}
+
+#[tokio::test]
+async fn resume_survives_a_restart_with_persistent_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.db = format!("surrealkv://{}", dir.path().join("data").display());
+
+    let app = TestApp::spawn_with(config.clone()).await;
+    app.create_collection("posts").await;
+    let mut stream = app.stream("/api/v1/realtime/posts", None).await;
+    stream.connected().await;
+    create_all(&app, "posts", &["before"]).await;
+    let position = stream.record_event().await.id;
+    drop(stream);
+    create_all(&app, "posts", &["unseen"]).await;
+    app.shutdown().await;
+
+    let app = TestApp::spawn_with(config).await;
+    // Written while the client was away, after the restart.
+    create_all(&app, "posts", &["after-restart"]).await;
+    let mut stream = app.stream("/api/v1/realtime/posts", Some(&position)).await;
+    stream.connected().await;
+    create_all(&app, "posts", &["live"]).await;
+    assert_eq!(
+        record_ids(&mut stream, 3).await,
+        ["unseen", "after-restart", "live"]
+    );
+    let records: Value = app
+        .get("/api/v1/collections/posts/records")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records["items"].as_array().unwrap().len(), 4);
+    app.shutdown().await;
+}
