@@ -12,7 +12,6 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value as Json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The durable position of an event in SurrealDB's changefeed.
 ///
@@ -215,9 +214,15 @@ pub fn time_stamp(time: std::time::SystemTime) -> u64 {
     millis << 16
 }
 
-/// RFC 3339 with millisecond precision, in UTC.
+/// RFC 3339 in UTC with exactly three fractional digits, so every timestamp
+/// livehub sends has the same shape (`2026-11-22T09:00:00.123Z`).
 pub fn format_time(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_default()
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -305,5 +310,7 @@ mod tests {
         assert_eq!(format_time(stamp_time(stamp)), "2023-11-14T22:13:20.123Z");
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
         assert_eq!(time_stamp(time), 1_700_000_000_123u64 << 16);
+        let whole_second = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        assert_eq!(format_time(whole_second), "2023-11-14T22:13:20.000Z");
     }
 }

@@ -27,6 +27,8 @@ use crate::feed::WriteTracker;
 pub const COLLECTIONS_TABLE: &str = "_lh_collections";
 /// The table holding livehub's own bookkeeping (the database epoch).
 const META_TABLE: &str = "_lh_meta";
+/// Event ids this far ahead of the clock cannot come from this database.
+const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// Longest collection name.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest record id.
@@ -44,7 +46,33 @@ pub struct Store {
     db: Arc<Surreal<Any>>,
     writes: WriteTracker,
     retention: Duration,
+    /// The stamp before which this database holds no changes.
     epoch: u64,
+    /// Changes before this stamp may have been purged under an earlier, shorter
+    /// retention setting.
+    horizon: u64,
+}
+
+/// Why the changes after an event id cannot all be replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreplayable {
+    /// Older than the retention window: the changefeed has dropped them.
+    Expired,
+    /// Older than this database: they were never in it (for example a
+    /// restarted in-memory database).
+    BeforeDatabase,
+    /// Too far in the future to come from this database.
+    Unknown,
+}
+
+impl Unreplayable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unreplayable::Expired => "expired",
+            Unreplayable::BeforeDatabase => "before_database",
+            Unreplayable::Unknown => "unknown",
+        }
+    }
 }
 
 /// One committed transaction read from the changefeed.
@@ -106,21 +134,25 @@ impl Store {
             writes,
             retention: config.retention,
             epoch: 0,
+            horizon: 0,
         };
-        store.epoch = store.init().await.context("preparing livehub's tables")?;
+        store.init().await.context("preparing livehub's tables")?;
         Ok(store)
     }
 
-    /// Defines livehub's own tables and returns the database epoch: the stamp
-    /// before which this database holds no changes, recorded on first use.
-    async fn init(&self) -> anyhow::Result<u64> {
+    /// Defines livehub's own tables and reads the replay bounds: the
+    /// database epoch (the stamp before which it holds no changes, recorded
+    /// on first use) and the retention horizon (see [`Store::replay_check`]).
+    async fn init(&mut self) -> anyhow::Result<()> {
         let changefeed = self.changefeed_clause();
         let now = time_stamp(SystemTime::now());
         let sql = format!(
             "DEFINE TABLE IF NOT EXISTS {COLLECTIONS_TABLE} SCHEMALESS;
              ALTER TABLE {COLLECTIONS_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {META_TABLE} SCHEMALESS;
-             UPSERT type::record('{META_TABLE}', 'epoch') SET stamp = stamp ?? $now RETURN VALUE stamp;"
+             UPSERT type::record('{META_TABLE}', 'epoch') SET stamp = stamp ?? $now RETURN VALUE stamp;
+             SELECT retention_secs, horizon FROM ONLY type::record('{META_TABLE}', 'retention');
+             SELECT VALUE name FROM {COLLECTIONS_TABLE};"
         );
         let mut response = self
             .db
@@ -129,7 +161,41 @@ impl Store {
             .await?
             .check()?;
         let epoch: Option<i64> = response.take(3)?;
-        Ok(epoch.unwrap_or(now as i64).max(0) as u64)
+        self.epoch = epoch.unwrap_or(now as i64).max(0) as u64;
+        let previous: Value = response.take(4)?;
+        let previous = previous.into_json_value();
+        let collections: Vec<String> = response.take(5)?;
+
+        let retention_secs = self.retention.as_secs().max(1) as i64;
+        let previous_secs = previous["retention_secs"].as_i64();
+        let previous_horizon = previous["horizon"].as_u64().unwrap_or(0);
+        self.horizon = match previous_secs {
+            // Raised: what the old setting already purged stays gone.
+            Some(old) if old < retention_secs => {
+                previous_horizon.max(now.saturating_sub(((old as u64) * 1000) << 16))
+            }
+            _ => previous_horizon,
+        };
+        if previous_secs != Some(retention_secs) {
+            // Apply the setting to every collection, so the changefeed keeps
+            // what the reset check promises.
+            let mut sql = format!(
+                "UPSERT type::record('{META_TABLE}', 'retention') SET retention_secs = $secs, horizon = $horizon;"
+            );
+            for name in collections
+                .iter()
+                .filter(|name| validate_name(name).is_ok())
+            {
+                sql.push_str(&format!("ALTER TABLE IF EXISTS `{name}` {changefeed};"));
+            }
+            self.db
+                .query(sql)
+                .bind(("secs", retention_secs))
+                .bind(("horizon", self.horizon as i64))
+                .await?
+                .check()?;
+        }
+        Ok(())
     }
 
     fn changefeed_clause(&self) -> String {
@@ -144,9 +210,25 @@ impl Store {
         self.epoch
     }
 
-    /// How long changes stay in the changefeed.
-    pub fn retention(&self) -> Duration {
-        self.retention
+    /// Whether every change after `stamp` is still in the changefeed.
+    pub fn replay_check(&self, stamp: u64) -> Result<(), Unreplayable> {
+        let now = SystemTime::now();
+        // Every change from `stamp + 1` on must be retained.
+        let first_needed = stamp.saturating_add(1);
+        if stamp > time_stamp(now + FUTURE_TOLERANCE) {
+            return Err(Unreplayable::Unknown);
+        }
+        if first_needed < self.epoch {
+            return Err(Unreplayable::BeforeDatabase);
+        }
+        let retained_since = time_stamp(
+            now.checked_sub(self.retention)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        );
+        if first_needed < retained_since.max(self.horizon) {
+            return Err(Unreplayable::Expired);
+        }
+        Ok(())
     }
 
     /// Whether the database answers.
@@ -499,9 +581,21 @@ pub fn validate_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A new record id: a lower-case ULID, so generated ids sort by creation time.
+/// A new record id: a lower-case ULID, so generated ids sort by creation
+/// time, strictly increasing within this process (even within a millisecond).
 pub fn new_record_id() -> String {
-    ulid::Ulid::new().to_string().to_ascii_lowercase()
+    // A std mutex: generating an id is a few arithmetic steps, never awaited.
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let generated = GENERATOR
+        .lock()
+        .map(|mut generator| generator.generate())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().generate());
+    // The generator only fails after 2^80 ids in one millisecond.
+    generated
+        .unwrap_or_else(|_| ulid::Ulid::new())
+        .to_string()
+        .to_ascii_lowercase()
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -671,10 +765,8 @@ mod tests {
 
     #[test]
     fn generated_ids_sort_by_creation() {
-        let first = new_record_id();
-        std::thread::sleep(Duration::from_millis(2));
-        let second = new_record_id();
-        assert!(first < second);
-        assert_eq!(first.len(), 26);
+        let ids: Vec<String> = (0..1000).map(|_| new_record_id()).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(ids.iter().all(|id| id.len() == 26));
     }
 }

@@ -1,12 +1,12 @@
 //! `/api/v1/collections`: create, list, show, update and delete collections.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::JsonBody;
+use super::{JsonBody, PathParams};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::store::validate_name;
@@ -70,7 +70,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     validate_name(&name)?;
     state
@@ -83,7 +83,7 @@ pub async fn show(
 
 pub async fn update(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     JsonBody(patch): JsonBody<CollectionPatch>,
 ) -> Result<Json<Value>, ApiError> {
     validate_name(&name)?;
@@ -98,7 +98,7 @@ pub async fn update(
 
 pub async fn remove(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     validate_name(&name)?;
     if state.store.delete_collection(&name).await? {

@@ -1,8 +1,8 @@
 //! The HTTP API, one module per resource. `openapi.yaml` is its contract.
 
 mod collections;
+mod extract;
 mod health;
-mod json;
 mod realtime;
 mod records;
 
@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::AppState;
 use crate::error::{json_method_not_allowed, log_internal_errors, route_not_found};
 
-pub use json::JsonBody;
+pub use extract::{JsonBody, PathParams, QueryParams};
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {

@@ -7,11 +7,9 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -20,9 +18,10 @@ use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::{PathParams, QueryParams};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::event::{EventId, sse_frame, time_stamp};
+use crate::event::{EventId, sse_frame};
 use crate::feed::{events_of, read_batch};
 use crate::filter::Filter;
 use crate::hub::{Interest, Subscription};
@@ -40,25 +39,21 @@ pub struct StreamParams {
 
 /// Live events are written in chunks of at most this many.
 const EVENTS_PER_CHUNK: usize = 256;
-/// Resume ids this far ahead of the clock are not ours: reset.
-const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
 pub async fn stream_all(
     State(state): State<AppState>,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    QueryParams(params): QueryParams<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params?;
     open_stream(state, None, params, &headers).await
 }
 
 pub async fn stream_collection(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    params: Result<Query<StreamParams>, QueryRejection>,
+    PathParams(name): PathParams<String>,
+    QueryParams(params): QueryParams<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params?;
     validate_name(&name)?;
     if state.store.get_collection(&name).await?.is_none() {
         return Err(ApiError::NotFound(format!("no collection named `{name}`")));
@@ -117,6 +112,8 @@ fn resume_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>
         })?),
         None => None,
     };
+    // An empty header means "no id yet" (as browsers send it), not "reset".
+    let header = header.map(str::trim).filter(|text| !text.is_empty());
     match header.or(query).map(str::trim) {
         None | Some("") => Ok(None),
         Some(text) => text
@@ -171,8 +168,8 @@ impl Session {
         let mut reset = None;
         let (position, phase) = match resume {
             None => (checkpoint, Phase::Live),
-            Some(id) if !replayable(&state.store, id) => {
-                reset = Some(id);
+            Some(id) if let Err(reason) = state.store.replay_check(id.stamp) => {
+                reset = Some((id, reason));
                 (checkpoint, Phase::Live)
             }
             Some(id) if id.stamp >= start => (id, Phase::Live),
@@ -196,10 +193,10 @@ impl Session {
             "connected",
             &connected,
         ));
-        if let Some(stale) = reset {
+        if let Some((stale, reason)) = reset {
             let body = json!({
-                "reason": "expired",
-                "message": "the events after this id are no longer available; reload the current state",
+                "reason": reason.as_str(),
+                "message": "the events after this id are not available; reload the current state",
                 "last_event_id": stale.to_string(),
             });
             hello.extend_from_slice(&sse_frame(None, "reset", &body));
@@ -304,18 +301,4 @@ impl Session {
             }
         }
     }
-}
-
-/// Whether the changes after `id` are all still in the changefeed: not older
-/// than the retention window or than the database itself, and not from the
-/// future (an id from another database).
-fn replayable(store: &Store, id: EventId) -> bool {
-    let now = SystemTime::now();
-    let retained_since = time_stamp(
-        now.checked_sub(store.retention())
-            .unwrap_or(SystemTime::UNIX_EPOCH),
-    );
-    let floor = retained_since.max(store.epoch());
-    let ceiling = time_stamp(now + FUTURE_TOLERANCE);
-    id.stamp.saturating_add(1) >= floor && id.stamp <= ceiling
 }

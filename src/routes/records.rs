@@ -1,12 +1,12 @@
 //! `/api/v1/collections/{name}/records`: the records of a collection.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::JsonBody;
+use super::{JsonBody, PathParams, QueryParams};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::store::{SortOrder, new_record_id, validate_id, validate_name};
@@ -29,7 +29,7 @@ pub struct ListParams {
 
 pub async fn create(
     State(state): State<AppState>,
-    Path(collection): Path<String>,
+    PathParams(collection): PathParams<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_name(&collection)?;
@@ -48,7 +48,7 @@ pub async fn create(
 
 pub async fn show(
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     validate_name(&collection)?;
     validate_id(&id)?;
@@ -57,10 +57,9 @@ pub async fn show(
 
 pub async fn list(
     State(state): State<AppState>,
-    Path(collection): Path<String>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    PathParams(collection): PathParams<String>,
+    QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(params) = params?;
     validate_name(&collection)?;
     let limit = match params.limit {
         None => DEFAULT_PAGE,
@@ -93,7 +92,7 @@ pub async fn list(
 
 pub async fn merge(
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let data = update_body(&collection, &id, body)?;
@@ -107,7 +106,7 @@ pub async fn merge(
 
 pub async fn replace(
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let data = update_body(&collection, &id, body)?;
@@ -121,7 +120,7 @@ pub async fn replace(
 
 pub async fn remove(
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     validate_name(&collection)?;
     validate_id(&id)?;
@@ -141,7 +140,7 @@ fn update_body(collection: &str, id: &str, body: Value) -> Result<Map<String, Va
     validate_id(id)?;
     let mut data = record_body(body)?;
     match data.remove("id") {
-        None => Ok(data),
+        None | Some(Value::Null) => Ok(data),
         Some(Value::String(body_id)) if body_id == id => Ok(data),
         Some(_) => Err(ApiError::bad_request(
             "invalid_id",

@@ -7,7 +7,6 @@ use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use livehub::Config;
 use livehub::store::Store;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -173,19 +172,16 @@ type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, String>> + 
 
 /// A Server-Sent Events client over a real HTTP response.
 pub struct SseClient {
-    pub headers: HeaderMap,
     events: EventStream,
 }
 
 impl SseClient {
     pub fn new(response: reqwest::Response) -> SseClient {
-        let headers = response.headers().clone();
         let events = response
             .bytes_stream()
             .eventsource()
             .map(|item| item.map_err(|error| error.to_string()));
         SseClient {
-            headers,
             events: Box::pin(events),
         }
     }

@@ -136,13 +136,16 @@ async fn ids_from_before_the_database_or_the_future_get_a_reset() {
     let now_ms = livehub::now_stamp() >> 16;
     let an_hour_ago = format!("{:016x}{:08x}", (now_ms - 3_600_000) << 16, 0);
     let next_year = format!("{:016x}{:08x}", (now_ms + 365 * 86_400_000) << 16, 0);
-    for stale in [an_hour_ago, next_year] {
+    // The in-memory database was created just now, so an hour-old id
+    // predates it.
+    for (stale, reason) in [(an_hour_ago, "before_database"), (next_year, "unknown")] {
         let mut stream = app.stream("/api/v1/realtime/posts", Some(&stale)).await;
         let connected = stream.connected().await;
         assert_ne!(connected.id, stale);
         let (kind, body) = stream.json_event().await;
         assert_eq!(kind, "reset");
         assert_eq!(body["last_event_id"], stale.as_str());
+        assert_eq!(body["reason"], reason);
         // Then it is live.
         let id = format!("after-{}", &stale[..4]);
         app.create_record("posts", json!({ "id": id })).await;
@@ -184,4 +187,49 @@ async fn resume_survives_a_restart_with_persistent_storage() {
         .unwrap();
     assert_eq!(records["items"].as_array().unwrap().len(), 4);
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_older_than_the_retention_window_get_a_reset_even_after_it_is_raised() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.db = format!("surrealkv://{}", dir.path().join("data").display());
+    config.retention = std::time::Duration::from_secs(1);
+
+    let app = TestApp::spawn_with(config.clone()).await;
+    app.create_collection("posts").await;
+    let mut stream = app.stream("/api/v1/realtime/posts", None).await;
+    stream.connected().await;
+    create_all(&app, "posts", &["old"]).await;
+    let old = stream.record_event().await.id;
+    drop(stream);
+    app.shutdown().await;
+    // Let the one-second window pass.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // A longer window does not bring back what the shorter one let go.
+    config.retention = std::time::Duration::from_secs(3600);
+    let app = TestApp::spawn_with(config).await;
+    let mut stream = app.stream("/api/v1/realtime/posts", Some(&old)).await;
+    stream.connected().await;
+    let (kind, body) = stream.json_event().await;
+    assert_eq!(kind, "reset");
+    assert_eq!(body["reason"], "expired");
+    drop(stream);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_last_event_id_header_falls_back_to_the_query() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let r1 = first_id_then_disconnect(&app, "/api/v1/realtime/posts").await;
+    let mut stream = app
+        .stream(
+            &format!("/api/v1/realtime/posts?last_event_id={r1}"),
+            Some(""),
+        )
+        .await;
+    assert_eq!(stream.connected().await.id, r1);
+    assert_eq!(record_ids(&mut stream, 1).await, ["r2"]);
 }
