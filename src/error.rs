@@ -113,6 +113,15 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
     response
 }
 
+impl From<crate::filter::FilterError> for ApiError {
+    fn from(error: crate::filter::FilterError) -> Self {
+        ApiError::InvalidFilter {
+            message: error.message,
+            column: error.column,
+        }
+    }
+}
+
 impl From<surrealdb::Error> for ApiError {
     fn from(error: surrealdb::Error) -> Self {
         if error.is_connection() {

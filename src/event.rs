@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -118,10 +118,27 @@ pub struct Event {
     pub record_id: Option<String>,
     /// The record after the change; for a delete, the record as it was.
     pub data: Json,
+    /// For an update, the record before it: filters use it to tell a record
+    /// that leaves a subscriber's view. Not sent.
+    pub before: Option<Json>,
     /// When the change was committed (from the versionstamp).
     pub timestamp: OffsetDateTime,
     /// The complete SSE frame, encoded once.
     frame: Bytes,
+    /// The frame for subscribers whose filter the record left, encoded the
+    /// first time one needs it.
+    left_frame: OnceLock<Bytes>,
+}
+
+/// How an event reaches one subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The event matches the subscriber's filter.
+    Match,
+    /// An update after which the record no longer matches the subscriber's
+    /// filter (it did before): sent with `"left": true` so the client drops
+    /// the record from its view.
+    Left,
 }
 
 /// The JSON body of an event, as clients receive it in `data:`.
@@ -134,6 +151,9 @@ struct EventBody<'a> {
     record_id: Option<&'a str>,
     data: &'a Json,
     timestamp: String,
+    /// Present (and true) only on [`Delivery::Left`] frames.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    left: bool,
 }
 
 impl Event {
@@ -143,31 +163,43 @@ impl Event {
         collection: Arc<str>,
         record_id: Option<String>,
         data: Json,
+        before: Option<Json>,
     ) -> Self {
-        let timestamp = stamp_time(id.stamp);
-        let body = EventBody {
-            id: id.to_string(),
-            kind,
-            collection: &collection,
-            record_id: record_id.as_deref(),
-            data: &data,
-            timestamp: format_time(timestamp),
-        };
-        let frame = sse_frame(Some(&id.to_string()), kind.as_str(), &body);
-        Event {
+        let mut event = Event {
             id,
             kind,
             collection,
             record_id,
             data,
-            timestamp,
-            frame,
-        }
+            before,
+            timestamp: stamp_time(id.stamp),
+            frame: Bytes::new(),
+            left_frame: OnceLock::new(),
+        };
+        event.frame = event.encode(false);
+        event
     }
 
-    /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line).
-    pub fn frame(&self) -> Bytes {
-        self.frame.clone()
+    fn encode(&self, left: bool) -> Bytes {
+        let body = EventBody {
+            id: self.id.to_string(),
+            kind: self.kind,
+            collection: &self.collection,
+            record_id: self.record_id.as_deref(),
+            data: &self.data,
+            timestamp: format_time(self.timestamp),
+            left,
+        };
+        sse_frame(Some(&body.id), self.kind.as_str(), &body)
+    }
+
+    /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)
+    /// for a subscriber that gets it as `delivery`.
+    pub fn frame(&self, delivery: Delivery) -> Bytes {
+        match delivery {
+            Delivery::Match => self.frame.clone(),
+            Delivery::Left => self.left_frame.get_or_init(|| self.encode(true)).clone(),
+        }
     }
 }
 
@@ -290,8 +322,9 @@ mod tests {
             Arc::from("posts"),
             Some("abc".into()),
             data.clone(),
+            None,
         );
-        let frame = String::from_utf8(event.frame().to_vec()).unwrap();
+        let frame = String::from_utf8(event.frame(Delivery::Match).to_vec()).unwrap();
         // Exactly three lines and the terminating blank line.
         let lines: Vec<&str> = frame.split(['\n', '\r']).collect();
         assert_eq!(lines.len(), 5, "{frame:?}");
@@ -302,6 +335,13 @@ mod tests {
         assert_eq!(body["data"], data);
         assert_eq!(body["record_id"], "abc");
         assert_eq!(body["type"], "record.created");
+        assert!(body.get("left").is_none());
+        let left = event.frame(Delivery::Left);
+        let left: Json = serde_json::from_slice(
+            &left[left.iter().position(|b| *b == b'{').unwrap()..left.len() - 2],
+        )
+        .unwrap();
+        assert_eq!(left["left"], true);
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
             if let Some(map) = data.as_object_mut() {
                 map.remove("id");
             }
-            Event::new(id, kind, Arc::from(change.key.as_str()), None, data)
+            Event::new(id, kind, Arc::from(change.key.as_str()), None, data, None)
         } else if change.table.starts_with('_') {
             // livehub's own tables other than collections carry no events.
             continue;
@@ -152,6 +152,7 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 Arc::from(change.table.as_str()),
                 Some(change.key),
                 change.data,
+                change.before,
             )
         };
         events.push(Arc::new(event));

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use crate::event::Event;
+use crate::event::{Delivery, Event, EventKind};
 use crate::filter::{FieldPath, Filter, IndexKey};
 
 /// What a subscription wants to receive.
@@ -30,21 +30,36 @@ pub struct Interest {
 }
 
 impl Interest {
-    /// Whether `event` is for this interest. Live dispatch and replay both
-    /// decide with this; collection events ignore the filter.
-    pub fn matches(&self, event: &Event) -> bool {
+    /// How `event` reaches this interest, if at all. Live dispatch and replay
+    /// both decide with this.
+    ///
+    /// Collection events ignore the filter. A record event matches when its
+    /// record does; an update whose record matched before but not after is
+    /// delivered as [`Delivery::Left`], so that a client building a view from
+    /// events ends with exactly the records that match.
+    pub fn delivery(&self, event: &Event) -> Option<Delivery> {
         if self
             .collection
             .as_ref()
             .is_some_and(|collection| **collection != *event.collection)
         {
-            return false;
+            return None;
         }
-        !event.kind.is_record()
-            || self
-                .filter
+        let Some(filter) = self.filter.as_ref().filter(|_| event.kind.is_record()) else {
+            return Some(Delivery::Match);
+        };
+        if filter.matches(&event.data) {
+            Some(Delivery::Match)
+        } else if event.kind == EventKind::RecordUpdated
+            && event
+                .before
                 .as_ref()
-                .is_none_or(|filter| filter.matches(&event.data))
+                .is_some_and(|before| filter.matches(before))
+        {
+            Some(Delivery::Left)
+        } else {
+            None
+        }
     }
 
     fn group_key(&self) -> GroupKey {
@@ -60,6 +75,8 @@ impl Interest {
 /// Subscriptions with equal collection and canonical filter share a group.
 type GroupKey = (Option<Arc<str>>, Option<String>);
 type GroupId = u64;
+/// What a subscription's queue holds.
+pub type Queued = (Arc<Event>, Delivery);
 type SubscriberId = u64;
 
 /// A handle to the hub. Cloning is shallow.
@@ -96,7 +113,7 @@ struct HubState {
 
 struct Group {
     interest: Interest,
-    members: HashMap<SubscriberId, mpsc::Sender<Arc<Event>>>,
+    members: HashMap<SubscriberId, mpsc::Sender<Queued>>,
 }
 
 /// The groups of one collection scope, indexed for dispatch.
@@ -163,11 +180,23 @@ impl Scope {
             }
             return;
         }
+        // A group sits under one (field, value), so it is visited once even
+        // when both images are looked up.
         for (path, values) in &self.indexed {
-            if let Some(key) = path.get(&event.data).and_then(IndexKey::from_json)
-                && let Some(ids) = values.get(&key)
-            {
-                ids.iter().copied().for_each(&mut visit);
+            let after = path.get(&event.data).and_then(IndexKey::from_json);
+            let before = event
+                .before
+                .as_ref()
+                .and_then(|before| path.get(before))
+                .and_then(IndexKey::from_json);
+            let keys = [
+                after.as_ref(),
+                before.as_ref().filter(|key| Some(*key) != after.as_ref()),
+            ];
+            for key in keys.into_iter().flatten() {
+                if let Some(ids) = values.get(key) {
+                    ids.iter().copied().for_each(&mut visit);
+                }
             }
         }
     }
@@ -179,7 +208,7 @@ pub struct Subscription {
     hub: Hub,
     group: GroupId,
     id: SubscriberId,
-    receiver: mpsc::Receiver<Arc<Event>>,
+    receiver: mpsc::Receiver<Queued>,
     /// The hub's cursor when the subscription started: every change below it
     /// was published before, every change from it on arrives here.
     pub start: u64,
@@ -188,12 +217,12 @@ pub struct Subscription {
 impl Subscription {
     /// The next event, or `None` once the hub has dropped this subscription
     /// (its queue overflowed) and the queue is drained.
-    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+    pub async fn recv(&mut self) -> Option<Queued> {
         self.receiver.recv().await
     }
 
     /// The next event if one is queued.
-    pub fn try_recv(&mut self) -> Option<Arc<Event>> {
+    pub fn try_recv(&mut self) -> Option<Queued> {
         self.receiver.try_recv().ok()
     }
 }
@@ -306,16 +335,16 @@ impl Hub {
                 let Some(group) = state.groups.get(&group_id) else {
                     return;
                 };
-                if !group.interest.matches(event) {
+                let Some(delivery) = group.interest.delivery(event) else {
                     return;
-                }
+                };
                 for (member, sender) in &group.members {
                     // Once a queue overflowed, that subscriber gets nothing more:
                     // a later event would leave a gap before its resume point.
                     if !lagging.is_empty() && lagging.contains(&(group_id, *member)) {
                         continue;
                     }
-                    match sender.try_send(event.clone()) {
+                    match sender.try_send((event.clone(), delivery)) {
                         Ok(()) => delivered += 1,
                         Err(_) => lagging.push((group_id, *member)),
                     }

@@ -59,8 +59,13 @@ fn conj(parts: Vec<String>) -> String {
     format!("({})", parts.join(" AND "))
 }
 
-/// The field as SurrealQL: `` `a`.`b` ``.
+/// The field as SurrealQL: `` `a`.`b` ``. A top-level `id` is the record's
+/// bare id (a string in the JSON that filters see), so it reads as
+/// `record::id(id)` rather than the record id itself.
 fn path_sql(segments: &[String]) -> String {
+    if segments == ["id"] {
+        return "record::id(id)".to_owned();
+    }
     let mut out = String::new();
     for (i, seg) in segments.iter().enumerate() {
         if i > 0 {

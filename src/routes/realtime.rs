@@ -69,12 +69,7 @@ async fn open_stream(
 ) -> Result<Response, ApiError> {
     let filter = match params.query.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(text) => Some(Arc::new(Filter::parse(text).map_err(|error| {
-            ApiError::InvalidFilter {
-                message: error.message.clone(),
-                column: error.column,
-            }
-        })?)),
+        Some(text) => Some(Arc::new(Filter::parse(text)?)),
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
     let interest = Interest {
@@ -261,10 +256,12 @@ impl Session {
         };
         let mut chunk = BytesMut::new();
         for event in batch.sets.into_iter().flat_map(events_of) {
-            if self.after.is_some_and(|after| event.id <= after) || !self.interest.matches(&event) {
+            if self.after.is_some_and(|after| event.id <= after) {
                 continue;
             }
-            chunk.extend_from_slice(&event.frame());
+            if let Some(delivery) = self.interest.delivery(&event) {
+                chunk.extend_from_slice(&event.frame(delivery));
+            }
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
     }
@@ -280,13 +277,13 @@ impl Session {
                 event = self.subscription.recv() => {
                     // `None`: the hub dropped this stream because its queue
                     // overflowed; ending it makes the client resume.
-                    let event = event?;
+                    let queued = event?;
                     let mut chunk = BytesMut::new();
-                    let mut next = Some(event);
+                    let mut next = Some(queued);
                     let mut count = 0;
-                    while let Some(event) = next {
+                    while let Some((event, delivery)) = next {
                         if self.after.is_none_or(|after| event.id > after) {
-                            chunk.extend_from_slice(&event.frame());
+                            chunk.extend_from_slice(&event.frame(delivery));
                         }
                         count += 1;
                         next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };

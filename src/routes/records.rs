@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::{JsonBody, PathParams, QueryParams};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::filter::Filter;
 use crate::store::{SortOrder, new_record_id, validate_id, validate_name};
 
 /// Largest page of `GET .../records`.
@@ -25,6 +26,8 @@ pub struct ListParams {
     /// A field to sort by, `-` first for descending. Default `-id` (newest
     /// first, for generated ids).
     sort: Option<String>,
+    /// A filter expression: only matching records are listed.
+    filter: Option<String>,
 }
 
 pub async fn create(
@@ -76,9 +79,19 @@ pub async fn list(
         Some(cursor) => parse_cursor(cursor)?,
     };
     let sort = parse_sort(params.sort.as_deref().unwrap_or("-id"))?;
+    let filter = match params.filter.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(Filter::parse(text)?),
+    };
     let items = state
         .store
-        .list_records(&collection, &sort, limit + 1, offset)
+        .list_records(
+            &collection,
+            filter.as_ref().map(Filter::expr),
+            &sort,
+            limit + 1,
+            offset,
+        )
         .await?;
     let mut items = items;
     let next_cursor = if items.len() > limit as usize {

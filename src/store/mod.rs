@@ -21,6 +21,11 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::event::{format_time, time_stamp};
 use crate::feed::WriteTracker;
+use crate::filter::Expr;
+
+mod changes;
+
+pub use changes::{Change, ChangeOp, ChangeSet};
 
 /// The table holding collection metadata. Collection names start with a
 /// letter, so no collection can collide with it.
@@ -73,34 +78,6 @@ impl Unreplayable {
             Unreplayable::Unknown => "unknown",
         }
     }
-}
-
-/// One committed transaction read from the changefeed.
-#[derive(Debug)]
-pub struct ChangeSet {
-    pub stamp: u64,
-    pub changes: Vec<Change>,
-    /// How many changefeed entries (one per table written) the set spans;
-    /// SurrealDB's read limit counts these.
-    pub entries: u32,
-}
-
-/// One record change inside a [`ChangeSet`].
-#[derive(Debug)]
-pub struct Change {
-    pub table: String,
-    /// The bare record id.
-    pub key: String,
-    pub op: ChangeOp,
-    /// The record after the change; for a delete, the record before it.
-    pub data: Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeOp {
-    Create,
-    Update,
-    Delete,
 }
 
 /// Sort order for record lists.
@@ -463,14 +440,20 @@ impl Store {
             .ok_or_else(|| ApiError::NotFound(format!("no record `{id}` in `{collection}`")))
     }
 
-    /// One page of a collection's records.
+    /// One page of a collection's records, those matching `filter` if given
+    /// (its `$auth` parameters already bound).
     pub async fn list_records(
         &self,
         collection: &str,
+        filter: Option<&Expr>,
         sort: &SortOrder,
         limit: u32,
         offset: u64,
     ) -> Result<Vec<Json>, ApiError> {
+        let (condition, params) = match filter {
+            Some(filter) => filter.to_surrealql(),
+            None => ("true".to_owned(), Vec::new()),
+        };
         let direction = if sort.descending { "DESC" } else { "ASC" };
         let field = escaped_path(&sort.field);
         // `id` breaks ties so that pages are stable.
@@ -481,15 +464,19 @@ impl Store {
         };
         let sql = format!(
             "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
-             SELECT * FROM type::table($tb) ORDER BY {order} LIMIT $limit START $start;"
+             SELECT * FROM type::table($tb) WHERE {condition} ORDER BY {order} LIMIT $limit START $start;"
         );
-        let mut response = self
+        // The filter's parameters are named `f0`, `f1`, …: no clash with these.
+        let mut query = self
             .db
             .query(sql)
             .bind(("tb", collection.to_owned()))
             .bind(("limit", i64::from(limit)))
-            .bind(("start", offset.min(i64::MAX as u64) as i64))
-            .await?;
+            .bind(("start", offset.min(i64::MAX as u64) as i64));
+        for (name, value) in params {
+            query = query.bind((name, value));
+        }
+        let mut response = query.await?;
         // Read the check first: the second statement fails on a table that
         // does not exist.
         let exists: Option<bool> = response.take(0)?;
@@ -507,7 +494,10 @@ impl Store {
     pub async fn read_changes(&self, since: u64) -> Result<Vec<ChangeSet>, surrealdb::Error> {
         let sql = format!("SHOW CHANGES FOR DATABASE SINCE {since} LIMIT {CHANGES_PER_READ}");
         let sets: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
-        Ok(sets.into_iter().filter_map(parse_change_set).collect())
+        Ok(sets
+            .into_iter()
+            .filter_map(changes::parse_change_set)
+            .collect())
     }
 
     /// Runs raw SurrealQL, bypassing the API: for tests that play an outside
@@ -629,7 +619,7 @@ fn key_text(key: &RecordIdKey) -> String {
 
 /// Converts a stored record to JSON with a bare `id`; also returns its table
 /// and key.
-fn record_json(value: Value) -> (String, String, Json) {
+pub(crate) fn record_json(value: Value) -> (String, String, Json) {
     let Value::Object(object) = value else {
         return (String::new(), String::new(), value.into_json_value());
     };
@@ -659,75 +649,6 @@ fn collection_json(value: Value) -> Json {
         map.entry("name").or_insert(Json::String(key));
     }
     json
-}
-
-/// Parses one `SHOW CHANGES` entry: `{versionstamp, changes: [...]}`.
-fn parse_change_set(value: Value) -> Option<ChangeSet> {
-    let Value::Object(mut object) = value else {
-        return None;
-    };
-    let stamp = match object.remove("versionstamp")? {
-        Value::Number(number) => number.to_int().and_then(|n| u64::try_from(n).ok())?,
-        _ => return None,
-    };
-    let Some(Value::Array(items)) = object.remove("changes") else {
-        return None;
-    };
-    let mut changes = Vec::with_capacity(items.len());
-    let mut entries = 0;
-    let mut last_table: Option<String> = None;
-    for item in items.into_inner() {
-        let Some(change) = parse_change(item) else {
-            continue;
-        };
-        // Changes of one table in one commit are stored as one entry, and
-        // entries come table by table.
-        if last_table.as_deref() != Some(change.table.as_str()) {
-            entries += 1;
-            last_table = Some(change.table.clone());
-        }
-        changes.push(change);
-    }
-    Some(ChangeSet {
-        stamp,
-        changes,
-        entries: entries.max(1),
-    })
-}
-
-/// Parses one change: `{update}` (a create, with `INCLUDE ORIGINAL`),
-/// `{current, update: [patches]}` (an update) or `{delete: {id, original}}`.
-/// Table definitions and anything unknown are skipped.
-fn parse_change(value: Value) -> Option<Change> {
-    let Value::Object(mut object) = value else {
-        return None;
-    };
-    let (op, record) = if let Some(current) = object.remove("current") {
-        (ChangeOp::Update, current)
-    } else if let Some(update) = object.remove("update") {
-        (ChangeOp::Create, update)
-    } else if let Some(Value::Object(mut delete)) = object.remove("delete") {
-        match delete.remove("original") {
-            Some(original @ Value::Object(_)) => (ChangeOp::Delete, original),
-            _ => {
-                let mut record = surrealdb::types::Object::new();
-                record.insert("id", delete.remove("id")?);
-                (ChangeOp::Delete, Value::Object(record))
-            }
-        }
-    } else {
-        return None;
-    };
-    let (table, key, data) = record_json(record);
-    if table.is_empty() {
-        return None;
-    }
-    Some(Change {
-        table,
-        key,
-        op,
-        data,
-    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,247 @@
+//! Reading SurrealDB's changefeed: `SHOW CHANGES` output into typed changes.
+//!
+//! With `INCLUDE ORIGINAL`, a create is `{update: record}`, an update is
+//! `{current: record, update: [reverse patches]}` and a delete is
+//! `{delete: {id, original}}`. The reverse patches turn the current record
+//! back into the previous one; applying them gives the before-image that
+//! filters need to tell a record leaving a subscriber's view.
+
+use serde_json::Value as Json;
+use surrealdb::types::Value;
+
+use super::record_json;
+
+/// One committed transaction read from the changefeed.
+#[derive(Debug)]
+pub struct ChangeSet {
+    pub stamp: u64,
+    pub changes: Vec<Change>,
+    /// How many changefeed entries (one per table written) the set spans;
+    /// SurrealDB's read limit counts these.
+    pub entries: u32,
+}
+
+/// One record change inside a [`ChangeSet`].
+#[derive(Debug)]
+pub struct Change {
+    pub table: String,
+    /// The bare record id.
+    pub key: String,
+    pub op: ChangeOp,
+    /// The record after the change; for a delete, the record before it.
+    pub data: Json,
+    /// For an update, the record before it (`None` if it could not be
+    /// rebuilt from the stored patches).
+    pub before: Option<Json>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    Create,
+    Update,
+    Delete,
+}
+
+/// Parses one `SHOW CHANGES` entry: `{versionstamp, changes: [...]}`.
+pub(super) fn parse_change_set(value: Value) -> Option<ChangeSet> {
+    let Value::Object(mut object) = value else {
+        return None;
+    };
+    let stamp = match object.remove("versionstamp")? {
+        Value::Number(number) => number.to_int().and_then(|n| u64::try_from(n).ok())?,
+        _ => return None,
+    };
+    let Some(Value::Array(items)) = object.remove("changes") else {
+        return None;
+    };
+    let mut changes = Vec::with_capacity(items.len());
+    let mut entries = 0;
+    let mut last_table: Option<String> = None;
+    for item in items.into_inner() {
+        let Some(change) = parse_change(item) else {
+            continue;
+        };
+        // Changes of one table in one commit are stored as one entry, and
+        // entries come table by table.
+        if last_table.as_deref() != Some(change.table.as_str()) {
+            entries += 1;
+            last_table = Some(change.table.clone());
+        }
+        changes.push(change);
+    }
+    Some(ChangeSet {
+        stamp,
+        changes,
+        entries: entries.max(1),
+    })
+}
+
+/// Parses one change: `{update}` (a create, with `INCLUDE ORIGINAL`),
+/// `{current, update: [patches]}` (an update) or `{delete: {id, original}}`.
+/// Table definitions and anything unknown are skipped.
+fn parse_change(value: Value) -> Option<Change> {
+    let Value::Object(mut object) = value else {
+        return None;
+    };
+    let mut patches = None;
+    let (op, record) = if let Some(current) = object.remove("current") {
+        patches = object.remove("update");
+        (ChangeOp::Update, current)
+    } else if let Some(update) = object.remove("update") {
+        (ChangeOp::Create, update)
+    } else if let Some(Value::Object(mut delete)) = object.remove("delete") {
+        match delete.remove("original") {
+            Some(original @ Value::Object(_)) => (ChangeOp::Delete, original),
+            _ => {
+                let mut record = surrealdb::types::Object::new();
+                record.insert("id", delete.remove("id")?);
+                (ChangeOp::Delete, Value::Object(record))
+            }
+        }
+    } else {
+        return None;
+    };
+    let (table, key, data) = record_json(record);
+    if table.is_empty() {
+        return None;
+    }
+    let before = patches.and_then(|patches| {
+        let rebuilt = apply_reverse_patches(&data, &patches.into_json_value());
+        if rebuilt.is_none() {
+            tracing::debug!(%table, %key, "could not rebuild the record before an update");
+        }
+        rebuilt
+    });
+    Some(Change {
+        table,
+        key,
+        op,
+        data,
+        before,
+    })
+}
+
+/// Rebuilds the record before an update from the record after it and the
+/// reverse patches stored with it: JSON-Patch-like operations whose paths are
+/// `/`-joined keys (not escaped) and whose `change` operation carries a
+/// diff-match-patch text edit of a string. `None` if an operation does not
+/// apply (for example a key containing `/`, which the path cannot express).
+pub fn apply_reverse_patches(current: &Json, patches: &Json) -> Option<Json> {
+    let mut record = current.clone();
+    for operation in patches.as_array()? {
+        let path = operation.get("path")?.as_str()?.strip_prefix('/')?;
+        let parts: Vec<&str> = path.split('/').collect();
+        let (last, parents) = parts.split_last()?;
+        let parent = locate(&mut record, parents)?;
+        match operation.get("op")?.as_str()? {
+            "add" | "replace" => {
+                let value = operation.get("value")?.clone();
+                match parent {
+                    Json::Object(fields) => {
+                        fields.insert((*last).to_owned(), value);
+                    }
+                    Json::Array(items) => {
+                        let index: usize = last.parse().ok()?;
+                        if operation["op"] == "replace" {
+                            *items.get_mut(index)? = value;
+                        } else if index <= items.len() {
+                            items.insert(index, value);
+                        } else {
+                            return None;
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            "remove" => match parent {
+                Json::Object(fields) => {
+                    fields.remove(*last)?;
+                }
+                Json::Array(items) => {
+                    let index: usize = last.parse().ok()?;
+                    if index >= items.len() {
+                        return None;
+                    }
+                    items.remove(index);
+                }
+                _ => return None,
+            },
+            "change" => {
+                let target = locate(parent, &[last])?;
+                let text = target.as_str()?;
+                let edit = operation.get("value")?.as_str()?;
+                let dmp = dmp::new();
+                let patch = dmp.patch_from_text(edit.to_owned()).ok()?;
+                let (chars, applied) = dmp.patch_apply(&patch, text).ok()?;
+                if applied.iter().any(|ok| !ok) {
+                    return None;
+                }
+                *target = Json::String(chars.into_iter().collect());
+            }
+            _ => return None,
+        }
+    }
+    Some(record)
+}
+
+/// The value at `parts` (object keys or array indexes) inside `value`.
+fn locate<'v>(mut value: &'v mut Json, parts: &[&str]) -> Option<&'v mut Json> {
+    for part in parts {
+        value = match value {
+            Json::Object(fields) => fields.get_mut(*part)?,
+            Json::Array(items) => items.get_mut(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reverse_patches_rebuild_the_previous_record() {
+        // As SurrealDB 3.3 stored them for: {title: "x\n\nevent: y", n: 1}
+        // updated to {title: "changed", extra: true, n: 1}.
+        let current = json!({"id": "abc", "extra": true, "n": 1, "title": "changed"});
+        let patches = json!([
+            {"op": "remove", "path": "/extra"},
+            {"op": "change", "path": "/title", "value": "@@ -1,7 +1,11 @@\n-changed\n+x%0A%0Aevent: y\n"}
+        ]);
+        assert_eq!(
+            apply_reverse_patches(&current, &patches),
+            Some(json!({"id": "abc", "n": 1, "title": "x\n\nevent: y"}))
+        );
+    }
+
+    #[test]
+    fn nested_and_array_operations_apply_in_order() {
+        let current = json!({"a": {"b": [1, 2, 3]}, "s": 5});
+        let patches = json!([
+            {"op": "replace", "path": "/a/b/0", "value": 9},
+            {"op": "remove", "path": "/a/b/2"},
+            {"op": "remove", "path": "/a/b/1"},
+            {"op": "replace", "path": "/s", "value": "five"},
+            {"op": "add", "path": "/new", "value": [true]}
+        ]);
+        assert_eq!(
+            apply_reverse_patches(&current, &patches),
+            Some(json!({"a": {"b": [9]}, "s": "five", "new": [true]}))
+        );
+    }
+
+    #[test]
+    fn operations_that_do_not_apply_give_none() {
+        let current = json!({"a": 1});
+        for patches in [
+            json!([{"op": "remove", "path": "/missing"}]),
+            json!([{"op": "change", "path": "/a", "value": "@@ -1 +1 @@"}]),
+            json!([{"op": "move", "path": "/a", "from": "/b"}]),
+            json!({"not": "a list"}),
+        ] {
+            assert_eq!(apply_reverse_patches(&current, &patches), None, "{patches}");
+        }
+    }
+}
