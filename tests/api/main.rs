@@ -3,6 +3,7 @@
 
 mod collections;
 mod contract;
+mod differential;
 mod filters;
 mod helpers;
 mod records;
