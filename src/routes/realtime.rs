@@ -67,9 +67,11 @@ async fn open_stream(
     params: StreamParams,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let filter = match params.query.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Some(Arc::new(Filter::parse(text)?)),
+    // Parsed untrimmed (the grammar allows white space), so error columns
+    // count from the first character the client sent.
+    let filter = match params.query.as_deref() {
+        Some(text) if !text.trim().is_empty() => Some(Arc::new(Filter::parse(text)?)),
+        _ => None,
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
     let interest = Interest {

@@ -79,9 +79,9 @@ pub async fn list(
         Some(cursor) => parse_cursor(cursor)?,
     };
     let sort = parse_sort(params.sort.as_deref().unwrap_or("-id"))?;
-    let filter = match params.filter.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Some(Filter::parse(text)?),
+    let filter = match params.filter.as_deref() {
+        Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?),
+        _ => None,
     };
     let items = state
         .store

@@ -251,10 +251,10 @@ async fn bad_filters_get_400_with_a_column() {
     let app = TestApp::spawn().await;
     app.create_collection("posts").await;
     for path in [
-        format!("/api/v1/realtime/posts?{}", encode("price > ")),
+        format!("/api/v1/realtime/posts?{}", encode("price >")),
         format!(
             "/api/v1/collections/posts/records?{}",
-            serde_urlencoded::to_string([("filter", "price > ")]).unwrap()
+            serde_urlencoded::to_string([("filter", "price >")]).unwrap()
         ),
     ] {
         let response = app.get(&path).await;
@@ -272,4 +272,15 @@ async fn bad_filters_get_400_with_a_column() {
         .get(&format!("/api/v1/realtime/posts?{}", encode(&long)))
         .await;
     assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn error_columns_count_from_the_first_character_sent() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let response = app
+        .get(&format!("/api/v1/realtime/posts?{}", encode("  price >")))
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["column"], 10, "{body}");
 }

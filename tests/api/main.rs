@@ -1,11 +1,13 @@
 //! Integration tests: a real server on a loopback port, a real HTTP client,
 //! a real SSE client, and the real embedded SurrealDB.
 
+mod binary;
 mod collections;
 mod contract;
 mod differential;
 mod filters;
 mod helpers;
+mod readme;
 mod records;
 mod resume;
 mod streams;

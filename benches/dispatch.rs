@@ -1,0 +1,87 @@
+//! Hub dispatch: publishing one event among 100,000 subscribers. Run with
+//! `cargo bench --bench dispatch`.
+//!
+//! `indexed`: every subscriber filters on `room = N` (distinct rooms), and 10
+//! of them match the event: the equality index makes the cost depend on the
+//! 10, not on the 100,000. `unindexed` is the same crowd with `room >= N`
+//! filters, which the index cannot serve: every group is evaluated.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use livehub::event::{Event, EventId, EventKind};
+use livehub::filter::Filter;
+use livehub::hub::{Hub, Interest, Subscription};
+use serde_json::json;
+
+const SUBSCRIBERS: usize = 100_000;
+const MATCHING: usize = 10;
+
+fn subscribe(hub: &Hub, filter: &str) -> Subscription {
+    let interest = Interest {
+        collection: Some(Arc::from("messages")),
+        filter: Some(Arc::new(Filter::parse(filter).unwrap())),
+    };
+    hub.subscribe(interest, 64)
+}
+
+/// A hub with `SUBSCRIBERS` subscribers, `MATCHING` of whom match room 7.
+fn crowd(others: impl Fn(usize) -> String) -> (Hub, Vec<Subscription>, Vec<Subscription>) {
+    let hub = Hub::new(0);
+    let matching = (0..MATCHING)
+        .map(|n| {
+            subscribe(
+                &hub,
+                if n % 2 == 0 {
+                    "room = 7"
+                } else {
+                    "room = 7 && kind = chat"
+                },
+            )
+        })
+        .collect();
+    let rest = (0..SUBSCRIBERS - MATCHING)
+        .map(|n| subscribe(&hub, &others(n)))
+        .collect();
+    (hub, matching, rest)
+}
+
+fn event() -> Arc<Event> {
+    Arc::new(Event::new(
+        EventId {
+            stamp: 1 << 40,
+            index: 0,
+        },
+        EventKind::RecordCreated,
+        Arc::from("messages"),
+        Some("m1".into()),
+        json!({"id": "m1", "room": 7, "kind": "chat", "text": "hello"}),
+        None,
+    ))
+}
+
+fn dispatch(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dispatch_100k_subscribers_10_match");
+    let cases: [(&str, Box<dyn Fn(usize) -> String>); 2] = [
+        ("indexed", Box::new(|n| format!("room = {}", n + 1000))),
+        ("unindexed", Box::new(|n| format!("room >= {}", n + 1000))),
+    ];
+    for (name, others) in cases {
+        let (hub, mut matching, _rest) = crowd(others);
+        let events = [event()];
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                hub.publish(black_box(&events), 1);
+                // Drain, so the queues never fill.
+                for subscription in &mut matching {
+                    assert!(subscription.try_recv().is_some());
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,337 @@
+//! Load tool: opens many SSE streams, writes records through the API, and
+//! measures how long each event takes to reach each stream, and how many
+//! events per second are delivered in all.
+//!
+//!     cargo run --release --example load -- --streams 1000 --writes 2000 --rate 200
+//!
+//! Without `--url` it starts a livehub server in this process on a loopback
+//! port (in-memory database), so one command measures everything; with
+//! `--url` it loads a server that is already running. Loopback only: the
+//! tool refuses any other address.
+//!
+//! Latency is measured from the moment a write request is sent to the moment
+//! a stream has read the event: an upper bound on commit-to-client latency,
+//! since the commit happens after the request is sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::Barrier;
+
+#[derive(Parser, Debug)]
+#[command(about = "Load livehub's SSE streams and measure delivery latency and throughput")]
+struct Options {
+    /// A running server to load (loopback only). Default: start one here.
+    #[arg(long)]
+    url: Option<String>,
+    /// Open streams.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Records to write.
+    #[arg(long, default_value_t = 2000)]
+    writes: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+    /// Target writes per second over all writers; 0 writes as fast as possible.
+    #[arg(long, default_value_t = 200)]
+    rate: u64,
+    /// Give up waiting for deliveries after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Stream only records whose `room` is this (with `--rooms`, records are
+    /// spread over that many rooms): measures filtered fan-out.
+    #[arg(long)]
+    room_filter: Option<u64>,
+    /// Spread written records over this many rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: u64,
+}
+
+/// What one stream saw: latencies (microseconds from the write request) of
+/// the events it received.
+struct StreamReport {
+    latencies_us: Vec<u32>,
+    last_receive: Option<Instant>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let (base, _server) = match &options.url {
+        Some(url) => {
+            let host = url
+                .trim_start_matches("http://")
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
+                bail!("--url must be a loopback address, not {url}");
+            }
+            (url.trim_end_matches('/').to_owned(), None)
+        }
+        None => {
+            let (url, handle) = start_server().await?;
+            (url, Some(handle))
+        }
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.writers * 2)
+        .build()?;
+    let collection = format!("load{}", std::process::id());
+    let response = client
+        .post(format!("{base}/api/v1/collections"))
+        .json(&json!({ "name": collection }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("creating the collection failed: {}", response.status());
+    }
+
+    // Send times, by sequence number, in microseconds since `origin`.
+    let origin = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> =
+        Arc::new((0..options.writes).map(|_| AtomicU64::new(0)).collect());
+    let expected_per_stream = match options.room_filter {
+        Some(room) => (0..options.writes as u64)
+            .filter(|n| n % options.rooms == room)
+            .count(),
+        None => options.writes,
+    };
+
+    // Open every stream and wait until all are connected.
+    let ready = Arc::new(Barrier::new(options.streams + 1));
+    let mut streams = Vec::with_capacity(options.streams);
+    let stream_url = match options.room_filter {
+        Some(room) => format!("{base}/api/v1/realtime/{collection}?query=room%3D{room}"),
+        None => format!("{base}/api/v1/realtime/{collection}"),
+    };
+    let opened = Instant::now();
+    for _ in 0..options.streams {
+        // One client per stream: each stream gets its own connection.
+        let stream_client = reqwest::Client::builder().build()?;
+        let url = stream_url.clone();
+        let ready = ready.clone();
+        let sent_at = sent_at.clone();
+        let deadline = options.timeout;
+        streams.push(tokio::spawn(async move {
+            read_stream(
+                stream_client,
+                url,
+                ready,
+                sent_at,
+                origin,
+                expected_per_stream,
+                deadline,
+            )
+            .await
+        }));
+    }
+    ready.wait().await;
+    let open_time = opened.elapsed();
+    let rss_streams_open = rss_kib();
+
+    // Write, at the target rate.
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..options.writers {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/collections/{collection}/records");
+        let next = next.clone();
+        let sent_at = sent_at.clone();
+        let (writes, rate, rooms) = (options.writes as u64, options.rate, options.rooms);
+        writers.push(tokio::spawn(async move {
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= writes {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                if rate > 0 {
+                    let due = started + Duration::from_micros(seq * 1_000_000 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                sent_at[seq as usize].store(origin.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let body = json!({"id": format!("s{seq:09}"), "room": seq % rooms, "text": "hello, world"});
+                let response = client.post(&url).json(&body).send().await?;
+                if response.status() != 201 {
+                    bail!("write {seq} failed: {}", response.status());
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let write_time = started.elapsed();
+
+    let mut latencies: Vec<u32> = Vec::with_capacity(options.streams * expected_per_stream);
+    let mut last_receive = started;
+    let mut short_streams = 0;
+    for stream in streams {
+        let report = stream.await??;
+        if report.latencies_us.len() < expected_per_stream {
+            short_streams += 1;
+        }
+        if let Some(last) = report.last_receive {
+            last_receive = last_receive.max(last);
+        }
+        latencies.extend(report.latencies_us);
+    }
+    latencies.sort_unstable();
+    let delivered = latencies.len();
+    let delivery_time = last_receive.duration_since(started);
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(latencies[index]) / 1000.0
+    };
+
+    println!("streams            {}", options.streams);
+    println!("streams opened in  {:.2} s", open_time.as_secs_f64());
+    println!(
+        "writes             {} by {} writers, target {} /s",
+        options.writes, options.writers, options.rate
+    );
+    println!(
+        "write rate         {:.0} /s",
+        options.writes as f64 / write_time.as_secs_f64()
+    );
+    println!(
+        "events expected    {}",
+        options.streams * expected_per_stream
+    );
+    println!("events delivered   {delivered}");
+    println!("streams short      {short_streams}");
+    println!(
+        "delivery rate      {:.0} events/s",
+        delivered as f64 / delivery_time.as_secs_f64()
+    );
+    println!(
+        "latency ms         p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    if let Some(rss) = rss_streams_open {
+        println!(
+            "rss with streams   {:.1} MiB (whole process)",
+            rss as f64 / 1024.0
+        );
+    }
+    if let Some(peak) = peak_rss_kib() {
+        println!(
+            "peak rss           {:.1} MiB (whole process)",
+            peak as f64 / 1024.0
+        );
+    }
+    if delivered < options.streams * expected_per_stream {
+        bail!(
+            "{} events were not delivered",
+            options.streams * expected_per_stream - delivered
+        );
+    }
+    Ok(())
+}
+
+/// Reads one stream until it has `expected` record events (or the deadline).
+async fn read_stream(
+    client: reqwest::Client,
+    url: String,
+    ready: Arc<Barrier>,
+    sent_at: Arc<Vec<AtomicU64>>,
+    origin: Instant,
+    expected: usize,
+    deadline: Duration,
+) -> anyhow::Result<StreamReport> {
+    let response = client.get(&url).send().await.context("opening a stream")?;
+    if response.status() != 200 {
+        bail!("stream answered {}", response.status());
+    }
+    let mut body = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+    let mut connected = false;
+    let mut report = StreamReport {
+        latencies_us: Vec::with_capacity(expected),
+        last_receive: None,
+    };
+    let give_up = tokio::time::Instant::now() + deadline;
+    while report.latencies_us.len() < expected {
+        let chunk = match tokio::time::timeout_at(give_up, body.next()).await {
+            Ok(Some(chunk)) => chunk?,
+            Ok(None) | Err(_) => break,
+        };
+        let now = Instant::now();
+        buffer.extend_from_slice(&chunk);
+        // Complete messages end with a blank line.
+        let mut consumed = 0;
+        while let Some(end) = find(&buffer[consumed..], b"\n\n") {
+            let message = &buffer[consumed..consumed + end];
+            if !connected && find(message, b"event: connected").is_some() {
+                connected = true;
+                ready.wait().await;
+            } else if let Some(seq) = sequence_number(message) {
+                let sent = sent_at
+                    .get(seq)
+                    .map(|t| t.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                let received = now.duration_since(origin).as_micros() as u64;
+                report
+                    .latencies_us
+                    .push(received.saturating_sub(sent) as u32);
+                report.last_receive = Some(now);
+            }
+            consumed += end + 2;
+        }
+        buffer.drain(..consumed);
+    }
+    Ok(report)
+}
+
+/// The sequence number in a `record.created` message's `"record_id":"s…"`.
+fn sequence_number(message: &[u8]) -> Option<usize> {
+    find(message, b"event: record.created")?;
+    let key = b"\"record_id\":\"s";
+    let start = find(message, key)? + key.len();
+    let digits = &message[start..start + 9];
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Starts a livehub server on a loopback port in this process.
+async fn start_server() -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    let mut config = livehub::Config::defaults();
+    config.addr = "127.0.0.1:0".parse()?;
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = livehub::Server::build(config).await?;
+    let handle = tokio::spawn(server.serve(listener, std::future::pending()));
+    Ok((url, handle))
+}
+
+fn rss_kib() -> Option<u64> {
+    status_field("VmRSS:")
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    status_field("VmHWM:")
+}
+
+fn status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(name))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
