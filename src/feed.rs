@@ -209,7 +209,8 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
     }
 }
 
-/// The changefeed tailer.
+/// The changefeed tailer. Cloning is shallow.
+#[derive(Clone)]
 pub struct Feed {
     pub store: Store,
     pub hub: Hub,
@@ -234,7 +235,11 @@ impl Feed {
                 if watermark <= cursor {
                     break;
                 }
-                match read_batch(&self.store, cursor, watermark).await {
+                let batch = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    batch = read_batch(&self.store, cursor, watermark) => batch,
+                };
+                match batch {
                     Ok(batch) => {
                         if failures > 0 {
                             tracing::info!("changefeed reads recovered");

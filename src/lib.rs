@@ -18,6 +18,7 @@
 //! * [`routes`]: the HTTP API, one module per resource.
 //! * [`error`]: API errors and their JSON shape.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -98,16 +99,16 @@ impl Server {
         let state = self.state;
         let config = state.config.clone();
         let token = state.shutdown.clone();
-        let feed = tokio::spawn(
+        let mut feed = tokio::spawn(supervise(
             Feed {
                 store: state.store.clone(),
                 hub: state.hub.clone(),
                 writes: self.writes,
                 poll_interval: config.poll_interval,
                 settle: config.settle_window(),
-            }
-            .run(token.clone()),
-        );
+            },
+            token.clone(),
+        ));
         let router = app(state);
         let stop = token.clone();
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -127,8 +128,31 @@ impl Server {
             }
         };
         token.cancel();
-        let _ = feed.await;
+        // The feed stops at its next await; a database read that hangs
+        // must not keep the process alive.
+        if tokio::time::timeout(config.shutdown_grace, &mut feed)
+            .await
+            .is_err()
+        {
+            feed.abort();
+        }
         result
+    }
+}
+
+/// Runs the feed until shutdown, restarting it (from the hub's cursor, so
+/// nothing is skipped) if it ever panics: live delivery must not silently
+/// stop while the server keeps answering.
+async fn supervise(feed: Feed, shutdown: CancellationToken) {
+    loop {
+        match tokio::spawn(feed.clone().run(shutdown.clone())).await {
+            Ok(()) => return,
+            Err(error) if error.is_panic() => {
+                tracing::error!("the feed panicked; restarting it from its cursor");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(_) => return,
+        }
     }
 }
 

@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(json_method_not_allowed))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged once, with their cause, by `log_internal_errors`.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }

@@ -16,8 +16,10 @@ use super::record_json;
 pub struct ChangeSet {
     pub stamp: u64,
     pub changes: Vec<Change>,
-    /// How many changefeed entries (one per table written) the set spans;
-    /// SurrealDB's read limit counts these.
+    /// How many raw changes the set holds, table definitions included. It is
+    /// at least the number of changefeed entries the set spans (one per
+    /// table the commit wrote), which is what SurrealDB's read limit counts:
+    /// over-counting only costs an extra read, under-counting would skip.
     pub entries: u32,
 }
 
@@ -54,25 +56,16 @@ pub(super) fn parse_change_set(value: Value) -> Option<ChangeSet> {
     let Some(Value::Array(items)) = object.remove("changes") else {
         return None;
     };
-    let mut changes = Vec::with_capacity(items.len());
-    let mut entries = 0;
-    let mut last_table: Option<String> = None;
-    for item in items.into_inner() {
-        let Some(change) = parse_change(item) else {
-            continue;
-        };
-        // Changes of one table in one commit are stored as one entry, and
-        // entries come table by table.
-        if last_table.as_deref() != Some(change.table.as_str()) {
-            entries += 1;
-            last_table = Some(change.table.clone());
-        }
-        changes.push(change);
-    }
+    let entries = u32::try_from(items.len()).unwrap_or(u32::MAX).max(1);
+    let changes = items
+        .into_inner()
+        .into_iter()
+        .filter_map(parse_change)
+        .collect();
     Some(ChangeSet {
         stamp,
         changes,
-        entries: entries.max(1),
+        entries,
     })
 }
 

@@ -34,6 +34,8 @@ pub const COLLECTIONS_TABLE: &str = "_lh_collections";
 const META_TABLE: &str = "_lh_meta";
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
+/// How often a write that lost a transaction conflict is run again.
+const CONFLICT_RETRIES: u32 = 5;
 /// Longest collection name.
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest record id.
@@ -198,8 +200,11 @@ impl Store {
         if first_needed < self.epoch {
             return Err(Unreplayable::BeforeDatabase);
         }
+        // A margin inside the window, so the changefeed's garbage collector
+        // cannot drop the start of the gap between this check and the read.
+        let margin = (self.retention / 10).min(Duration::from_secs(60));
         let retained_since = time_stamp(
-            now.checked_sub(self.retention)
+            now.checked_sub(self.retention.saturating_sub(margin))
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         );
         if first_needed < retained_since.max(self.horizon) {
@@ -212,6 +217,45 @@ impl Store {
     pub async fn ping(&self) -> Result<(), ApiError> {
         self.db.query("RETURN 1").await?.check()?;
         Ok(())
+    }
+
+    /// Runs a write: registered with the write tracker for its whole life,
+    /// in a task of its own (so a client that disconnects cannot cut it off
+    /// while the feed still counts it in flight), and run again when its
+    /// transaction loses a conflict with a concurrent one. Returns the
+    /// response and the error that caused a failure, if any.
+    async fn write(
+        &self,
+        sql: String,
+        vars: Json,
+    ) -> Result<(surrealdb::IndexedResults, Option<surrealdb::Error>), ApiError> {
+        let db = self.db.clone();
+        let writes = self.writes.clone();
+        let task = tokio::spawn(async move {
+            let mut attempt = 0;
+            loop {
+                let _write = writes.begin();
+                let mut response = db.query(sql.as_str()).bind(vars.clone()).await?;
+                let error = first_error(&mut response);
+                let conflict = error.as_ref().is_some_and(|error| {
+                    error.query_details()
+                        == Some(&surrealdb::types::QueryError::TransactionConflict)
+                });
+                if conflict && attempt < CONFLICT_RETRIES {
+                    attempt += 1;
+                    drop(_write);
+                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
+                    continue;
+                }
+                return Ok::<_, surrealdb::Error>((response, error));
+            }
+        });
+        match task.await {
+            Ok(result) => Ok(result?),
+            Err(error) => Err(ApiError::Internal(anyhow::anyhow!(
+                "write task failed: {error}"
+            ))),
+        }
     }
 
     // ----- collections -----
@@ -235,14 +279,10 @@ impl Store {
              ALTER TABLE `{name}` {changefeed};
              COMMIT;"
         );
-        let _write = self.writes.begin();
-        let mut response = self
-            .db
-            .query(sql)
-            .bind(("name", name.to_owned()))
-            .bind(("meta", meta))
+        let (mut response, error) = self
+            .write(sql, serde_json::json!({ "name": name, "meta": meta }))
             .await?;
-        if let Some(error) = first_error(&mut response) {
+        if let Some(error) = error {
             if error.is_already_exists() {
                 return Err(ApiError::Conflict(format!(
                     "collection `{name}` already exists"
@@ -294,15 +334,13 @@ impl Store {
         }
         let sql =
             format!("UPDATE type::record('{COLLECTIONS_TABLE}', $name) MERGE $patch RETURN AFTER");
-        let _write = self.writes.begin();
-        let rows: Vec<Value> = self
-            .db
-            .query(sql)
-            .bind(("name", name.to_owned()))
-            .bind(("patch", Json::Object(patch)))
-            .await?
-            .check()?
-            .take(0)?;
+        let (mut response, error) = self
+            .write(sql, serde_json::json!({ "name": name, "patch": patch }))
+            .await?;
+        if let Some(error) = error {
+            return Err(error.into());
+        }
+        let rows: Vec<Value> = response.take(0)?;
         Ok(rows.into_iter().next().map(collection_json))
     }
 
@@ -315,9 +353,8 @@ impl Store {
              REMOVE TABLE IF EXISTS `{name}`;
              COMMIT;"
         );
-        let _write = self.writes.begin();
-        let mut response = self.db.query(sql).bind(("name", name.to_owned())).await?;
-        match first_error(&mut response) {
+        let (_, error) = self.write(sql, serde_json::json!({ "name": name })).await?;
+        match error {
             Some(error) if is_no_collection(&error) => Ok(false),
             Some(error) => Err(error.into()),
             None => Ok(true),
@@ -390,17 +427,12 @@ impl Store {
              {statement};
              COMMIT;"
         );
-        let _write = self.writes.begin();
-        let mut query = self
-            .db
-            .query(sql)
-            .bind(("tb", collection.to_owned()))
-            .bind(("id", id.to_owned()));
+        let mut vars = serde_json::json!({ "tb": collection, "id": id });
         if let Some(data) = data {
-            query = query.bind(("data", Json::Object(data)));
+            vars["data"] = Json::Object(data);
         }
-        let mut response = query.await?;
-        if let Some(error) = first_error(&mut response) {
+        let (mut response, error) = self.write(sql, vars).await?;
+        if let Some(error) = error {
             if is_no_collection(&error) {
                 return Err(no_collection(collection));
             }
@@ -508,19 +540,24 @@ impl Store {
     }
 }
 
-/// The first error of a multi-statement response. In a failed transaction
-/// every statement reports an error; the one that caused it is the one that
-/// is not a cancellation, so prefer that.
+/// The error that made a multi-statement response fail. In a failed
+/// transaction every statement reports an error: the cause is the first one
+/// that is not a consequence ("not executed", "aborted due to a prior
+/// error"); if there is none, the COMMIT itself failed (a conflict, say) and
+/// its row, the last, says why.
 fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Error> {
     let mut errors: Vec<(usize, surrealdb::Error)> = response.take_errors().into_iter().collect();
     errors.sort_by_key(|(index, _)| *index);
-    let cause = errors.iter().position(|(_, error)| {
+    let consequence = |error: &surrealdb::Error| {
         let message = error.message();
-        !message.starts_with("The query was not executed") && !message.starts_with("Cannot COMMIT")
-    });
-    match cause {
+        error.query_details() == Some(&surrealdb::types::QueryError::NotExecuted)
+            || message.starts_with("The query was not executed")
+            || message
+                .starts_with("Cannot COMMIT: the transaction was aborted due to a prior error")
+    };
+    match errors.iter().position(|(_, error)| !consequence(error)) {
         Some(position) => Some(errors.swap_remove(position).1),
-        None => errors.into_iter().next().map(|(_, error)| error),
+        None => errors.pop().map(|(_, error)| error),
     }
 }
 

@@ -1,0 +1,508 @@
+//! Identity: JWT verification and where tokens come from.
+//!
+//! The algorithm comes from configuration, never from the token. Tokens are
+//! HS256/384/512 with a shared secret, or RS256/ES256 with a public key.
+//! Tokens that SurrealDB issues for record access (claims `ID`, `AC`, `NS`,
+//! `DB`) are accepted too, with `ID` as the user id, so an app that signs its
+//! users in through SurrealDB can use those tokens directly.
+//!
+//! With no key configured, a random secret is generated at start and an admin
+//! token printed for local use: livehub never runs open by accident.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value as Json, json};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 5;
+/// How long the development admin token lives.
+const DEV_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// `sub`, or `ID` for SurrealDB record-access tokens.
+    pub user_id: String,
+    /// The `name` claim, if any.
+    pub name: Option<String>,
+    /// Whether the `role` claim is `admin`: admins pass every rule.
+    pub admin: bool,
+    /// Every claim, as rules see them (`$auth.<claim>`).
+    pub claims: Json,
+    /// `exp`, in seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+/// Who is calling: a verified identity, or nobody.
+pub type Caller = Option<Arc<Identity>>;
+
+/// Why a token was refused. The message never contains the token.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AuthError {
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's signature or algorithm does not match this server's key")]
+    BadSignature,
+    #[error("the token is for another audience")]
+    WrongAudience,
+    #[error("the token is from another issuer")]
+    WrongIssuer,
+    #[error("the token is malformed: {0}")]
+    Malformed(String),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        ApiError::Unauthorized(error.to_string())
+    }
+}
+
+/// Verifies tokens with the configured key and algorithm.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+    /// Present when the key is a secret: used to sign development tokens.
+    signer: Option<(EncodingKey, Algorithm)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// The authenticator the configuration asks for. With no key configured,
+    /// a random secret, and an admin token signed with it for local use.
+    pub fn from_config(config: &Config) -> anyhow::Result<(Authenticator, Option<String>)> {
+        let algorithm = match config.jwt_algorithm.as_deref() {
+            Some(name) => name
+                .parse::<Algorithm>()
+                .ok()
+                .filter(|algorithm| {
+                    matches!(
+                        algorithm,
+                        Algorithm::HS256
+                            | Algorithm::HS384
+                            | Algorithm::HS512
+                            | Algorithm::RS256
+                            | Algorithm::ES256
+                    )
+                })
+                .with_context(|| {
+                    format!("--jwt-algorithm {name}: use HS256, HS384, HS512, RS256 or ES256")
+                })?,
+            None if config.jwt_public_key.is_some() => Algorithm::RS256,
+            None => Algorithm::HS256,
+        };
+        let hmac = matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        );
+        let (key, signer, dev) = match (&config.jwt_secret, &config.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                bail!("configure either --jwt-secret or --jwt-public-key, not both")
+            }
+            (Some(secret), None) if hmac => {
+                let secret = secret.expose().as_bytes();
+                if secret.len() < 32 {
+                    bail!("--jwt-secret must be at least 32 bytes long");
+                }
+                (
+                    DecodingKey::from_secret(secret),
+                    Some((EncodingKey::from_secret(secret), algorithm)),
+                    false,
+                )
+            }
+            (None, Some(pem)) if !hmac => {
+                let pem = read_pem(pem)?;
+                let key = match algorithm {
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                }
+                .context("reading --jwt-public-key")?;
+                (key, None, false)
+            }
+            (None, None) if hmac => {
+                let secret: [u8; 32] = rand::random();
+                (
+                    DecodingKey::from_secret(&secret),
+                    Some((EncodingKey::from_secret(&secret), algorithm)),
+                    true,
+                )
+            }
+            _ => bail!("--jwt-algorithm {algorithm:?} does not fit the configured key"),
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.required_spec_claims.clear();
+        match &config.jwt_audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &config.jwt_issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let authenticator = Authenticator {
+            key,
+            validation,
+            signer,
+        };
+        let dev_token = if dev {
+            let expires = SystemTime::now() + DEV_TOKEN_LIFETIME;
+            Some(authenticator.sign(&json!({
+                "sub": "admin", "name": "Local admin", "role": "admin",
+                "exp": expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+            }))?)
+        } else {
+            None
+        };
+        Ok((authenticator, dev_token))
+    }
+
+    /// Signs claims with the configured secret (development and tests).
+    pub fn sign(&self, claims: &Json) -> anyhow::Result<String> {
+        let (key, algorithm) = self
+            .signer
+            .as_ref()
+            .context("this server verifies with a public key and cannot sign")?;
+        Ok(jsonwebtoken::encode(&Header::new(*algorithm), claims, key)?)
+    }
+
+    /// Verifies a token and returns who it identifies.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data =
+            jsonwebtoken::decode::<Json>(token, &self.key, &self.validation).map_err(|error| {
+                match error.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidAlgorithmName => AuthError::BadSignature,
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        AuthError::Malformed(format!("claim `{claim}` is missing"))
+                    }
+                    _ => AuthError::Malformed("not a JWT this server can read".into()),
+                }
+            })?;
+        identity(data.claims)
+    }
+}
+
+/// The identity a verified token's claims describe.
+fn identity(claims: Json) -> Result<Identity, AuthError> {
+    if !claims.is_object() {
+        return Err(AuthError::Malformed("the claims are not an object".into()));
+    }
+    // SurrealDB record-access tokens carry the record id in `ID`.
+    let user_id = match (claims.get("sub"), claims.get("ID")) {
+        (Some(Json::String(sub)), _) if !sub.is_empty() => sub.clone(),
+        (_, Some(Json::String(id))) if !id.is_empty() => id.clone(),
+        _ => {
+            return Err(AuthError::Malformed(
+                "it names no user (`sub` or `ID`)".into(),
+            ));
+        }
+    };
+    Ok(Identity {
+        user_id,
+        name: claims.get("name").and_then(Json::as_str).map(str::to_owned),
+        admin: claims.get("role").and_then(Json::as_str) == Some("admin"),
+        expires_at: claims.get("exp").and_then(Json::as_u64),
+        claims,
+    })
+}
+
+/// A PEM given inline or as a path to a file.
+fn read_pem(value: &str) -> anyhow::Result<String> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        Ok(value.to_owned())
+    } else {
+        std::fs::read_to_string(value).with_context(|| format!("reading the key file {value}"))
+    }
+}
+
+/// Where a request carries its credentials.
+#[derive(Debug, PartialEq)]
+pub enum Credential<'a> {
+    Token(&'a str),
+    /// A single-use stream ticket (`?ticket=`).
+    Ticket(&'a str),
+}
+
+/// Finds the caller's credential: `Authorization: Bearer`, then the cookie,
+/// then `?token=`, then `?ticket=`.
+pub fn credential<'a>(
+    headers: &'a HeaderMap,
+    cookie_name: &str,
+    token_param: Option<&'a str>,
+    ticket_param: Option<&'a str>,
+) -> Option<Credential<'a>> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        });
+    let cookie = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value.trim());
+    let nonempty = |value: Option<&'a str>| value.filter(|value| !value.is_empty());
+    nonempty(bearer)
+        .or(nonempty(cookie))
+        .or(nonempty(token_param))
+        .map(Credential::Token)
+        .or(nonempty(ticket_param).map(Credential::Ticket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn with_secret(extra: &[&str]) -> Authenticator {
+        let mut args = vec!["livehub", "--jwt-secret", SECRET];
+        args.extend_from_slice(extra);
+        Authenticator::from_config(&Config::parse_from(args))
+            .unwrap()
+            .0
+    }
+
+    fn hs(algorithm: Algorithm, secret: &str, claims: Json) -> String {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_gives_its_identity() {
+        let auth = with_secret(&[]);
+        let token = hs(
+            Algorithm::HS256,
+            SECRET,
+            json!({"sub": "u1", "name": "Ann", "role": "admin", "exp": now() + 60, "team": 7}),
+        );
+        let identity = auth.verify(&token).unwrap();
+        assert_eq!(identity.user_id, "u1");
+        assert_eq!(identity.name.as_deref(), Some("Ann"));
+        assert!(identity.admin);
+        assert_eq!(identity.claims["team"], 7);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_the_reason() {
+        let auth = with_secret(&["--jwt-audience", "app", "--jwt-issuer", "me"]);
+        let good = json!({"sub": "u1", "aud": "app", "iss": "me", "exp": now() + 60});
+        let with = |change: Json| {
+            let mut claims = good.clone();
+            claims
+                .as_object_mut()
+                .unwrap()
+                .extend(change.as_object().unwrap().clone());
+            claims
+        };
+        assert!(
+            auth.verify(&hs(Algorithm::HS256, SECRET, good.clone()))
+                .is_ok()
+        );
+        let cases = [
+            (
+                hs(Algorithm::HS256, SECRET, with(json!({"exp": now() - 60}))),
+                AuthError::Expired,
+            ),
+            (
+                hs(Algorithm::HS256, SECRET, with(json!({"nbf": now() + 60}))),
+                AuthError::NotYetValid,
+            ),
+            (
+                hs(Algorithm::HS384, SECRET, good.clone()),
+                AuthError::BadSignature,
+            ),
+            (
+                hs(
+                    Algorithm::HS256,
+                    "another secret of thirty-two bytes!",
+                    good.clone(),
+                ),
+                AuthError::BadSignature,
+            ),
+            (
+                hs(Algorithm::HS256, SECRET, with(json!({"aud": "other"}))),
+                AuthError::WrongAudience,
+            ),
+            (
+                hs(Algorithm::HS256, SECRET, with(json!({"iss": "them"}))),
+                AuthError::WrongIssuer,
+            ),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(auth.verify(&token), Err(expected));
+        }
+        assert!(matches!(
+            auth.verify("not.a.token"),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            auth.verify(&hs(Algorithm::HS256, SECRET, json!({"exp": now() + 60}))),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = engine.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = engine.encode(format!(
+            r#"{{"sub":"u1","role":"admin","exp":{}}}"#,
+            now() + 60
+        ));
+        for token in [format!("{header}.{claims}."), format!("{header}.{claims}")] {
+            assert!(with_secret(&[]).verify(&token).is_err());
+        }
+    }
+
+    #[test]
+    fn surrealdb_record_access_tokens_are_accepted() {
+        let auth = with_secret(&["--jwt-algorithm", "HS512"]);
+        let claims = json!({
+            "iat": now(), "nbf": now(), "exp": now() + 60, "iss": "SurrealDB",
+            "jti": "b7e3", "NS": "app", "DB": "app", "AC": "users", "ID": "user:ann",
+        });
+        let identity = auth.verify(&hs(Algorithm::HS512, SECRET, claims)).unwrap();
+        assert_eq!(identity.user_id, "user:ann");
+        assert!(!identity.admin);
+        assert_eq!(identity.claims["AC"], "users");
+    }
+
+    #[test]
+    fn public_keys_verify_rs256_and_es256() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        for (algorithm, public, private) in [
+            ("RS256", "rs256-public.pem", "rs256-private.pem"),
+            ("ES256", "es256-public.pem", "es256-private.pk8.pem"),
+        ] {
+            let config = Config::parse_from([
+                "livehub",
+                "--jwt-algorithm",
+                algorithm,
+                "--jwt-public-key",
+                &format!("{fixtures}/{public}"),
+            ]);
+            let (auth, dev_token) = Authenticator::from_config(&config).unwrap();
+            assert!(dev_token.is_none());
+            let pem = std::fs::read(format!("{fixtures}/{private}")).unwrap();
+            let (key, alg) = match algorithm {
+                "RS256" => (EncodingKey::from_rsa_pem(&pem).unwrap(), Algorithm::RS256),
+                _ => (EncodingKey::from_ec_pem(&pem).unwrap(), Algorithm::ES256),
+            };
+            let token = jsonwebtoken::encode(
+                &Header::new(alg),
+                &json!({"sub": "k", "exp": now() + 60}),
+                &key,
+            )
+            .unwrap();
+            assert_eq!(auth.verify(&token).unwrap().user_id, "k", "{algorithm}");
+            // An HS256 token signed with the public key as a secret is refused.
+            let forged = hs(
+                Algorithm::HS256,
+                &String::from_utf8(std::fs::read(format!("{fixtures}/{public}")).unwrap()).unwrap(),
+                json!({"sub": "k", "exp": now() + 60}),
+            );
+            assert_eq!(auth.verify(&forged), Err(AuthError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn without_a_key_a_random_secret_and_an_admin_token_are_made() {
+        let (auth, token) = Authenticator::from_config(&Config::defaults()).unwrap();
+        let identity = auth.verify(&token.unwrap()).unwrap();
+        assert!(identity.admin);
+        let (other, _) = Authenticator::from_config(&Config::defaults()).unwrap();
+        assert!(
+            other
+                .verify(&auth.sign(&json!({"sub": "x"})).unwrap())
+                .is_err(),
+            "secrets differ per run"
+        );
+    }
+
+    #[test]
+    fn short_secrets_and_mismatched_settings_are_refused() {
+        for args in [
+            vec!["livehub", "--jwt-secret", "short"],
+            vec![
+                "livehub",
+                "--jwt-secret",
+                SECRET,
+                "--jwt-algorithm",
+                "RS256",
+            ],
+            vec!["livehub", "--jwt-algorithm", "none"],
+        ] {
+            assert!(
+                Authenticator::from_config(&Config::parse_from(args.clone())).is_err(),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_are_found_in_order() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            credential(&headers, "lh", None, Some("t1")),
+            Some(Credential::Ticket("t1"))
+        );
+        assert_eq!(
+            credential(&headers, "lh", Some("q"), Some("t1")),
+            Some(Credential::Token("q"))
+        );
+        headers.insert("cookie", "a=1; lh=c; b=2".parse().unwrap());
+        assert_eq!(
+            credential(&headers, "lh", Some("q"), None),
+            Some(Credential::Token("c"))
+        );
+        headers.insert("authorization", "Bearer h".parse().unwrap());
+        assert_eq!(
+            credential(&headers, "lh", Some("q"), None),
+            Some(Credential::Token("h"))
+        );
+        assert_eq!(credential(&HeaderMap::new(), "lh", Some(""), None), None);
+    }
+}
