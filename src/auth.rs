@@ -6,8 +6,12 @@
 //! `DB`) are accepted too, with `ID` as the user id, so an app that signs its
 //! users in through SurrealDB can use those tokens directly.
 //!
-//! With no key configured, a random secret is generated at start and an admin
-//! token printed for local use: livehub never runs open by accident.
+//! With no key configured, a random secret is generated and an admin token
+//! signed with it, for local use.
+//!
+//! Not yet wired into the routes: this is the verification half of
+//! authentication and access rules, which are still to come. Until then the
+//! server has no configuration for it and enforces no access control.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,8 +21,24 @@ use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value as Json, json};
 
-use crate::config::Config;
+use crate::config::Secret;
 use crate::error::ApiError;
+
+/// What verification needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    /// Secret for HS256/384/512 (32 bytes or more).
+    pub jwt_secret: Option<Secret>,
+    /// Public key for RS256/ES256: PEM text or a path to a PEM file.
+    pub jwt_public_key: Option<String>,
+    /// HS256, HS384, HS512, RS256 or ES256; by default HS256 with a secret
+    /// and RS256 with a public key.
+    pub jwt_algorithm: Option<String>,
+    /// Required `iss`, if set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub jwt_audience: Option<String>,
+}
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
@@ -85,7 +105,7 @@ impl std::fmt::Debug for Authenticator {
 impl Authenticator {
     /// The authenticator the configuration asks for. With no key configured,
     /// a random secret, and an admin token signed with it for local use.
-    pub fn from_config(config: &Config) -> anyhow::Result<(Authenticator, Option<String>)> {
+    pub fn from_settings(config: &AuthSettings) -> anyhow::Result<(Authenticator, Option<String>)> {
         let algorithm = match config.jwt_algorithm.as_deref() {
             Some(name) => name
                 .parse::<Algorithm>()
@@ -281,7 +301,23 @@ pub fn credential<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+
+    /// Settings from `--flag value` pairs, as the command line will give them.
+    fn settings(args: &[&str]) -> AuthSettings {
+        let mut settings = AuthSettings::default();
+        for pair in args.chunks(2) {
+            let value = Some(pair[1].to_owned());
+            match pair[0] {
+                "--jwt-secret" => settings.jwt_secret = Some(Secret::from(pair[1].to_owned())),
+                "--jwt-public-key" => settings.jwt_public_key = value,
+                "--jwt-algorithm" => settings.jwt_algorithm = value,
+                "--jwt-issuer" => settings.jwt_issuer = value,
+                "--jwt-audience" => settings.jwt_audience = value,
+                other => panic!("unknown flag {other}"),
+            }
+        }
+        settings
+    }
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -293,11 +329,9 @@ mod tests {
     }
 
     fn with_secret(extra: &[&str]) -> Authenticator {
-        let mut args = vec!["livehub", "--jwt-secret", SECRET];
+        let mut args = vec!["--jwt-secret", SECRET];
         args.extend_from_slice(extra);
-        Authenticator::from_config(&Config::parse_from(args))
-            .unwrap()
-            .0
+        Authenticator::from_settings(&settings(&args)).unwrap().0
     }
 
     fn hs(algorithm: Algorithm, secret: &str, claims: Json) -> String {
@@ -417,14 +451,9 @@ mod tests {
             ("RS256", "rs256-public.pem", "rs256-private.pem"),
             ("ES256", "es256-public.pem", "es256-private.pk8.pem"),
         ] {
-            let config = Config::parse_from([
-                "livehub",
-                "--jwt-algorithm",
-                algorithm,
-                "--jwt-public-key",
-                &format!("{fixtures}/{public}"),
-            ]);
-            let (auth, dev_token) = Authenticator::from_config(&config).unwrap();
+            let key_path = format!("{fixtures}/{public}");
+            let config = settings(&["--jwt-algorithm", algorithm, "--jwt-public-key", &key_path]);
+            let (auth, dev_token) = Authenticator::from_settings(&config).unwrap();
             assert!(dev_token.is_none());
             let pem = std::fs::read(format!("{fixtures}/{private}")).unwrap();
             let (key, alg) = match algorithm {
@@ -450,10 +479,10 @@ mod tests {
 
     #[test]
     fn without_a_key_a_random_secret_and_an_admin_token_are_made() {
-        let (auth, token) = Authenticator::from_config(&Config::defaults()).unwrap();
+        let (auth, token) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
         let identity = auth.verify(&token.unwrap()).unwrap();
         assert!(identity.admin);
-        let (other, _) = Authenticator::from_config(&Config::defaults()).unwrap();
+        let (other, _) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
         assert!(
             other
                 .verify(&auth.sign(&json!({"sub": "x"})).unwrap())
@@ -465,18 +494,12 @@ mod tests {
     #[test]
     fn short_secrets_and_mismatched_settings_are_refused() {
         for args in [
-            vec!["livehub", "--jwt-secret", "short"],
-            vec![
-                "livehub",
-                "--jwt-secret",
-                SECRET,
-                "--jwt-algorithm",
-                "RS256",
-            ],
-            vec!["livehub", "--jwt-algorithm", "none"],
+            vec!["--jwt-secret", "short"],
+            vec!["--jwt-secret", SECRET, "--jwt-algorithm", "RS256"],
+            vec!["--jwt-algorithm", "none"],
         ] {
             assert!(
-                Authenticator::from_config(&Config::parse_from(args.clone())).is_err(),
+                Authenticator::from_settings(&settings(&args)).is_err(),
                 "{args:?}"
             );
         }

@@ -70,59 +70,6 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Secret for HS256/384/512 tokens (32 bytes or more). With neither this
-    /// nor `--jwt-public-key`, a random secret is generated at start and an
-    /// admin token printed.
-    #[arg(long, env = "LIVEHUB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<Secret>,
-
-    /// Public key for RS256 or ES256 tokens: PEM text or a path to a PEM file.
-    #[arg(long, env = "LIVEHUB_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<String>,
-
-    /// Token algorithm: HS256 (default with a secret), HS384, HS512, RS256
-    /// (default with a public key) or ES256. Never taken from the token.
-    #[arg(long, env = "LIVEHUB_JWT_ALGORITHM")]
-    pub jwt_algorithm: Option<String>,
-
-    /// Required `iss` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-
-    /// Required `aud` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-
-    /// Cookie that may carry the token.
-    #[arg(long, env = "LIVEHUB_TOKEN_COOKIE", default_value = "livehub_token")]
-    pub token_cookie: String,
-
-    /// How long a stream ticket stays usable.
-    #[arg(long, env = "LIVEHUB_TICKET_TTL", default_value = "30s", value_parser = positive_duration)]
-    pub ticket_ttl: Duration,
-
-    /// Most open streams on this node.
-    #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
-    pub max_streams: usize,
-
-    /// Most open streams per user.
-    #[arg(long, env = "LIVEHUB_MAX_STREAMS_PER_USER", default_value_t = 32)]
-    pub max_streams_per_user: usize,
-
-    /// Most open streams per client IP address.
-    #[arg(long, env = "LIVEHUB_MAX_STREAMS_PER_IP", default_value_t = 256)]
-    pub max_streams_per_ip: usize,
-
-    /// Origins allowed to call the API from a browser (comma-separated, or
-    /// `*`). None by default: same-origin only.
-    #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
-
-    /// Let browsers send cookies with cross-origin requests (needs explicit
-    /// origins, not `*`).
-    #[arg(long, env = "LIVEHUB_CORS_CREDENTIALS")]
-    pub cors_credentials: bool,
-
     /// How long open streams get to finish on shutdown before the process exits.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

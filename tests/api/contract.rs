@@ -70,6 +70,7 @@ async fn every_documented_route_is_served() {
         let response = request.json(&serde_json::json!({})).send().await.unwrap();
         let status = response.status();
         assert_ne!(status, 405, "{method} {path}");
+        assert!(status.as_u16() < 500, "{method} {path}: {status}");
         if status == 404 {
             let body: serde_json::Value = response.json().await.unwrap();
             assert_ne!(body["error"]["message"], "no such route", "{method} {path}");

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The server's store, for writing as an outside SurrealDB client would.
     pub store: Store,
+    /// The server's hub, for its counters.
+    pub hub: livehub::hub::Hub,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -62,6 +64,7 @@ impl TestApp {
         let address = format!("http://{}", listener.local_addr().unwrap());
         let server = build_server(config).await;
         let store = server.state().store.clone();
+        let hub = server.state().hub.clone();
         let (shutdown, signal) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.serve(listener, async move {
             let _ = signal.await;
@@ -70,6 +73,7 @@ impl TestApp {
             address,
             client: reqwest::Client::new(),
             store,
+            hub,
             shutdown: Some(shutdown),
             server: Some(handle),
         }

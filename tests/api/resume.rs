@@ -233,3 +233,101 @@ async fn an_empty_last_event_id_header_falls_back_to_the_query() {
     assert_eq!(stream.connected().await.id, r1);
     assert_eq!(record_ids(&mut stream, 1).await, ["r2"]);
 }
+
+/// Reads record events, reconnecting with the last id whenever the server
+/// ends the stream, until `count` arrived; checks order and uniqueness.
+async fn read_all_resuming(
+    app: &TestApp,
+    path: &str,
+    mut stream: SseClient,
+    count: usize,
+) -> (Vec<String>, usize) {
+    let mut ids = Vec::with_capacity(count);
+    let mut last = String::new();
+    let mut reconnects = 0;
+    while ids.len() < count {
+        match stream.next().await {
+            Some(event) if event.event.starts_with("record.") => {
+                assert!(event.id > last, "ascending ids");
+                last = event.id.clone();
+                let body: Value = serde_json::from_str(&event.data).unwrap();
+                ids.push(body["record_id"].as_str().unwrap().to_owned());
+            }
+            Some(_) => {}
+            None => {
+                reconnects += 1;
+                stream = app.stream(path, Some(&last)).await;
+                stream.connected().await;
+            }
+        }
+    }
+    (ids, reconnects)
+}
+
+#[tokio::test]
+async fn a_client_too_slow_for_its_queue_is_closed_and_resumes_without_loss() {
+    const RECORDS: usize = 600;
+    let mut config = test_config();
+    config.stream_buffer = 16;
+    let app = TestApp::spawn_with(config).await;
+    app.create_collection("posts").await;
+    let path = "/api/v1/realtime/posts";
+    let mut stream = app.stream(path, None).await;
+    stream.connected().await;
+    // Large records, written while the client reads nothing: the socket
+    // fills, then the stream's queue.
+    let filler = "x".repeat(16 * 1024);
+    for n in 0..RECORDS {
+        let mut data = serde_json::Map::new();
+        data.insert("text".into(), json!(filler));
+        app.store
+            .create_record("posts", &format!("r{n:04}"), data)
+            .await
+            .unwrap();
+    }
+    let (ids, reconnects) = read_all_resuming(&app, path, stream, RECORDS).await;
+    let expected: Vec<String> = (0..RECORDS).map(|n| format!("r{n:04}")).collect();
+    assert_eq!(ids, expected);
+    let lagging = app
+        .hub
+        .stats()
+        .lagging_closes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        lagging >= 1 && reconnects >= 1,
+        "the overflow path ran: {lagging} closes, {reconnects} reconnects"
+    );
+}
+
+#[tokio::test]
+async fn replay_pages_past_the_read_limit_and_multi_table_commits() {
+    const RECORDS: usize = 1150; // more changefeed entries than one read returns
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    app.create_collection("other").await;
+    let path = "/api/v1/realtime";
+    let mut stream = app.stream(path, None).await;
+    let position = stream.connected().await.id;
+    drop(stream);
+    for n in 0..RECORDS {
+        if n == 700 {
+            // One commit, two tables: two changefeed entries, one stamp.
+            app.store
+                .raw_query("BEGIN; CREATE posts:multi1; CREATE other:multi2; COMMIT;")
+                .await
+                .unwrap();
+        }
+        app.store
+            .create_record("posts", &format!("r{n:04}"), serde_json::Map::new())
+            .await
+            .unwrap();
+    }
+    let stream = app.stream(path, Some(&position)).await;
+    let mut stream = stream;
+    stream.connected().await;
+    let (ids, _) = read_all_resuming(&app, path, stream, RECORDS + 2).await;
+    let mut expected: Vec<String> = (0..RECORDS).map(|n| format!("r{n:04}")).collect();
+    // Inside one commit the changefeed lists changes table by table.
+    expected.splice(700..700, ["multi2".to_owned(), "multi1".to_owned()]);
+    assert_eq!(ids, expected);
+}

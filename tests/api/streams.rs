@@ -319,7 +319,10 @@ async fn heartbeats_keep_idle_streams_alive() {
 async fn many_concurrent_store_writers_lose_nothing() {
     const WRITERS: usize = 16;
     const PER_WRITER: usize = 400;
-    let app = TestApp::spawn().await;
+    // The client reads only after all writes: the queue must hold them all.
+    let mut config = crate::helpers::test_config();
+    config.stream_buffer = WRITERS * PER_WRITER;
+    let app = TestApp::spawn_with(config).await;
     app.create_collection("hazard").await;
     let mut stream = app.stream("/api/v1/realtime/hazard", None).await;
     stream.connected().await;
