@@ -66,6 +66,11 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_STREAM_BUFFER", default_value_t = 4096)]
     pub stream_buffer: usize,
 
+    /// Streams that may read their replay from the database at the same
+    /// time; others wait their turn (live events keep queueing meanwhile).
+    #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16)]
+    pub max_replays: usize,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LIVEHUB_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

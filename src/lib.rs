@@ -50,6 +50,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Cancelled on shutdown: every open stream ends.
     pub shutdown: CancellationToken,
+    /// Bounds how many streams read replays from the database at once.
+    pub replays: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -75,6 +77,7 @@ impl Server {
             state: AppState {
                 store,
                 hub,
+                replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays.max(1))),
                 config: Arc::new(config),
                 shutdown: CancellationToken::new(),
             },

@@ -145,6 +145,7 @@ struct Session {
     hello: Option<Bytes>,
     heartbeat: Interval,
     shutdown: CancellationToken,
+    replays: Arc<tokio::sync::Semaphore>,
 }
 
 impl Session {
@@ -212,6 +213,7 @@ impl Session {
             hello: Some(hello.freeze()),
             heartbeat,
             shutdown: state.shutdown.clone(),
+            replays: state.replays.clone(),
         }
     }
 
@@ -239,7 +241,19 @@ impl Session {
 
     /// Reads one page of the gap; `None` if it held nothing for this stream.
     async fn replay_page(&mut self, since: u64, until: u64) -> Option<Bytes> {
-        let batch = match read_batch(&self.store, since, until).await {
+        let read = async {
+            // Held for one read, so long replays take turns with short ones.
+            let _permit = self.replays.acquire().await;
+            read_batch(&self.store, since, until).await
+        };
+        let batch = tokio::select! {
+            _ = self.shutdown.cancelled() => {
+                self.phase = Phase::Done;
+                return None;
+            }
+            batch = read => batch,
+        };
+        let batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
                 // The client reconnects and the replay starts again.

@@ -85,6 +85,7 @@ fn help_documents_every_setting() {
         "--poll-interval",
         "--settle",
         "--stream-buffer",
+        "--max-replays",
         "--max-body-bytes",
         "--shutdown-grace",
     ] {
