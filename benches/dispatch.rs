@@ -16,6 +16,8 @@ use livehub::hub::{Hub, Interest, Subscription};
 use serde_json::json;
 
 const SUBSCRIBERS: usize = 100_000;
+/// The filter of the n-th non-matching subscriber.
+type OtherFilter = fn(usize) -> String;
 const MATCHING: usize = 10;
 
 fn subscribe(hub: &Hub, filter: &str) -> Subscription {
@@ -63,9 +65,9 @@ fn event() -> Arc<Event> {
 
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch_100k_subscribers_10_match");
-    let cases: [(&str, Box<dyn Fn(usize) -> String>); 2] = [
-        ("indexed", Box::new(|n| format!("room = {}", n + 1000))),
-        ("unindexed", Box::new(|n| format!("room >= {}", n + 1000))),
+    let cases: [(&str, OtherFilter); 2] = [
+        ("indexed", |n| format!("room = {}", n + 1000)),
+        ("unindexed", |n| format!("room >= {}", n + 1000)),
     ];
     for (name, others) in cases {
         let (hub, mut matching, _rest) = crowd(others);

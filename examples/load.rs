@@ -152,8 +152,8 @@ async fn main() -> anyhow::Result<()> {
                 if seq >= writes {
                     return Ok::<(), anyhow::Error>(());
                 }
-                if rate > 0 {
-                    let due = started + Duration::from_micros(seq * 1_000_000 / rate);
+                if let Some(offset_us) = (seq * 1_000_000).checked_div(rate) {
+                    let due = started + Duration::from_micros(offset_us);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 sent_at[seq as usize].store(origin.elapsed().as_micros() as u64, Ordering::Relaxed);

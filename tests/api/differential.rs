@@ -92,7 +92,7 @@ fn filter(rng: &mut StdRng, depth: u32) -> String {
 async fn the_predicate_and_surrealdb_select_the_same_records() {
     let app = TestApp::spawn().await;
     app.create_collection("diff").await;
-    let mut rng = StdRng::seed_from_u64(0x11fe_4b);
+    let mut rng = StdRng::seed_from_u64(0x0011_fe4b);
     let mut records = Vec::new();
     for n in 0..RECORDS {
         records.push(app.create_record("diff", record(&mut rng, n)).await);
