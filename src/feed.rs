@@ -32,6 +32,9 @@ use crate::event::{Event, EventId, EventKind, time_stamp};
 use crate::hub::Hub;
 use crate::store::{CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, Store};
 
+/// How soon the feed reads again after holding changes back at the watermark.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
+
 /// Registers the writes livehub makes, so the feed knows how far it may read.
 /// Cloning is shallow.
 #[derive(Clone, Default)]
@@ -167,6 +170,8 @@ pub struct Batch {
     pub next_since: u64,
     /// Whether the read may have left changes below its bound unread.
     pub more: bool,
+    /// Whether it saw changes at or above its bound, left for a later read.
+    pub held_back: bool,
 }
 
 /// Reads the changes with stamps in `since..until`, at most one read's worth.
@@ -190,6 +195,7 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
             sets,
             next_since: until,
             more: false,
+            held_back: true,
         });
     }
     match sets.last() {
@@ -199,12 +205,14 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
                 sets,
                 next_since,
                 more: true,
+                held_back: false,
             })
         }
         _ => Ok(Batch {
             sets,
             next_since: until,
             more: false,
+            held_back: false,
         }),
     }
 }
@@ -224,15 +232,28 @@ impl Feed {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut cursor = self.hub.cursor();
         let mut failures: u32 = 0;
+        // Changes at or above the watermark wait for the next read. The
+        // watermark's clock has millisecond steps, so a commit of the current
+        // millisecond is held back: read again at the next one rather than
+        // at the next poll.
+        let mut held_back = false;
         loop {
+            let wait = if held_back {
+                HELD_BACK_RETRY
+            } else {
+                self.poll_interval
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.writes.completed() => {}
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
+            held_back = false;
             loop {
                 let watermark = self.writes.watermark(self.settle);
                 if watermark <= cursor {
+                    // Nothing can be delivered yet; look again shortly.
+                    held_back = true;
                     break;
                 }
                 let batch = tokio::select! {
@@ -248,6 +269,7 @@ impl Feed {
                         let events: Vec<Arc<Event>> =
                             batch.sets.into_iter().flat_map(events_of).collect();
                         cursor = batch.next_since;
+                        held_back |= batch.held_back;
                         self.hub.publish(&events, cursor);
                         if !batch.more {
                             break;
