@@ -217,6 +217,55 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
     }
 }
 
+/// Finds changes that became visible only after the feed had read past their
+/// stamp. The watermark rules this out for writes made through livehub; for
+/// other SurrealDB clients the settle window bounds it, and this counts what
+/// got through anyway (into `HubStats::late_changes`, with a warning).
+struct LateAudit {
+    /// Stamps below this were never the feed's to read.
+    floor: u64,
+    /// How far below the cursor an audit looks, in stamp units.
+    lookback: u64,
+    /// Stamps of the commits the feed has read, within the lookback.
+    seen: BTreeSet<u64>,
+}
+
+impl LateAudit {
+    fn new(start: u64, lookback: Duration) -> Self {
+        LateAudit {
+            floor: start,
+            lookback: (lookback.as_millis() as u64) << 16,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn record(&mut self, stamp: u64) {
+        self.seen.insert(stamp);
+    }
+
+    /// Where an audit read starts.
+    fn since(&self, cursor: u64) -> u64 {
+        cursor.saturating_sub(self.lookback).max(self.floor)
+    }
+
+    /// Of the stamps an audit read found, those below `cursor` that the feed
+    /// never read: each is reported once.
+    fn late(&mut self, stamps: impl IntoIterator<Item = u64>, cursor: u64) -> Vec<u64> {
+        let floor = self.floor;
+        let late: Vec<u64> = stamps
+            .into_iter()
+            .filter(|stamp| *stamp >= floor && *stamp < cursor && !self.seen.contains(stamp))
+            .collect();
+        self.seen.extend(&late);
+        // Forget what no later audit will look at.
+        self.seen = self.seen.split_off(&self.since(cursor));
+        late
+    }
+}
+
+/// How often the feed audits for late changes.
+const AUDIT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The changefeed tailer. Cloning is shallow.
 #[derive(Clone)]
 pub struct Feed {
@@ -237,6 +286,8 @@ impl Feed {
         // millisecond is held back: read again at the next one rather than
         // at the next poll.
         let mut held_back = false;
+        let mut audit = LateAudit::new(cursor, (self.settle * 4).max(Duration::from_secs(1)));
+        let mut last_audit = tokio::time::Instant::now();
         loop {
             let wait = if held_back {
                 HELD_BACK_RETRY
@@ -266,6 +317,9 @@ impl Feed {
                             tracing::info!("changefeed reads recovered");
                             failures = 0;
                         }
+                        for set in &batch.sets {
+                            audit.record(set.stamp);
+                        }
                         let events: Vec<Arc<Event>> =
                             batch.sets.into_iter().flat_map(events_of).collect();
                         cursor = batch.next_since;
@@ -289,6 +343,28 @@ impl Feed {
                     }
                 }
             }
+            if last_audit.elapsed() >= AUDIT_INTERVAL {
+                last_audit = tokio::time::Instant::now();
+                let read = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    read = self.store.read_changes(audit.since(cursor)) => read,
+                };
+                // A failed audit read is retried at the next audit.
+                if let Ok(sets) = read {
+                    let late = audit.late(sets.iter().map(|set| set.stamp), cursor);
+                    if let Some(first) = late.first() {
+                        self.hub
+                            .stats()
+                            .late_changes
+                            .fetch_add(late.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            count = late.len(),
+                            first_stamp = first,
+                            "changes became visible after the feed had passed them (written outside livehub?); raise --settle"
+                        );
+                    }
+                }
+            }
         }
     }
 }
@@ -308,6 +384,31 @@ mod tests {
         assert_eq!(held, write.key.0);
         drop(write);
         assert!(tracker.watermark(Duration::ZERO) > held);
+    }
+
+    #[test]
+    fn the_audit_reports_commits_the_feed_never_read_once() {
+        let ms = |n: u64| n << 16;
+        let mut audit = LateAudit::new(ms(1_000), Duration::from_millis(100));
+        for stamp in [ms(1_010), ms(1_020), ms(1_040)] {
+            audit.record(stamp);
+        }
+        // 1_030 appeared below the cursor after the feed passed it; 1_060 is
+        // above the cursor (not read yet); 990 predates the feed.
+        let found = [
+            ms(990),
+            ms(1_010),
+            ms(1_020),
+            ms(1_030),
+            ms(1_040),
+            ms(1_060),
+        ];
+        assert_eq!(audit.late(found, ms(1_050)), [ms(1_030)]);
+        assert!(audit.late(found, ms(1_050)).is_empty(), "reported once");
+        // Old stamps are forgotten once outside the lookback.
+        assert_eq!(audit.since(ms(2_000)), ms(1_900));
+        audit.late([], ms(2_000));
+        assert!(audit.seen.is_empty());
     }
 
     #[test]

@@ -98,6 +98,9 @@ pub struct HubStats {
     pub events_published: AtomicU64,
     pub events_delivered: AtomicU64,
     pub lagging_closes: AtomicU64,
+    /// Changes that became visible only after the feed had read past their
+    /// stamp, and so were not delivered (see `feed::LateAudit`).
+    pub late_changes: AtomicU64,
 }
 
 struct HubState {
