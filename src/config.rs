@@ -58,7 +58,7 @@ pub struct Config {
     /// itself, so that a commit that became visible late (with a lower
     /// versionstamp) is not skipped. Default: 0 for an embedded database,
     /// 250ms for a server (`ws://`), whose other clients livehub cannot see.
-    #[arg(long, env = "LIVEHUB_SETTLE", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVEHUB_SETTLE", value_parser = settle_duration)]
     pub settle: Option<Duration>,
 
     /// Events queued per stream before a slow client is disconnected (it then
@@ -68,8 +68,8 @@ pub struct Config {
 
     /// Streams that may read their replay from the database at the same
     /// time; others wait their turn (live events keep queueing meanwhile).
-    #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16)]
-    pub max_replays: usize,
+    #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_replays: u32,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LIVEHUB_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
@@ -110,6 +110,16 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(duration) => Ok(duration),
         Err(error) => Err(error.to_string()),
     }
+}
+
+/// A settle window: at most an hour (anything longer would only delay every
+/// event).
+fn settle_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if duration > Duration::from_secs(3600) {
+        return Err("must be at most 1h".into());
+    }
+    Ok(duration)
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.

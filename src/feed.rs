@@ -32,7 +32,7 @@ use crate::event::{Event, EventId, EventKind, time_stamp};
 use crate::hub::Hub;
 use crate::store::{CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, Store};
 
-/// How soon the feed reads again after holding changes back at the watermark.
+/// The shortest wait before reading again after holding changes back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
 
 /// Registers the writes livehub makes, so the feed knows how far it may read.
@@ -170,8 +170,9 @@ pub struct Batch {
     pub next_since: u64,
     /// Whether the read may have left changes below its bound unread.
     pub more: bool,
-    /// Whether it saw changes at or above its bound, left for a later read.
-    pub held_back: bool,
+    /// The first stamp at or above its bound that it saw (left for a later
+    /// read), if any.
+    pub held_back: Option<u64>,
 }
 
 /// Reads the changes with stamps in `since..until`, at most one read's worth.
@@ -190,12 +191,13 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
     }
     if let Some(beyond) = sets.iter().position(|set| set.stamp >= until) {
         // The read went past the bound, so it saw everything below it.
+        let first_beyond = sets[beyond].stamp;
         sets.truncate(beyond);
         return Ok(Batch {
             sets,
             next_since: until,
             more: false,
-            held_back: true,
+            held_back: Some(first_beyond),
         });
     }
     match sets.last() {
@@ -205,14 +207,14 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
                 sets,
                 next_since,
                 more: true,
-                held_back: false,
+                held_back: None,
             })
         }
         _ => Ok(Batch {
             sets,
             next_since: until,
             more: false,
-            held_back: false,
+            held_back: None,
         }),
     }
 }
@@ -234,7 +236,10 @@ impl LateAudit {
     fn new(start: u64, lookback: Duration) -> Self {
         LateAudit {
             floor: start,
-            lookback: (lookback.as_millis() as u64) << 16,
+            lookback: u64::try_from(lookback.as_millis())
+                .unwrap_or(u64::MAX >> 16)
+                .min(u64::MAX >> 16)
+                << 16,
             seen: BTreeSet::new(),
         }
     }
@@ -277,6 +282,22 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// How long until a change with `stamp`, held back at the watermark, can
+    /// be delivered: once the clock (less the settle window) has passed it.
+    /// At least a millisecond, at most a poll interval; a write completing
+    /// wakes the feed sooner anyway.
+    fn until_deliverable(&self, stamp: u64) -> Duration {
+        let stamp_ms = stamp >> 16;
+        let settle_ms = u64::try_from(self.settle.as_millis()).unwrap_or(u64::MAX);
+        let now_ms = time_stamp(SystemTime::now()) >> 16;
+        let wait_ms = stamp_ms
+            .saturating_add(settle_ms)
+            .saturating_add(1)
+            .saturating_sub(now_ms);
+        Duration::from_millis(wait_ms)
+            .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY))
+    }
+
     /// Tails the changefeed until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut cursor = self.hub.cursor();
@@ -285,26 +306,25 @@ impl Feed {
         // watermark's clock has millisecond steps, so a commit of the current
         // millisecond is held back: read again at the next one rather than
         // at the next poll.
-        let mut held_back = false;
-        let mut audit = LateAudit::new(cursor, (self.settle * 4).max(Duration::from_secs(1)));
+        let mut held_back: Option<u64> = None;
+        let lookback = self.settle.saturating_mul(4).max(Duration::from_secs(1));
+        let mut audit = LateAudit::new(cursor, lookback);
         let mut last_audit = tokio::time::Instant::now();
         loop {
-            let wait = if held_back {
-                HELD_BACK_RETRY
-            } else {
-                self.poll_interval
+            let wait = match held_back.take() {
+                Some(stamp) => self.until_deliverable(stamp),
+                None => self.poll_interval,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.writes.completed() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            held_back = false;
             loop {
                 let watermark = self.writes.watermark(self.settle);
                 if watermark <= cursor {
                     // Nothing can be delivered yet; look again shortly.
-                    held_back = true;
+                    held_back = Some(cursor);
                     break;
                 }
                 let batch = tokio::select! {
@@ -323,7 +343,7 @@ impl Feed {
                         let events: Vec<Arc<Event>> =
                             batch.sets.into_iter().flat_map(events_of).collect();
                         cursor = batch.next_since;
-                        held_back |= batch.held_back;
+                        held_back = held_back.or(batch.held_back);
                         self.hub.publish(&events, cursor);
                         if !batch.more {
                             break;

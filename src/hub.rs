@@ -11,7 +11,7 @@
 //! then drains what was queued and ends cleanly, and the client resumes from
 //! its last event id, so a slow client loses nothing and slows no one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -330,7 +330,7 @@ impl Hub {
     /// never both and never neither.
     pub fn publish(&self, events: &[Arc<Event>], cursor: u64) {
         let mut state = self.lock();
-        let mut lagging: Vec<(GroupId, SubscriberId)> = Vec::new();
+        let mut lagging: HashSet<(GroupId, SubscriberId)> = HashSet::new();
         let mut delivered = 0u64;
         for event in events {
             let state = &*state;
@@ -344,12 +344,14 @@ impl Hub {
                 for (member, sender) in &group.members {
                     // Once a queue overflowed, that subscriber gets nothing more:
                     // a later event would leave a gap before its resume point.
-                    if !lagging.is_empty() && lagging.contains(&(group_id, *member)) {
+                    if lagging.contains(&(group_id, *member)) {
                         continue;
                     }
                     match sender.try_send((event.clone(), delivery)) {
                         Ok(()) => delivered += 1,
-                        Err(_) => lagging.push((group_id, *member)),
+                        Err(_) => {
+                            lagging.insert((group_id, *member));
+                        }
                     }
                 }
             };

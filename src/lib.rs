@@ -77,7 +77,7 @@ impl Server {
             state: AppState {
                 store,
                 hub,
-                replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays.max(1))),
+                replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),
                 config: Arc::new(config),
                 shutdown: CancellationToken::new(),
             },
@@ -147,12 +147,17 @@ impl Server {
 /// nothing is skipped) if it ever panics: live delivery must not silently
 /// stop while the server keeps answering.
 async fn supervise(feed: Feed, shutdown: CancellationToken) {
+    let mut backoff = std::time::Duration::from_millis(100);
     loop {
         match tokio::spawn(feed.clone().run(shutdown.clone())).await {
             Ok(()) => return,
             Err(error) if error.is_panic() => {
-                tracing::error!("the feed panicked; restarting it from its cursor");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tracing::error!(?backoff, "the feed panicked; restarting it from its cursor");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
             }
             Err(_) => return,
         }

@@ -298,8 +298,11 @@ impl Session {
                     let mut next = Some(queued);
                     let mut count = 0;
                     while let Some((event, delivery)) = next {
+                        // Never send an id twice, even if the feed published
+                        // it again after a restart.
                         if self.after.is_none_or(|after| event.id > after) {
                             chunk.extend_from_slice(&event.frame(delivery));
+                            self.after = Some(event.id);
                         }
                         count += 1;
                         next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };

@@ -34,6 +34,8 @@ pub const COLLECTIONS_TABLE: &str = "_lh_collections";
 const META_TABLE: &str = "_lh_meta";
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
+/// How long a write may take before it is abandoned (503).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a write that lost a transaction conflict is run again.
 const CONFLICT_RETRIES: u32 = 5;
 /// Longest collection name.
@@ -235,23 +237,35 @@ impl Store {
             let mut attempt = 0;
             loop {
                 let _write = writes.begin();
-                let mut response = db.query(sql.as_str()).bind(vars.clone()).await?;
+                let query = db.query(sql.as_str()).bind(vars.clone());
+                // A write that hangs would hold the feed's watermark, and with
+                // it every stream: give up on it (the guard goes with it).
+                let Ok(response) = tokio::time::timeout(WRITE_TIMEOUT, query).await else {
+                    tracing::warn!(timeout = ?WRITE_TIMEOUT, "a database write timed out");
+                    return Err(ApiError::Unavailable);
+                };
+                let mut response = response?;
                 let error = first_error(&mut response);
-                let conflict = error.as_ref().is_some_and(|error| {
-                    error.query_details()
-                        == Some(&surrealdb::types::QueryError::TransactionConflict)
-                });
-                if conflict && attempt < CONFLICT_RETRIES {
-                    attempt += 1;
-                    drop(_write);
-                    tokio::time::sleep(Duration::from_millis(2 << attempt)).await;
-                    continue;
+                if error.as_ref().is_some_and(is_conflict) {
+                    if attempt < CONFLICT_RETRIES {
+                        attempt += 1;
+                        drop(_write);
+                        // Jitter, so writers that collided do not collide again.
+                        let base = 2u64 << attempt;
+                        let jitter = rand::random::<u64>() % base;
+                        tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                        continue;
+                    }
+                    return Err(ApiError::Conflict(
+                        "the data was changed concurrently and the write kept conflicting; retry it"
+                            .into(),
+                    ));
                 }
-                return Ok::<_, surrealdb::Error>((response, error));
+                return Ok((response, error));
             }
         });
         match task.await {
-            Ok(result) => Ok(result?),
+            Ok(result) => result,
             Err(error) => Err(ApiError::Internal(anyhow::anyhow!(
                 "write task failed: {error}"
             ))),
@@ -559,6 +573,10 @@ fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Er
         Some(position) => Some(errors.swap_remove(position).1),
         None => errors.pop().map(|(_, error)| error),
     }
+}
+
+fn is_conflict(error: &surrealdb::Error) -> bool {
+    error.query_details() == Some(&surrealdb::types::QueryError::TransactionConflict)
 }
 
 fn is_no_collection(error: &surrealdb::Error) -> bool {
