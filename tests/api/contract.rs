@@ -85,3 +85,33 @@ async fn the_contract_is_served() {
     assert_eq!(response.status(), 200);
     assert!(response.text().await.unwrap().starts_with("openapi: 3.1"));
 }
+
+#[tokio::test]
+async fn the_demo_page_is_served_and_knows_every_event_type() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains("EventSource"));
+    for event in [
+        "connected",
+        "reset",
+        "record.created",
+        "record.updated",
+        "record.deleted",
+        "collection.created",
+        "collection.updated",
+        "collection.deleted",
+    ] {
+        assert!(
+            page.contains(&format!("'{event}'")) || page.contains(&format!("\"{event}\"")),
+            "{event}"
+        );
+    }
+}
