@@ -276,7 +276,7 @@ async fn a_client_too_slow_for_its_queue_is_closed_and_resumes_without_loss() {
     stream.connected().await;
     // Large records, written while the client reads nothing: the socket
     // fills, then the stream's queue.
-    let filler = "x".repeat(16 * 1024);
+    let filler = "x".repeat(32 * 1024);
     for n in 0..RECORDS {
         let mut data = serde_json::Map::new();
         data.insert("text".into(), json!(filler));
