@@ -24,9 +24,6 @@ pub enum ApiError {
     /// 401: no valid credentials, where they are required.
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: the caller's rules do not allow this.
-    #[error("{0}")]
-    Forbidden(String),
     /// 404: no such collection, record or route.
     #[error("{0}")]
     NotFound(String),
@@ -39,9 +36,6 @@ pub enum ApiError {
     /// 413: the body is larger than `--max-body-bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// 429: too many open streams (for this user, this address, or in all).
-    #[error("{0}")]
-    TooManyStreams(String),
     /// 503: the database does not answer.
     #[error("the database is unavailable")]
     Unavailable,
@@ -62,12 +56,10 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,12 +70,10 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidFilter { .. } => "invalid_filter",
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -272,12 +272,6 @@ impl Hub {
         &self.inner.stats
     }
 
-    /// Open subscriptions and distinct groups.
-    pub fn sizes(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.subscribers, state.groups.len())
-    }
-
     /// Subscribes; `buffer` events may queue before the subscription is
     /// dropped as lagging.
     pub fn subscribe(&self, interest: Interest, buffer: usize) -> Subscription {

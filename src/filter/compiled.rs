@@ -18,7 +18,7 @@ pub struct Filter {
 
 impl Filter {
     /// Parses and compiles `text`. Any `$auth.<claim>` in it reads as `null`
-    /// unless bound first with [`Filter::bind`].
+    /// (see [`Expr::bind`] for binding claims first).
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         Ok(Filter::new(parse(text)?))
     }
@@ -35,15 +35,6 @@ impl Filter {
             expr,
             predicate,
             index_term,
-        }
-    }
-
-    /// This filter with `$auth.<claim>` replaced by the caller's claims.
-    pub fn bind(&self, claims: &Value) -> Filter {
-        if self.expr.has_params() {
-            Filter::new(self.expr.bind(claims))
-        } else {
-            Filter::new(self.expr.clone())
         }
     }
 
