@@ -290,6 +290,13 @@ pub enum Expr {
     },
     /// Matches every record: the JSON filter `{}`.
     True,
+    /// `$auth.<claim> op value` or `$auth.<claim> [NOT] IN [...]`: a test of
+    /// the caller's token alone, such as `$auth.sub != null` (signed in) or
+    /// `$auth.role = editor`. The inner expression is a `Compare` or `In`
+    /// whose `field` is the claim's path, so testing it against the claims
+    /// object tests the claim. [`Expr::bind`] turns it into a constant;
+    /// unbound, it sees no claims (every claim is missing).
+    Claim(Box<Expr>),
 }
 
 impl Expr {
@@ -301,7 +308,63 @@ impl Expr {
             Expr::Compare { value, .. } => matches!(value, Operand::Param(_)),
             Expr::In { values, .. } => values.iter().any(|v| matches!(v, Operand::Param(_))),
             Expr::True => false,
+            Expr::Claim(_) => true,
         }
+    }
+
+    /// A filter that matches every record (`true`) or none.
+    pub fn constant(value: bool) -> Expr {
+        if value {
+            Expr::True
+        } else {
+            Expr::Not(Box::new(Expr::True))
+        }
+    }
+
+    /// `Some(value)` when the filter is a constant (see [`Expr::constant`]).
+    pub fn as_constant(&self) -> Option<bool> {
+        match self {
+            Expr::True => Some(true),
+            Expr::Not(inner) if matches!(**inner, Expr::True) => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Folds constants: `AND` with a false part is false, `OR` with a true
+    /// part is true, and constant parts are dropped from the rest. Bound
+    /// rules often reduce to a constant (`$auth.sub != null`), which then
+    /// needs no per-record test at all.
+    pub fn simplify(self) -> Expr {
+        match self {
+            Expr::And(items) => fold(items, false, Expr::And),
+            Expr::Or(items) => fold(items, true, Expr::Or),
+            Expr::Not(inner) => match inner.simplify() {
+                Expr::Not(twice) if !matches!(*twice, Expr::True) => *twice,
+                other => match other.as_constant() {
+                    Some(value) => Expr::constant(!value),
+                    None => Expr::Not(Box::new(other)),
+                },
+            },
+            other => other,
+        }
+    }
+}
+
+/// Simplifies an `AND` (`decisive` false) or `OR` (`decisive` true).
+fn fold(items: Vec<Expr>, decisive: bool, group: fn(Vec<Expr>) -> Expr) -> Expr {
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item.simplify();
+        match item.as_constant() {
+            Some(value) if value == decisive => return Expr::constant(decisive),
+            Some(_) => {}
+            None => kept.push(item),
+        }
+    }
+    match kept.len() {
+        0 => Expr::constant(!decisive),
+        1 => kept.pop().unwrap_or(Expr::True),
+        _ => group(kept),
     }
 }
 
@@ -332,6 +395,7 @@ impl Display for Expr {
                 }
                 f.write_char(']')
             }
+            Expr::Claim(inner) => write!(f, "$auth.{inner}"),
         }
     }
 }

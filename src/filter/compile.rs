@@ -33,6 +33,11 @@ impl Expr {
                 negated: *negated,
             },
             Expr::True => Expr::True,
+            // The inner test's field is the claim's path, so it is tested
+            // against the claims themselves.
+            Expr::Claim(test) => {
+                Expr::constant(compile(&test.bind(claims)).matches(claims))
+            }
         }
     }
 
@@ -325,6 +330,8 @@ fn operand_literal(operand: &Operand) -> Literal {
 fn node(expr: &Expr) -> Node {
     match expr {
         Expr::True => Node::Const(true),
+        // Unbound: no claims (documented on `Predicate`).
+        Expr::Claim(_) => Node::Const(expr.bind(&Value::Null).as_constant() == Some(true)),
         Expr::And(items) => Node::All(items.iter().map(node).collect()),
         Expr::Or(items) => Node::Any(items.iter().map(node).collect()),
         Expr::Not(e) => Node::Not(Box::new(node(e))),
@@ -729,6 +736,43 @@ mod tests {
         assert!(p.matches(&json!({})));
         assert!(p.matches(&json!({"owner": null})));
         assert!(!p.matches(&json!({"owner": "u1"})));
+    }
+
+    #[test]
+    fn claim_conditions_bind_to_constants() {
+        let signed_in = parse("$auth.sub != null").unwrap();
+        assert_eq!(signed_in.to_string(), "$auth.sub != null");
+        assert_eq!(parse(&signed_in.to_string()).unwrap(), signed_in);
+        assert_eq!(signed_in.bind(&json!({"sub": "u1"})), Expr::True);
+        assert_eq!(signed_in.bind(&json!({})).as_constant(), Some(false));
+        // Unbound, no claims: compiled and translated alike.
+        assert!(!compile(&signed_in).matches(&json!({})));
+        assert_eq!(signed_in.to_surrealql().0, "false");
+
+        let rule = parse("$auth.role IN [editor, admin] || owner = $auth.sub").unwrap();
+        let editor = rule.bind(&json!({"sub": "e", "role": "editor"})).simplify();
+        assert_eq!(editor, Expr::True);
+        let viewer = rule.bind(&json!({"sub": "v", "role": "viewer"})).simplify();
+        assert_eq!(viewer.to_string(), r#"owner = "v""#);
+        assert!(compile(&viewer).matches(&json!({"owner": "v"})));
+        assert!(!compile(&viewer).matches(&json!({"owner": "e"})));
+    }
+
+    #[test]
+    fn simplify_folds_constants() {
+        let cases = [
+            ("{}", "{}"),
+            ("a = 1 && $auth.x = null", "a = 1"),
+            ("a = 1 || $auth.x = null", "{}"),
+            ("a = 1 && $auth.x != null", "NOT ({})"),
+            ("!(a = 1 || $auth.x != null)", "NOT (a = 1)"),
+            ("!($auth.x != null)", "{}"),
+            ("!!(a = 1)", "a = 1"),
+        ];
+        for (text, simplified) in cases {
+            let expr = parse(text).unwrap().bind(&json!({})).simplify();
+            assert_eq!(expr.to_string(), simplified, "{text}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! title ~ "rust" || tags ~ rust
 //! author.name = 'Jane Doe' && published != null
 //! owner = $auth.sub
+//! $auth.sub != null && (public = true || $auth.role = editor)
 //! {"published": true, "category": "electronics"}
 //! ```
 //!
@@ -30,7 +31,8 @@
 //! and-expr    = unary *( ws and-op ws unary )
 //! unary       = not-op ws unary / primary
 //! primary     = "(" ws or-expr ws ")" / condition
-//! condition   = field ws ( in-op ws list / compare-op ws operand )
+//! condition   = ( field / param ) ws ( in-op ws list / compare-op ws operand )
+//!                              ; on a param: a test of the caller's claim
 //! compare-op  = "==" / "=" / "!=" / ">=" / "<=" / ">" / "<" / "!~" / "~"
 //! in-op       = "IN" / "NOT" ws "IN"
 //! list        = "[" ws [ operand *( ws "," ws operand ) [ ws "," ] ws ] "]"

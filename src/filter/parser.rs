@@ -635,21 +635,35 @@ impl Grammar {
         }
     }
 
-    /// Rule `condition = field ws (in-op ws list / compare-op ws operand)`.
+    /// Rule `condition = (field / param) ws (in-op ws list / compare-op ws operand)`;
+    /// on a `param`, the condition tests the caller's claim ([`Expr::Claim`]).
     fn condition<'a>(&self, i: &'a str, after: Option<&'a str>) -> PResult<'a, Expr> {
-        let (j, (field, field_text)) = match field(i) {
-            Ok(found) => found,
-            Err(NomErr::Error(_)) => {
-                let kind = after.map_or(Kind::ExpectedFieldName, Kind::ExpectedCondition);
-                return fail(i, kind);
+        // `$auth.<claim> …`: the same condition, on a claim.
+        let claim = i.starts_with('$');
+        let (j, (field, field_text)) = if claim {
+            let (j, path) = param(i)?;
+            (j, (path, taken(i, j)))
+        } else {
+            match field(i) {
+                Ok(found) => found,
+                Err(NomErr::Error(_)) => {
+                    let kind = after.map_or(Kind::ExpectedFieldName, Kind::ExpectedCondition);
+                    return fail(i, kind);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         let count = self.terms.get() + 1;
         if count > MAX_TERMS {
             return fail(i, Kind::TooManyTerms);
         }
         self.terms.set(count);
+        let (k, test) = self.test(j, field, field_text)?;
+        Ok((k, if claim { Expr::Claim(Box::new(test)) } else { test }))
+    }
+
+    /// The rest of a condition after its `field` (written `field_text`).
+    fn test<'a>(&self, j: &'a str, field: FieldPath, field_text: &'a str) -> PResult<'a, Expr> {
         let (j, _) = ws(j)?;
         match in_op(j) {
             Ok((k, (negated, in_text))) => {

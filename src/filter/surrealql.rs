@@ -44,13 +44,23 @@ impl Expr {
     ///
     /// [`compile`]: super::compile
     pub fn to_surrealql(&self) -> (String, Vec<(String, Value)>) {
-        let mut t = Translator { params: Vec::new() };
+        self.to_surrealql_named("f")
+    }
+
+    /// [`Expr::to_surrealql`] with parameters named `<prefix>0`,
+    /// `<prefix>1`, …, so several conditions can share one query.
+    pub fn to_surrealql_named(&self, prefix: &str) -> (String, Vec<(String, Value)>) {
+        let mut t = Translator {
+            prefix,
+            params: Vec::new(),
+        };
         let sql = t.expr(self);
         (sql, t.params)
     }
 }
 
-struct Translator {
+struct Translator<'p> {
+    prefix: &'p str,
     params: Vec<(String, Value)>,
 }
 
@@ -98,10 +108,10 @@ fn object_guards(field: &FieldPath) -> Vec<String> {
         .collect()
 }
 
-impl Translator {
+impl Translator<'_> {
     /// Binds `value` as the next parameter and returns its `$name`.
     fn bind(&mut self, value: Value) -> String {
-        let name = format!("f{}", self.params.len());
+        let name = format!("{}{}", self.prefix, self.params.len());
         let reference = format!("${name}");
         self.params.push((name, value));
         reference
@@ -115,6 +125,11 @@ impl Translator {
             Expr::And(items) => self.group(items, " AND "),
             Expr::Or(items) => self.group(items, " OR "),
             Expr::Not(inner) => format!("!({})", self.expr(inner)),
+            // Unbound: no claims, as `compile` sees it.
+            Expr::Claim(_) => {
+                let holds = e.bind(&Value::Null).as_constant() == Some(true);
+                holds.to_string()
+            }
             Expr::Compare { field, op, value } => {
                 let lit = match value {
                     Operand::Literal(lit) => lit.clone(),
