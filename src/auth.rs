@@ -9,9 +9,6 @@
 //! With no key configured, a random secret is generated and an admin token
 //! signed with it, for local use.
 //!
-//! Not yet wired into the routes: this is the verification half of
-//! authentication and access rules, which are still to come. Until then the
-//! server has no configuration for it and enforces no access control.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,19 +21,26 @@ use serde_json::{Value as Json, json};
 use crate::config::Secret;
 use crate::error::ApiError;
 
-/// What verification needs to know.
-#[derive(Debug, Clone, Default)]
+/// What verification needs to know (the `--jwt-*` flags).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct AuthSettings {
-    /// Secret for HS256/384/512 (32 bytes or more).
+    /// Secret for HS256/384/512 tokens (32 bytes or more). With neither this
+    /// nor `--jwt-public-key`, a random secret is made at start and an admin
+    /// token for it is printed.
+    #[arg(long, env = "LIVEHUB_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
-    /// Public key for RS256/ES256: PEM text or a path to a PEM file.
+    /// Public key for RS256/ES256 tokens: PEM text or a path to a PEM file.
+    #[arg(long, env = "LIVEHUB_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
-    /// HS256, HS384, HS512, RS256 or ES256; by default HS256 with a secret
-    /// and RS256 with a public key.
+    /// HS256, HS384, HS512, RS256 or ES256. Default: HS256 with a secret,
+    /// RS256 with a public key. Tokens signed otherwise are refused.
+    #[arg(long, env = "LIVEHUB_JWT_ALGORITHM")]
     pub jwt_algorithm: Option<String>,
-    /// Required `iss`, if set.
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "LIVEHUB_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud`, if set.
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 }
 
@@ -62,6 +66,12 @@ pub struct Identity {
 
 /// Who is calling: a verified identity, or nobody.
 pub type Caller = Option<Arc<Identity>>;
+
+/// The claims rules see as `$auth`: none for an anonymous caller.
+pub fn claims_of(caller: &Caller) -> &Json {
+    static NONE: Json = Json::Null;
+    caller.as_ref().map_or(&NONE, |identity| &identity.claims)
+}
 
 /// Why a token was refused. The message never contains the token.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -225,7 +235,7 @@ impl Authenticator {
 }
 
 /// The identity a verified token's claims describe.
-fn identity(claims: Json) -> Result<Identity, AuthError> {
+pub fn identity(claims: Json) -> Result<Identity, AuthError> {
     if !claims.is_object() {
         return Err(AuthError::Malformed("the claims are not an object".into()));
     }
@@ -239,6 +249,11 @@ fn identity(claims: Json) -> Result<Identity, AuthError> {
             ));
         }
     };
+    // Rules read the user id as `$auth.sub` whichever claim carried it.
+    let mut claims = claims;
+    if let Some(map) = claims.as_object_mut() {
+        map.entry("sub").or_insert_with(|| Json::String(user_id.clone()));
+    }
     Ok(Identity {
         user_id,
         name: claims.get("name").and_then(Json::as_str).map(str::to_owned),
@@ -246,6 +261,14 @@ fn identity(claims: Json) -> Result<Identity, AuthError> {
         expires_at: claims.get("exp").and_then(Json::as_u64),
         claims,
     })
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// A PEM given inline or as a path to a file.
@@ -440,6 +463,7 @@ mod tests {
         });
         let identity = auth.verify(&hs(Algorithm::HS512, SECRET, claims)).unwrap();
         assert_eq!(identity.user_id, "user:ann");
+        assert_eq!(identity.claims["sub"], "user:ann", "rules see the id as `$auth.sub`");
         assert!(!identity.admin);
         assert_eq!(identity.claims["AC"], "users");
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub use crate::auth::AuthSettings;
+
 /// Real-time streams of SurrealDB changes over plain HTTP (Server-Sent Events).
 #[derive(Parser, Clone, Debug)]
 #[command(name = "livehub", version, about, long_about = None)]
@@ -78,6 +80,36 @@ pub struct Config {
     /// How long open streams get to finish on shutdown before the process exits.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    #[command(flatten)]
+    pub auth: AuthSettings,
+
+    /// Name of the cookie that may carry the token.
+    #[arg(long, env = "LIVEHUB_AUTH_COOKIE", default_value = "livehub_token")]
+    pub auth_cookie: String,
+
+    /// Most open streams in all (0: no limit).
+    #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
+    pub max_streams: usize,
+
+    /// Most open streams per user (0: no limit).
+    #[arg(long, env = "LIVEHUB_MAX_STREAMS_PER_USER", default_value_t = 64)]
+    pub max_streams_per_user: usize,
+
+    /// Most open streams per client IP address (0: no limit). Behind a proxy
+    /// every client has the proxy's address: raise it or set 0.
+    #[arg(long, env = "LIVEHUB_MAX_STREAMS_PER_IP", default_value_t = 1024)]
+    pub max_streams_per_ip: usize,
+
+    /// Origins allowed to call the API from a browser (CORS), comma-separated,
+    /// or `*` for any. Default: none (same-origin only).
+    #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Let browsers send cookies to the API from the allowed origins (not
+    /// with `*`).
+    #[arg(long, env = "LIVEHUB_CORS_CREDENTIALS")]
+    pub cors_credentials: bool,
 }
 
 impl Config {

@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 401: no valid credentials, where they are required.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: the caller is known but a rule refuses it.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such collection, record or route.
     #[error("{0}")]
     NotFound(String),
@@ -33,6 +36,9 @@ pub enum ApiError {
     /// 409: the collection or record already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 429: a limit on open streams is reached.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 413: the body is larger than `--max-body-bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -56,10 +62,12 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,10 +78,12 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidFilter { .. } => "invalid_filter",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::TooManyRequests(_) => "too_many_streams",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }

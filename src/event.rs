@@ -136,8 +136,8 @@ pub enum Delivery {
     /// The event matches the subscriber's filter.
     Match,
     /// An update after which the record no longer matches the subscriber's
-    /// filter (it did before): sent with `"left": true` so the client drops
-    /// the record from its view.
+    /// filter (it did before): sent with `"left": true` and only the record's
+    /// id as `data`, so the client drops the record from its view.
     Left,
 }
 
@@ -181,12 +181,21 @@ impl Event {
     }
 
     fn encode(&self, left: bool) -> Bytes {
+        // A record that left a subscriber's view may have left what its read
+        // rule allows: the frame carries its id only, never its new content.
+        let id_only;
+        let data = if left {
+            id_only = serde_json::json!({ "id": self.record_id });
+            &id_only
+        } else {
+            &self.data
+        };
         let body = EventBody {
             id: self.id.to_string(),
             kind: self.kind,
             collection: &self.collection,
             record_id: self.record_id.as_deref(),
-            data: &self.data,
+            data,
             timestamp: format_time(self.timestamp),
             left,
         };
@@ -342,6 +351,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(left["left"], true);
+        assert_eq!(left["data"], serde_json::json!({"id": "abc"}), "no content");
     }
 
     #[test]

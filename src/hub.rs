@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
+use crate::auth::Caller;
 use crate::event::{Delivery, Event, EventKind};
 use crate::filter::{FieldPath, Filter, IndexKey};
+use crate::rules::{Access, Action, Rules};
 
 /// What a subscription wants to receive.
 #[derive(Clone)]
@@ -27,17 +29,67 @@ pub struct Interest {
     pub collection: Option<Arc<str>>,
     /// Record events must match it; `None` matches every record.
     pub filter: Option<Arc<Filter>>,
+    /// Whose read rules apply, per collection, when they are not already
+    /// part of `filter`: set for the all-collections stream of a caller who
+    /// is not an admin. `None`: no rules beyond `filter`.
+    pub reader: Option<Arc<Reader>>,
 }
 
+/// A caller whose read rules are applied per collection at dispatch, from
+/// the rules the hub holds (kept in event order, so each live event is
+/// judged by the rules in force when it was committed).
+pub struct Reader {
+    caller: Caller,
+    /// Equal for callers with equal claims, who can share a group.
+    key: String,
+    /// Each collection's read rule bound to this caller, with the rules it
+    /// was bound from.
+    bound: Mutex<HashMap<Arc<str>, (Arc<Rules>, Access)>>,
+}
+
+impl Reader {
+    pub fn new(caller: Caller) -> Reader {
+        let key = match &caller {
+            Some(identity) => identity.claims.to_string(),
+            None => String::new(),
+        };
+        Reader {
+            caller,
+            key,
+            bound: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What this caller may read of `collection`, whose rules are `rules`.
+    fn access(&self, collection: &Arc<str>, rules: &Arc<Rules>) -> Access {
+        let mut bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match bound.get(collection) {
+            Some((from, access)) if Arc::ptr_eq(from, rules) => access.clone(),
+            _ => {
+                let access = rules.access(Action::Read, &self.caller);
+                bound.insert(collection.clone(), (rules.clone(), access.clone()));
+                access
+            }
+        }
+    }
+}
+
+/// Every collection's rules, by name.
+pub type RuleBook = HashMap<Arc<str>, Arc<Rules>>;
+
 impl Interest {
-    /// How `event` reaches this interest, if at all. Live dispatch and replay
-    /// both decide with this.
+    /// How `event` reaches this interest, if at all, given the collections'
+    /// current `rules`. Live dispatch and replay both decide with this.
     ///
-    /// Collection events ignore the filter. A record event matches when its
-    /// record does; an update whose record matched before but not after is
-    /// delivered as [`Delivery::Left`], so that a client building a view from
-    /// events ends with exactly the records that match.
-    pub fn delivery(&self, event: &Event) -> Option<Delivery> {
+    /// Collection events ignore the filter, but not the read rule. A record
+    /// event matches when its record does; an update whose record matched
+    /// before but not after is delivered as [`Delivery::Left`], so that a
+    /// client building a view from events ends with exactly the records that
+    /// match.
+    pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
         if self
             .collection
             .as_ref()
@@ -45,16 +97,34 @@ impl Interest {
         {
             return None;
         }
-        let Some(filter) = self.filter.as_ref().filter(|_| event.kind.is_record()) else {
-            return Some(Delivery::Match);
+        let access = match &self.reader {
+            None => Access::All,
+            // A collection event carries the collection's rules as they
+            // are after it (before it, for a delete).
+            Some(reader) if !event.kind.is_record() => {
+                Rules::of_collection(&event.data).access(Action::Read, &reader.caller)
+            }
+            Some(reader) => match rules.get(&event.collection) {
+                Some(collection_rules) => reader.access(&event.collection, collection_rules),
+                None => Access::Nothing,
+            },
         };
-        if filter.matches(&event.data) {
+        if access.is_nothing() {
+            return None;
+        }
+        if !event.kind.is_record() {
+            return Some(Delivery::Match);
+        }
+        let visible = |record: &serde_json::Value| {
+            self.filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(record))
+                && access.allows(record)
+        };
+        if visible(&event.data) {
             Some(Delivery::Match)
         } else if event.kind == EventKind::RecordUpdated
-            && event
-                .before
-                .as_ref()
-                .is_some_and(|before| filter.matches(before))
+            && event.before.as_ref().is_some_and(visible)
         {
             Some(Delivery::Left)
         } else {
@@ -68,12 +138,14 @@ impl Interest {
             self.filter
                 .as_ref()
                 .map(|filter| filter.canonical().to_owned()),
+            self.reader.as_ref().map(|reader| reader.key.clone()),
         )
     }
 }
 
-/// Subscriptions with equal collection and canonical filter share a group.
-type GroupKey = (Option<Arc<str>>, Option<String>);
+/// Subscriptions with equal collection, canonical filter and reader share a
+/// group.
+type GroupKey = (Option<Arc<str>>, Option<String>, Option<String>);
 type GroupId = u64;
 /// What a subscription's queue holds.
 pub type Queued = (Arc<Event>, Delivery);
@@ -112,6 +184,10 @@ struct HubState {
     /// Dispatch index, per collection scope (`None`: every collection).
     scopes: HashMap<Option<Arc<str>>, Scope>,
     subscribers: usize,
+    /// Every collection's rules as of `cursor`: updated by each collection
+    /// event just before it is dispatched. Copied on write, so a replaying
+    /// stream can hold a snapshot.
+    rules: Arc<RuleBook>,
 }
 
 struct Group {
@@ -237,8 +313,9 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    /// A hub whose feed starts at `cursor`.
-    pub fn new(cursor: u64) -> Self {
+    /// A hub whose feed starts at `cursor`, with the collections' `rules`
+    /// as of then.
+    pub fn new(cursor: u64, rules: RuleBook) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 state: Mutex::new(HubState {
@@ -248,6 +325,7 @@ impl Hub {
                     group_ids: HashMap::new(),
                     scopes: HashMap::new(),
                     subscribers: 0,
+                    rules: Arc::new(rules),
                 }),
                 stats: HubStats::default(),
             }),
@@ -266,6 +344,11 @@ impl Hub {
     /// Every change with a stamp below this has been published.
     pub fn cursor(&self) -> u64 {
         self.lock().cursor
+    }
+
+    /// The collections' rules as of the cursor.
+    pub fn rules(&self) -> Arc<RuleBook> {
+        self.lock().rules.clone()
     }
 
     pub fn stats(&self) -> &HubStats {
@@ -327,12 +410,21 @@ impl Hub {
         let mut lagging: HashSet<(GroupId, SubscriberId)> = HashSet::new();
         let mut delivered = 0u64;
         for event in events {
+            if !event.kind.is_record() {
+                let rules = Arc::make_mut(&mut state.rules);
+                if event.kind == EventKind::CollectionDeleted {
+                    rules.remove(&event.collection);
+                } else {
+                    let updated = Rules::of_collection(&event.data);
+                    rules.insert(event.collection.clone(), Arc::new(updated));
+                }
+            }
             let state = &*state;
             let mut visit = |group_id: GroupId| {
                 let Some(group) = state.groups.get(&group_id) else {
                     return;
                 };
-                let Some(delivery) = group.interest.delivery(event) else {
+                let Some(delivery) = group.interest.delivery(event, &state.rules) else {
                     return;
                 };
                 for (member, sender) in &group.members {

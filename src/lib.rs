@@ -15,6 +15,8 @@
 //! * [`feed`]: the changefeed tailer and its watermark.
 //! * [`hub`]: fan-out to subscriptions, grouped and indexed by filter.
 //! * [`filter`]: the filter language.
+//! * [`auth`]: tokens and where they come from; [`rules`]: access rules;
+//!   [`limits`]: limits on open streams.
 //! * [`routes`]: the HTTP API, one module per resource.
 //! * [`error`]: API errors and their JSON shape.
 
@@ -25,7 +27,9 @@ pub mod event;
 pub mod feed;
 pub mod filter;
 pub mod hub;
+pub mod limits;
 pub mod routes;
+pub mod rules;
 pub mod store;
 
 use std::future::Future;
@@ -38,8 +42,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
+use crate::auth::Authenticator;
 use crate::feed::{Feed, WriteTracker};
-use crate::hub::Hub;
+use crate::hub::{Hub, RuleBook};
+use crate::limits::StreamLimits;
+use crate::rules::Rules;
 use crate::store::Store;
 
 /// What every handler can reach. Cloning is shallow.
@@ -52,6 +59,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Bounds how many streams read replays from the database at once.
     pub replays: Arc<tokio::sync::Semaphore>,
+    /// Verifies tokens.
+    pub auth: Arc<Authenticator>,
+    /// Limits on open streams.
+    pub limits: Arc<StreamLimits>,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -63,26 +74,54 @@ pub fn app(state: AppState) -> axum::Router {
 pub struct Server {
     state: AppState,
     writes: WriteTracker,
+    dev_token: Option<String>,
 }
 
 impl Server {
     /// Connects to the database and prepares the hub.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
+        let (auth, dev_token) = Authenticator::from_settings(&config.auth)?;
+        // Checked here so a bad setting stops the start; applied by the router.
+        routes::cors_layer(&config)?;
         let writes = WriteTracker::new();
         let store = Store::connect(&config, writes.clone()).await?;
         // The feed starts at the present: older changes reach clients by replay.
         let start = writes.watermark(config.settle_window()).max(store.epoch());
-        let hub = Hub::new(start);
+        // Read after `start`: at least as new as the feed's first event, and
+        // the feed's collection events bring it up to date from there.
+        let rules: RuleBook = store
+            .list_collections()
+            .await?
+            .iter()
+            .filter_map(|meta| {
+                let name = meta.get("name")?.as_str()?;
+                Some((Arc::from(name), Arc::new(Rules::of_collection(meta))))
+            })
+            .collect();
+        let hub = Hub::new(start, rules);
         Ok(Server {
             state: AppState {
                 store,
                 hub,
                 replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),
+                auth: Arc::new(auth),
+                limits: StreamLimits::new(
+                    config.max_streams,
+                    config.max_streams_per_user,
+                    config.max_streams_per_ip,
+                ),
                 config: Arc::new(config),
                 shutdown: CancellationToken::new(),
             },
             writes,
+            dev_token,
         })
+    }
+
+    /// With no key configured: an admin token signed with this run's random
+    /// secret, for local use.
+    pub fn dev_token(&self) -> Option<&str> {
+        self.dev_token.as_deref()
     }
 
     /// The state handlers see (tests use its store to write as an outside
@@ -114,7 +153,8 @@ impl Server {
         ));
         let router = app(state);
         let stop = token.clone();
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: ending open streams");
             stop.cancel();

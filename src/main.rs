@@ -20,6 +20,15 @@ async fn main() -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let server = livehub::Server::build(config).await?;
     tracing::info!("livehub listening on http://{address}");
+    if let Some(token) = server.dev_token() {
+        // On standard output, not in the log: it is meant for the person at
+        // the terminal, and logs are for machines.
+        println!(
+            "\nNo --jwt-secret or --jwt-public-key set: this run signs its own tokens with a random secret.\n\
+             Admin token for local use (valid 24h, until this process stops):\n\n    {token}\n\n\
+             Try: curl -H \"Authorization: Bearer {token}\" http://{address}/api/v1/collections\n"
+        );
+    }
     server.serve(listener, shutdown_signal()).await
 }
 

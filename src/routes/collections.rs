@@ -6,9 +6,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{JsonBody, PathParams};
+use super::{Client, JsonBody, PathParams};
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::rules::{Action, Rules, RulesPatch, present, refused};
 use crate::store::validate_name;
 
 /// Body of `POST /api/v1/collections`.
@@ -18,6 +20,9 @@ pub struct NewCollection {
     name: String,
     #[serde(default)]
     description: Option<String>,
+    /// Rules given here replace the defaults; absent ones keep them.
+    #[serde(default)]
+    rules: RulesPatch,
 }
 
 /// Body of `PATCH /api/v1/collections/{name}`: fields present are changed.
@@ -27,15 +32,42 @@ pub struct CollectionPatch {
     /// `Some(None)` (an explicit `null`) clears the description.
     #[serde(default, deserialize_with = "present")]
     description: Option<Option<String>>,
+    /// Rules present are replaced.
+    #[serde(default)]
+    rules: Option<RulesPatch>,
 }
 
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
+/// Only admins manage collections.
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Some(identity) if identity.admin => Ok(()),
+        Some(_) => Err(ApiError::Forbidden("only admins manage collections".into())),
+        None => Err(ApiError::Unauthorized(
+            "only admins manage collections: send an admin token".into(),
+        )),
+    }
+}
+
+/// A collection's metadata, if it exists and `caller` may read some of its
+/// records: 404, or 401/403.
+pub async fn readable_collection(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Value, ApiError> {
+    validate_name(name)?;
+    let meta = state
+        .store
+        .get_collection(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))?;
+    if Rules::of_collection(&meta)
+        .access(Action::Read, caller)
+        .is_nothing()
+    {
+        return Err(refused(caller, Action::Read, name));
+    }
+    Ok(meta)
 }
 
 const MAX_DESCRIPTION_LEN: usize = 4096;
@@ -52,45 +84,63 @@ fn check_description(description: Option<&str>) -> Result<(), ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     JsonBody(body): JsonBody<NewCollection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_admin(&caller)?;
     validate_name(&body.name)?;
     check_description(body.description.as_deref())?;
+    let rules = body.rules.apply(Rules::default())?;
     let collection = state
         .store
-        .create_collection(&body.name, body.description.as_deref())
+        .create_collection(&body.name, body.description.as_deref(), &rules)
         .await?;
     Ok((StatusCode::CREATED, Json(collection)))
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let collections = state.store.list_collections().await?;
+/// The collections whose records the caller may read (some of them).
+pub async fn list(
+    State(state): State<AppState>,
+    Client { caller, .. }: Client,
+) -> Result<Json<Value>, ApiError> {
+    let mut collections = state.store.list_collections().await?;
+    collections.retain(|meta| {
+        !Rules::of_collection(meta)
+            .access(Action::Read, &caller)
+            .is_nothing()
+    });
     Ok(Json(json!({ "items": collections })))
 }
 
 pub async fn show(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    validate_name(&name)?;
-    state
-        .store
-        .get_collection(&name)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))
+    readable_collection(&state, &caller, &name).await.map(Json)
 }
 
 pub async fn update(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
     JsonBody(patch): JsonBody<CollectionPatch>,
 ) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
     validate_name(&name)?;
     check_description(patch.description.as_ref().and_then(|d| d.as_deref()))?;
+    let rules = match patch.rules {
+        None => None,
+        Some(rules_patch) => {
+            let Some(current) = state.store.get_collection(&name).await? else {
+                return Err(ApiError::NotFound(format!("no collection named `{name}`")));
+            };
+            Some(rules_patch.apply(Rules::of_collection(&current))?)
+        }
+    };
     state
         .store
-        .update_collection(&name, patch.description)
+        .update_collection(&name, patch.description, rules.as_ref())
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))
@@ -98,8 +148,10 @@ pub async fn update(
 
 pub async fn remove(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
     validate_name(&name)?;
     if state.store.delete_collection(&name).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -1,10 +1,17 @@
 //! Extractors whose rejections use the API's error shape, so a malformed
 //! body, path or query is a JSON 400 (or 413) like every other error.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::Method;
 use axum::http::request::Parts;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::AppState;
+use crate::auth::{AuthError, Caller, Credential, Identity, credential, identity};
 use crate::error::ApiError;
 
 /// Like `axum::Json`.
@@ -55,4 +62,78 @@ where
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
         Ok(QueryParams(value))
     }
+}
+
+/// Who is calling and from where. Credentials are looked for as
+/// [`credential`] says; none means an anonymous caller, but a credential
+/// that does not verify is a 401, never anonymous. A ticket (`?ticket=`)
+/// is redeemed here, and only on the stream routes.
+pub struct Client {
+    pub caller: Caller,
+    /// The peer address (the proxy's, behind a proxy).
+    pub ip: Option<IpAddr>,
+}
+
+/// The query parameters that may carry credentials.
+#[derive(Deserialize, Default)]
+struct CredentialParams {
+    token: Option<String>,
+    ticket: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        // A query that does not decode is refused by the handler's own
+        // query extractor; here it just carries no credential.
+        let params: CredentialParams =
+            serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+        let found = credential(
+            &parts.headers,
+            &state.config.auth_cookie,
+            params.token.as_deref(),
+            params.ticket.as_deref(),
+        );
+        let caller = match found {
+            None => None,
+            Some(Credential::Token(token)) => Some(Arc::new(state.auth.verify(token)?)),
+            Some(Credential::Ticket(ticket)) => {
+                let path = parts.uri.path();
+                let stream_route = path == "/api/v1/realtime"
+                    || path
+                        .strip_prefix("/api/v1/realtime/")
+                        .is_some_and(|rest| !rest.contains('/'));
+                if !stream_route || parts.method != Method::GET {
+                    return Err(ApiError::Unauthorized(
+                        "a ticket opens a stream (GET /api/v1/realtime…) and nothing else".into(),
+                    ));
+                }
+                Some(Arc::new(redeem_ticket(state, ticket).await?))
+            }
+        };
+        Ok(Client { caller, ip })
+    }
+}
+
+/// The identity a ticket was issued for; it works once, within its life.
+async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
+    let refused = || ApiError::Unauthorized("the ticket is unknown, used or expired".into());
+    if ticket.len() > 128 {
+        return Err(refused());
+    }
+    let (claims, expires) = state.store.redeem_ticket(ticket).await?.ok_or_else(refused)?;
+    let now = crate::auth::unix_now();
+    if expires < now {
+        return Err(refused());
+    }
+    let identity = identity(claims).map_err(|_| refused())?;
+    if identity.expires_at.is_some_and(|exp| exp < now) {
+        return Err(AuthError::Expired.into());
+    }
+    Ok(identity)
 }

@@ -5,22 +5,28 @@ mod extract;
 mod health;
 mod realtime;
 mod records;
+mod tickets;
 
+use std::time::Duration;
+
+use anyhow::{Context, bail};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::AppState;
 use crate::error::{json_method_not_allowed, log_internal_errors, route_not_found};
+use crate::{AppState, Config};
 
-pub use extract::{JsonBody, PathParams, QueryParams};
+pub use extract::{Client, JsonBody, PathParams, QueryParams};
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
-    Router::new()
+    let router = Router::new()
         .route("/", get(health::demo_page))
         .route("/healthz", get(health::healthz))
         .route("/openapi.yaml", get(health::openapi))
@@ -47,11 +53,121 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/realtime", get(realtime::stream_all))
         .route("/api/v1/realtime/{name}", get(realtime::stream_collection))
+        // A collection may be called `tickets`: its stream is still a GET.
+        .route(
+            "/api/v1/realtime/tickets",
+            post(tickets::create).get(realtime::stream_tickets_collection),
+        )
         .fallback(route_not_found)
         .layer(middleware::from_fn(json_method_not_allowed))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Failures are logged once, with their cause, by `log_internal_errors`.
-        .layer(TraceLayer::new_for_http().on_failure(()))
-        .with_state(state)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        );
+    // Outermost, so preflight requests are answered before any route logic.
+    let router = match cors_layer(&state.config) {
+        Ok(Some(cors)) => router.layer(cors),
+        _ => router,
+    };
+    router.with_state(state)
+}
+
+/// The span of a request: its method and path, and its query with any
+/// credential blanked, so tokens and tickets never reach the logs.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let query = request.uri().query().map(redact_credentials);
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        query = query.as_deref().unwrap_or(""),
+    )
+}
+
+/// `query` with the values of `token` and `ticket` replaced.
+fn redact_credentials(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if matches!(name, "token" | "ticket") => format!("{name}=[redacted]"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The CORS layer `--cors-origins` and `--cors-credentials` ask for, if any.
+pub fn cors_layer(config: &Config) -> anyhow::Result<Option<CorsLayer>> {
+    if config.cors_origins.is_empty() {
+        return Ok(None);
+    }
+    let any = config.cors_origins.iter().any(|origin| origin.trim() == "*");
+    let origins = if any {
+        if config.cors_credentials {
+            bail!("--cors-credentials needs a list of origins, not `*`");
+        }
+        AllowOrigin::any()
+    } else {
+        let list = config
+            .cors_origins
+            .iter()
+            .map(|origin| {
+                let origin = origin.trim().trim_end_matches('/');
+                if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                    bail!("--cors-origins: `{origin}` is not an origin like https://app.example.com");
+                }
+                HeaderValue::from_str(origin).with_context(|| format!("--cors-origins: `{origin}`"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .allow_credentials(config.cors_credentials)
+            .max_age(Duration::from_secs(3600)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_redacted_from_queries() {
+        assert_eq!(
+            redact_credentials("query=a%3D1&token=eyJ.x.y&ticket=abc&tokens=1"),
+            "query=a%3D1&token=[redacted]&ticket=[redacted]&tokens=1"
+        );
+    }
+
+    #[test]
+    fn cors_settings_are_checked() {
+        let mut config = Config::defaults();
+        assert!(cors_layer(&config).unwrap().is_none());
+        config.cors_origins = vec!["*".into()];
+        assert!(cors_layer(&config).unwrap().is_some());
+        config.cors_credentials = true;
+        assert!(cors_layer(&config).is_err());
+        config.cors_origins = vec!["https://app.example.com".into(), "localhost:3000".into()];
+        assert!(cors_layer(&config).is_err());
+        config.cors_origins.pop();
+        assert!(cors_layer(&config).unwrap().is_some());
+    }
 }

@@ -18,14 +18,20 @@ use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{PathParams, QueryParams};
+use std::time::Duration;
+
+use super::collections::readable_collection;
+use super::{Client, PathParams, QueryParams};
 use crate::AppState;
+use crate::auth::{Caller, claims_of, unix_now};
 use crate::error::ApiError;
-use crate::event::{EventId, sse_frame};
+use crate::event::{Event, EventId, EventKind, sse_frame};
 use crate::feed::{events_of, read_batch};
-use crate::filter::Filter;
-use crate::hub::{Interest, Subscription};
-use crate::store::{Store, validate_name};
+use crate::filter::{Expr, Filter};
+use crate::hub::{Hub, Interest, Reader, Subscription};
+use crate::limits::StreamPermit;
+use crate::rules::{Action, Rules, both};
+use crate::store::Store;
 
 /// Query of the stream routes. Unknown parameters are ignored.
 #[derive(Deserialize, Default)]
@@ -42,46 +48,89 @@ const EVENTS_PER_CHUNK: usize = 256;
 
 pub async fn stream_all(
     State(state): State<AppState>,
+    client: Client,
     QueryParams(params): QueryParams<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    open_stream(state, None, params, &headers).await
+    open_stream(state, client, None, params, &headers).await
 }
 
 pub async fn stream_collection(
     State(state): State<AppState>,
+    client: Client,
     PathParams(name): PathParams<String>,
     QueryParams(params): QueryParams<StreamParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    validate_name(&name)?;
-    if state.store.get_collection(&name).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no collection named `{name}`")));
-    }
-    open_stream(state, Some(name), params, &headers).await
+    open_stream(state, client, Some(name), params, &headers).await
 }
+
+/// The stream of a collection named `tickets`, whose path is also the
+/// ticket route's.
+pub async fn stream_tickets_collection(
+    State(state): State<AppState>,
+    client: Client,
+    QueryParams(params): QueryParams<StreamParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    open_stream(state, client, Some("tickets".into()), params, &headers).await
+}
+
+/// How often a collection stream re-reads its collection's rules when they
+/// change while it subscribes.
+const SUBSCRIBE_ATTEMPTS: usize = 3;
 
 async fn open_stream(
     state: AppState,
+    Client { caller, ip }: Client,
     collection: Option<String>,
     params: StreamParams,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     // Parsed untrimmed (the grammar allows white space), so error columns
     // count from the first character the client sent.
-    let filter = match params.query.as_deref() {
-        Some(text) if !text.trim().is_empty() => Some(Arc::new(Filter::parse(text)?)),
+    let query = match params.query.as_deref() {
+        Some(text) if !text.trim().is_empty() => {
+            Some(Filter::parse(text)?.expr().bind(claims_of(&caller)))
+        }
         _ => None,
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
-    let interest = Interest {
-        collection: collection.as_deref().map(Arc::from),
-        filter,
+    let permit = state.limits.admit(
+        caller.as_ref().map(|identity| identity.user_id.as_str()),
+        ip,
+    )?;
+    let (interest, subscription, watched_rules) = match collection {
+        None => {
+            // Rules apply per collection, at dispatch; admins see everything.
+            let reader = match &caller {
+                Some(identity) if identity.admin => None,
+                _ => Some(Arc::new(Reader::new(caller.clone()))),
+            };
+            let interest = Interest {
+                collection: None,
+                filter: query.clone().map(|expr| Arc::new(Filter::new(expr))),
+                reader,
+            };
+            let subscription = state
+                .hub
+                .subscribe(interest.clone(), state.config.stream_buffer);
+            (interest, subscription, None)
+        }
+        Some(name) => subscribe_collection(&state, &caller, &name, query.clone()).await?,
     };
-    let subscription = state
-        .hub
-        .subscribe(interest.clone(), state.config.stream_buffer);
-    let session = Session::open(&state, interest, subscription, resume);
+    let session = Session::open(
+        &state,
+        Opened {
+            caller,
+            interest,
+            query: query.map(|expr| expr.to_string()),
+            watched_rules,
+            subscription,
+            permit,
+        },
+        resume,
+    );
     let body = Body::from_stream(futures::stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;
         Some((Ok::<Bytes, Infallible>(chunk), session))
@@ -98,6 +147,39 @@ async fn open_stream(
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// Subscribes to one collection with its read rule, bound to `caller`,
+/// folded into the filter (so equal callers share a group and its index).
+/// A rule change committed after subscribing arrives as an event and ends
+/// the stream; one committed while subscribing is caught by reading the
+/// rules again, and the subscription is made anew.
+async fn subscribe_collection(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    query: Option<Expr>,
+) -> Result<(Interest, Subscription, Option<Rules>), ApiError> {
+    for _ in 0..SUBSCRIBE_ATTEMPTS {
+        let meta = readable_collection(state, caller, name).await?;
+        let rules = Rules::of_collection(&meta);
+        let read = rules.access(Action::Read, caller);
+        let interest = Interest {
+            collection: Some(Arc::from(name)),
+            filter: both(query.clone(), read.condition()).map(|expr| Arc::new(Filter::new(expr))),
+            reader: None,
+        };
+        let subscription = state
+            .hub
+            .subscribe(interest.clone(), state.config.stream_buffer);
+        let now = state.store.get_collection(name).await?;
+        if now.as_ref().map(Rules::of_collection).as_ref() == Some(&rules) {
+            return Ok((interest, subscription, Some(rules)));
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "the rules of `{name}` kept changing while the stream opened; retry"
+    )))
 }
 
 /// The id to resume after: the `Last-Event-ID` header (sent by a browser
@@ -132,10 +214,30 @@ enum Phase {
     Done,
 }
 
+/// What a stream was opened with.
+struct Opened {
+    caller: Caller,
+    interest: Interest,
+    /// The client's query, bound to its claims, as text.
+    query: Option<String>,
+    /// For a collection stream: the rules its interest was bound with. A
+    /// change to them ends the stream, and the client reconnects under the
+    /// new ones.
+    watched_rules: Option<Rules>,
+    subscription: Subscription,
+    permit: StreamPermit,
+}
+
 /// One open stream.
 struct Session {
+    caller: Caller,
     interest: Interest,
+    watched_rules: Option<Rules>,
+    /// When the caller's token expires: the stream ends then.
+    expires: Option<Instant>,
     subscription: Subscription,
+    /// Held for the stream's life: its place under the stream limits.
+    _permit: StreamPermit,
     store: Store,
     /// Events at or before this position were already delivered (or skipped
     /// by a reset) and are never sent again.
@@ -146,15 +248,19 @@ struct Session {
     heartbeat: Interval,
     shutdown: CancellationToken,
     replays: Arc<tokio::sync::Semaphore>,
+    hub: Hub,
 }
 
 impl Session {
-    fn open(
-        state: &AppState,
-        interest: Interest,
-        subscription: Subscription,
-        resume: Option<EventId>,
-    ) -> Session {
+    fn open(state: &AppState, opened: Opened, resume: Option<EventId>) -> Session {
+        let Opened {
+            caller,
+            interest,
+            query,
+            watched_rules,
+            subscription,
+            permit,
+        } = opened;
         let config = &state.config;
         let start = subscription.start;
         let checkpoint = EventId::before_stamp(start);
@@ -183,7 +289,7 @@ impl Session {
         let connected = json!({
             "connection_id": connection_id,
             "collection": interest.collection.as_deref(),
-            "query": interest.filter.as_ref().map(|filter| filter.canonical()),
+            "query": query,
             "resumed_after": resume.filter(|_| reset.is_none()).map(|id| id.to_string()),
         });
         hello.extend_from_slice(&sse_frame(
@@ -204,9 +310,20 @@ impl Session {
             tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         tracing::debug!(%connection_id, "stream opened");
+        let expires = caller
+            .as_ref()
+            .and_then(|identity| identity.expires_at)
+            .map(|exp| {
+                let left = exp.saturating_sub(unix_now());
+                Instant::now() + Duration::from_secs(left)
+            });
         Session {
+            caller,
             interest,
+            watched_rules,
+            expires,
             subscription,
+            _permit: permit,
             store: state.store.clone(),
             after: Some(position),
             phase,
@@ -214,6 +331,7 @@ impl Session {
             heartbeat,
             shutdown: state.shutdown.clone(),
             replays: state.replays.clone(),
+            hub: state.hub.clone(),
         }
     }
 
@@ -229,6 +347,10 @@ impl Session {
                     if self.shutdown.is_cancelled() {
                         self.phase = Phase::Done;
                         continue;
+                    }
+                    if self.expires.is_some_and(|at| at <= Instant::now()) {
+                        self.phase = Phase::Done;
+                        return Some(expired_frame());
                     }
                     if let Some(chunk) = self.replay_page(since, until).await {
                         return Some(chunk);
@@ -270,12 +392,14 @@ impl Session {
         } else {
             Phase::Live
         };
+        // Replayed events are judged by the rules in force now.
+        let rules = self.hub.rules();
         let mut chunk = BytesMut::new();
         for event in batch.sets.into_iter().flat_map(events_of) {
             if self.after.is_some_and(|after| event.id <= after) {
                 continue;
             }
-            if let Some(delivery) = self.interest.delivery(&event) {
+            if let Some(delivery) = self.interest.delivery(&event, &rules) {
                 chunk.extend_from_slice(&event.frame(delivery));
             }
         }
@@ -283,12 +407,24 @@ impl Session {
     }
 
     async fn live_chunk(&mut self) -> Option<Bytes> {
+        let expires = self.expires;
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => {
                     self.phase = Phase::Done;
                     return None;
+                }
+                _ = &mut expiry => {
+                    self.phase = Phase::Done;
+                    return Some(expired_frame());
                 }
                 event = self.subscription.recv() => {
                     // `None`: the hub dropped this stream because its queue
@@ -301,14 +437,26 @@ impl Session {
                         // Never send an id twice, even if the feed published
                         // it again after a restart.
                         if self.after.is_none_or(|after| event.id > after) {
-                            chunk.extend_from_slice(&event.frame(delivery));
+                            let rules_changed = self.rules_change(&event);
+                            if rules_changed != Some(Visibility::Hidden) {
+                                chunk.extend_from_slice(&event.frame(delivery));
+                            }
                             self.after = Some(event.id);
+                            if rules_changed.is_some() {
+                                // Reconnecting binds the new rules; the client
+                                // resumes after this event and loses nothing.
+                                self.phase = Phase::Done;
+                                break;
+                            }
                         }
                         count += 1;
                         next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };
                     }
                     if !chunk.is_empty() {
                         return Some(chunk.freeze());
+                    }
+                    if matches!(self.phase, Phase::Done) {
+                        return None;
                     }
                 }
                 _ = self.heartbeat.tick() => {
@@ -317,4 +465,44 @@ impl Session {
             }
         }
     }
+
+    /// For a collection stream, whether `event` changes the read rule it was
+    /// opened with (or deletes the collection), and if so whether the event
+    /// itself may still be shown.
+    fn rules_change(&self, event: &Event) -> Option<Visibility> {
+        let watched = self.watched_rules.as_ref()?;
+        match event.kind {
+            EventKind::CollectionDeleted => Some(Visibility::Shown),
+            EventKind::CollectionUpdated => {
+                let rules = Rules::of_collection(&event.data);
+                if rules.read == watched.read {
+                    return None;
+                }
+                Some(if rules.access(Action::Read, &self.caller).is_nothing() {
+                    Visibility::Hidden
+                } else {
+                    Visibility::Shown
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether an event that ends a stream is sent before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visibility {
+    Shown,
+    Hidden,
+}
+
+/// The last message of a stream whose token expired. It has no id, so the
+/// client's `Last-Event-ID` stays where it was and a reconnect with a fresh
+/// token resumes from there.
+fn expired_frame() -> Bytes {
+    sse_frame(
+        None,
+        "token.expired",
+        &json!({"message": "the token has expired; reconnect with a fresh one to resume"}),
+    )
 }

@@ -6,11 +6,55 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{JsonBody, PathParams, QueryParams};
+use super::{Client, JsonBody, PathParams, QueryParams};
 use crate::AppState;
+use crate::auth::{Caller, claims_of};
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::store::{SortOrder, new_record_id, validate_id, validate_name};
+use crate::rules::{Access, Action, Rules, both, refused};
+use crate::store::{RuleChecks, SortOrder, new_record_id, validate_id, validate_name};
+
+/// What `caller` may do with `action` in `collection`: 404 if there is no
+/// such collection, 401/403 if the rule refuses every record.
+async fn access(
+    state: &AppState,
+    caller: &Caller,
+    collection: &str,
+    action: Action,
+) -> Result<(Rules, Access), ApiError> {
+    validate_name(collection)?;
+    let meta = state
+        .store
+        .get_collection(collection)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{collection}`")))?;
+    let rules = Rules::of_collection(&meta);
+    let access = rules.access(action, caller);
+    if access.is_nothing() {
+        return Err(refused(caller, action, collection));
+    }
+    Ok((rules, access))
+}
+
+/// The checks an update or delete runs in its transaction: the record must
+/// be readable (else it is "not found") and pass the action's rule.
+async fn write_checks(
+    state: &AppState,
+    caller: &Caller,
+    collection: &str,
+    action: Action,
+) -> Result<RuleChecks, ApiError> {
+    let (rules, write) = access(state, caller, collection, action).await?;
+    let read = match rules.access(Action::Read, caller) {
+        Access::Matching(filter) => Some(filter.expr().clone()),
+        Access::All | Access::Nothing => None,
+    };
+    Ok(RuleChecks {
+        read,
+        write: write.condition(),
+        write_after: action == Action::Update,
+    })
+}
 
 /// Largest page of `GET .../records`.
 const MAX_PAGE: u32 = 1000;
@@ -32,10 +76,12 @@ pub struct ListParams {
 
 pub async fn create(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams(collection): PathParams<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_name(&collection)?;
+    let (_, create) = access(&state, &caller, &collection, Action::Create).await?;
     let mut data = record_body(body)?;
     let id = match data.remove("id") {
         None | Some(Value::Null) => new_record_id(),
@@ -45,21 +91,38 @@ pub async fn create(
         }
         Some(_) => return Err(ApiError::bad_request("invalid_id", "`id` must be a string")),
     };
+    if let Access::Matching(rule) = &create {
+        let mut candidate = data.clone();
+        candidate.insert("id".into(), Value::String(id.clone()));
+        if !rule.matches(&Value::Object(candidate)) {
+            return Err(ApiError::Forbidden(format!(
+                "the record does not pass the `create` rule of `{collection}`"
+            )));
+        }
+    }
     let record = state.store.create_record(&collection, &id, data).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
 pub async fn show(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     validate_name(&collection)?;
     validate_id(&id)?;
-    Ok(Json(state.store.get_record(&collection, &id).await?))
+    let (_, read) = access(&state, &caller, &collection, Action::Read).await?;
+    let record = state.store.get_record(&collection, &id).await?;
+    // A record the caller may not read does not exist, as far as it knows.
+    if !read.allows(&record) {
+        return Err(no_record(&collection, &id));
+    }
+    Ok(Json(record))
 }
 
 pub async fn list(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams(collection): PathParams<String>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
@@ -80,14 +143,18 @@ pub async fn list(
     };
     let sort = parse_sort(params.sort.as_deref().unwrap_or("-id"))?;
     let filter = match params.filter.as_deref() {
-        Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?),
+        Some(text) if !text.trim().is_empty() => {
+            Some(Filter::parse(text)?.expr().bind(claims_of(&caller)))
+        }
         _ => None,
     };
+    let (_, read) = access(&state, &caller, &collection, Action::Read).await?;
+    let condition = both(filter, read.condition());
     let items = state
         .store
         .list_records(
             &collection,
-            filter.as_ref().map(Filter::expr),
+            condition.as_ref(),
             &sort,
             limit + 1,
             offset,
@@ -105,13 +172,15 @@ pub async fn list(
 
 pub async fn merge(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let data = update_body(&collection, &id, body)?;
+    let checks = write_checks(&state, &caller, &collection, Action::Update).await?;
     state
         .store
-        .merge_record(&collection, &id, data)
+        .merge_record(&collection, &id, data, &checks)
         .await?
         .map(Json)
         .ok_or_else(|| no_record(&collection, &id))
@@ -119,13 +188,15 @@ pub async fn merge(
 
 pub async fn replace(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let data = update_body(&collection, &id, body)?;
+    let checks = write_checks(&state, &caller, &collection, Action::Update).await?;
     state
         .store
-        .replace_record(&collection, &id, data)
+        .replace_record(&collection, &id, data, &checks)
         .await?
         .map(Json)
         .ok_or_else(|| no_record(&collection, &id))
@@ -133,11 +204,13 @@ pub async fn replace(
 
 pub async fn remove(
     State(state): State<AppState>,
+    Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     validate_name(&collection)?;
     validate_id(&id)?;
-    match state.store.delete_record(&collection, &id).await? {
+    let checks = write_checks(&state, &caller, &collection, Action::Delete).await?;
+    match state.store.delete_record(&collection, &id, &checks).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(no_record(&collection, &id)),
     }

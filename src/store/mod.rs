@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::event::{format_time, time_stamp};
 use crate::feed::WriteTracker;
 use crate::filter::Expr;
+use crate::rules::Rules;
 
 mod changes;
 
@@ -47,6 +48,26 @@ pub const CHANGES_PER_READ: u32 = 1000;
 /// Thrown inside a write transaction when the collection does not exist, so
 /// that SurrealDB never creates an undefined table (one without a changefeed).
 const NO_COLLECTION: &str = "livehub: no such collection";
+/// Thrown when a record is missing or its caller may not read it.
+const NO_RECORD: &str = "livehub: no such record";
+/// Thrown when a rule refuses a write.
+const FORBIDDEN: &str = "livehub: refused by a rule";
+/// The table of stream tickets (no changefeed: tickets are not events).
+const TICKETS_TABLE: &str = "_lh_tickets";
+
+/// The rule conditions a record write must pass, inside its transaction,
+/// each already bound to the caller (`None`: no condition).
+#[derive(Debug, Default)]
+pub struct RuleChecks {
+    /// The read rule: a record the caller may not read is "not found".
+    pub read: Option<Expr>,
+    /// The write's own rule (`update` or `delete`), on the record as it was:
+    /// refused with 403.
+    pub write: Option<Expr>,
+    /// Whether `write` must also hold for the record as it is after the
+    /// change (updates: no one can move a record out of their own rule).
+    pub write_after: bool,
+}
 
 /// A handle to the database. Cloning is shallow.
 #[derive(Clone)]
@@ -279,10 +300,12 @@ impl Store {
         &self,
         name: &str,
         description: Option<&str>,
+        rules: &Rules,
     ) -> Result<Json, ApiError> {
         let now = format_time(time::OffsetDateTime::now_utc());
         let meta = serde_json::json!({
-            "name": name, "description": description, "created": now, "updated": now,
+            "name": name, "description": description, "rules": rules,
+            "created": now, "updated": now,
         });
         let changefeed = self.changefeed_clause();
         // The name was validated by `validate_name`, so splicing it (escaped) is safe.
@@ -331,15 +354,20 @@ impl Store {
         Ok(rows.into_iter().next().map(collection_json))
     }
 
-    /// Changes a collection's description; `None` if it does not exist.
+    /// Changes a collection's description and rules (those given); `None`
+    /// if it does not exist.
     pub async fn update_collection(
         &self,
         name: &str,
         description: Option<Option<String>>,
+        rules: Option<&Rules>,
     ) -> Result<Option<Json>, ApiError> {
         let now = format_time(time::OffsetDateTime::now_utc());
         let mut patch = Map::new();
         patch.insert("updated".into(), Json::String(now));
+        if let Some(rules) = rules {
+            patch.insert("rules".into(), serde_json::to_value(rules).unwrap_or_default());
+        }
         if let Some(description) = description {
             patch.insert(
                 "description".into(),
@@ -389,6 +417,7 @@ impl Store {
             "CREATE type::record($tb, $id) CONTENT $data RETURN AFTER",
             id,
             Some(data),
+            &RuleChecks::default(),
         )
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("CREATE returned nothing")))
@@ -400,9 +429,10 @@ impl Store {
         collection: &str,
         id: &str,
         data: Map<String, Json>,
+        checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let sql = "UPDATE type::record($tb, $id) MERGE $data RETURN AFTER";
-        self.write_record(collection, sql, id, Some(data)).await
+        self.write_record(collection, sql, id, Some(data), checks).await
     }
 
     /// Replaces a record's content; `None` if it does not exist.
@@ -411,9 +441,10 @@ impl Store {
         collection: &str,
         id: &str,
         data: Map<String, Json>,
+        checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let sql = "UPDATE type::record($tb, $id) CONTENT $data RETURN AFTER";
-        self.write_record(collection, sql, id, Some(data)).await
+        self.write_record(collection, sql, id, Some(data), checks).await
     }
 
     /// Deletes a record; the deleted record, or `None` if it did not exist.
@@ -421,34 +452,78 @@ impl Store {
         &self,
         collection: &str,
         id: &str,
+        checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let sql = "DELETE type::record($tb, $id) RETURN BEFORE";
-        self.write_record(collection, sql, id, None).await
+        self.write_record(collection, sql, id, None, checks).await
     }
 
     /// Runs one record write inside a transaction that first checks that the
-    /// collection exists (so SurrealDB never creates an undefined table).
+    /// collection exists (so SurrealDB never creates an undefined table), and
+    /// then the caller's rules (see [`RuleChecks`]), so that no concurrent
+    /// write can slip between the check and the change.
     async fn write_record(
         &self,
         collection: &str,
         statement: &str,
         id: &str,
         data: Option<Map<String, Json>>,
+        checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
+        let mut vars = serde_json::json!({ "tb": collection, "id": id });
+        let mut check = |name: &str, condition: &Expr, error: &str| {
+            let (sql, params) = condition.to_surrealql_named(name);
+            for (param, value) in params {
+                vars[param] = value;
+            }
+            format!(
+                "IF array::len(SELECT VALUE id FROM type::record($tb, $id) WHERE {sql}) = 0 {{ THROW '{error}' }};"
+            )
+        };
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        if let Some(read) = &checks.read {
+            // Missing and unreadable records look the same: not found.
+            before.push(format!(
+                "IF record::exists(type::record($tb, $id)) {{ {} }};",
+                check("r", read, NO_RECORD)
+            ));
+        }
+        if let Some(write) = &checks.write {
+            before.push(format!(
+                "IF record::exists(type::record($tb, $id)) {{ {} }};",
+                check("w", write, FORBIDDEN)
+            ));
+            if checks.write_after {
+                after.push(check("a", write, FORBIDDEN));
+            }
+        }
         let sql = format!(
             "BEGIN;
              IF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};
+             {}
              {statement};
-             COMMIT;"
+             {}
+             COMMIT;",
+            before.join("\n"),
+            after.join("\n"),
         );
-        let mut vars = serde_json::json!({ "tb": collection, "id": id });
         if let Some(data) = data {
             vars["data"] = Json::Object(data);
         }
         let (mut response, error) = self.write(sql, vars).await?;
         if let Some(error) = error {
+            let message = error.message();
             if is_no_collection(&error) {
                 return Err(no_collection(collection));
+            }
+            if message.contains(NO_RECORD) {
+                return Ok(None);
+            }
+            if message.contains(FORBIDDEN) {
+                return Err(ApiError::Forbidden(format!(
+                    "your rules do not allow this change to record `{id}` of `{collection}`"
+                )));
             }
             if error.is_already_exists() {
                 return Err(ApiError::Conflict(format!(
@@ -457,8 +532,8 @@ impl Store {
             }
             return Err(error.into());
         }
-        // Statement 0 is BEGIN and 1 the existence check.
-        let rows: Vec<Value> = response.take(2)?;
+        // Statement 0 is BEGIN, 1 the collection check, then the rule checks.
+        let rows: Vec<Value> = response.take(2 + before.len())?;
         Ok(rows.into_iter().next().map(|row| record_json(row).2))
     }
 
@@ -531,6 +606,46 @@ impl Store {
         }
         let rows: Vec<Value> = response.take(1)?;
         Ok(rows.into_iter().map(|row| record_json(row).2).collect())
+    }
+
+    // ----- stream tickets -----
+
+    /// Stores a single-use ticket for `claims`, valid until `expires` (Unix
+    /// seconds), and clears out expired ones. In the database, so that any
+    /// node sharing it can redeem the ticket.
+    pub async fn create_ticket(&self, ticket: &str, claims: &Json, expires: u64) -> Result<(), ApiError> {
+        let sql = format!(
+            "DELETE {TICKETS_TABLE} WHERE expires < $now;
+             CREATE type::record('{TICKETS_TABLE}', $ticket) CONTENT {{ claims: $claims, expires: $expires }};"
+        );
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.db
+            .query(sql)
+            .bind(("now", now))
+            .bind(("ticket", ticket.to_owned()))
+            .bind(("claims", claims.clone()))
+            .bind(("expires", expires as i64))
+            .await?
+            .check()?;
+        Ok(())
+    }
+
+    /// Takes a ticket out (so it works once) and returns its claims and
+    /// expiry, if it existed.
+    pub async fn redeem_ticket(&self, ticket: &str) -> Result<Option<(Json, u64)>, ApiError> {
+        let sql = format!("DELETE type::record('{TICKETS_TABLE}', $ticket) RETURN BEFORE");
+        let rows: Vec<Value> = self
+            .db
+            .query(sql)
+            .bind(("ticket", ticket.to_owned()))
+            .await?
+            .check()?
+            .take(0)?;
+        Ok(rows.into_iter().next().and_then(|row| {
+            let (_, _, row) = record_json(row);
+            let expires = row.get("expires")?.as_u64()?;
+            Some((row.get("claims")?.clone(), expires))
+        }))
     }
 
     // ----- changefeed -----

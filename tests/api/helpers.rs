@@ -16,9 +16,17 @@ use tokio::task::JoinHandle;
 /// assertion.
 pub const HANG_GUARD: Duration = Duration::from_secs(20);
 
+/// The HS256 secret test servers verify tokens with.
+pub const TEST_SECRET: &str = "livehub test secret, 32 bytes or more";
+
 pub struct TestApp {
     pub address: String,
+    /// Sends the admin token with every request.
     pub client: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
+    pub admin_token: String,
+    auth: std::sync::Arc<livehub::auth::Authenticator>,
     /// The server's store, for writing as an outside SurrealDB client would.
     pub store: Store,
     /// The server's hub, for its counters.
@@ -27,11 +35,31 @@ pub struct TestApp {
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A configuration for tests: in-memory database, any free port.
+/// A configuration for tests: in-memory database, any free port, tokens
+/// signed with [`TEST_SECRET`].
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.addr = "127.0.0.1:0".parse().unwrap();
+    config.auth.jwt_secret = Some(livehub::config::Secret::from(TEST_SECRET.to_owned()));
     config
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    livehub::auth::unix_now()
+}
+
+/// A client that sends `token` as a Bearer token with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Builds a server. A persistent database released by a server that just
@@ -65,18 +93,40 @@ impl TestApp {
         let server = build_server(config).await;
         let store = server.state().store.clone();
         let hub = server.state().hub.clone();
+        let auth = server.state().auth.clone();
+        let admin_token = auth
+            .sign(&json!({"sub": "admin", "role": "admin", "exp": now_secs() + 3600}))
+            .unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.serve(listener, async move {
             let _ = signal.await;
         }));
         TestApp {
             address,
-            client: reqwest::Client::new(),
+            client: client_with_token(&admin_token),
+            anonymous: reqwest::Client::new(),
+            admin_token,
+            auth,
             store,
             hub,
             shutdown: Some(shutdown),
             server: Some(handle),
         }
+    }
+
+    /// A token for `claims`, signed as the server expects; valid for an hour
+    /// unless `claims` has its own `exp`.
+    pub fn token(&self, claims: Value) -> String {
+        let mut claims = claims;
+        if claims.get("exp").is_none() {
+            claims["exp"] = json!(now_secs() + 3600);
+        }
+        self.auth.sign(&claims).unwrap()
+    }
+
+    /// A client for the user `sub` (no role).
+    pub fn user(&self, sub: &str) -> reqwest::Client {
+        client_with_token(&self.token(json!({ "sub": sub })))
     }
 
     pub fn url(&self, path: &str) -> String {
