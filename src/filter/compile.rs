@@ -10,18 +10,27 @@ use super::ast::{CompareOp, Expr, FieldPath, Literal, Operand};
 
 impl Expr {
     /// The same filter with every `$auth.<path>` replaced by the value at
-    /// `<path>` in `claims` (a JSON object, typically the token's claims).
-    /// A claim that is absent (or under a non-object) becomes `null`; numbers
-    /// convert as in [`Literal::from_json`].
+    /// `<path>` in `claims` (a JSON object, typically the token's claims);
+    /// numbers convert as in [`Literal::from_json`].
+    ///
+    /// A claim the caller does not have (absent, or under a non-object; an
+    /// anonymous caller has none) is no value at all, not `null`: a
+    /// comparison with it is false, and it is left out of an `IN` list. So
+    /// `owner = $auth.sub` never matches records without an owner for a
+    /// caller without a `sub`. (A claim present with the value `null` is
+    /// `null`.)
     pub fn bind(&self, claims: &Value) -> Expr {
         match self {
             Expr::And(items) => Expr::And(items.iter().map(|e| e.bind(claims)).collect()),
             Expr::Or(items) => Expr::Or(items.iter().map(|e| e.bind(claims)).collect()),
             Expr::Not(e) => Expr::Not(Box::new(e.bind(claims))),
-            Expr::Compare { field, op, value } => Expr::Compare {
-                field: field.clone(),
-                op: *op,
-                value: bind_operand(value, claims),
+            Expr::Compare { field, op, value } => match bind_operand(value, claims) {
+                Some(value) => Expr::Compare {
+                    field: field.clone(),
+                    op: *op,
+                    value,
+                },
+                None => Expr::constant(false),
             },
             Expr::In {
                 field,
@@ -29,7 +38,10 @@ impl Expr {
                 negated,
             } => Expr::In {
                 field: field.clone(),
-                values: values.iter().map(|v| bind_operand(v, claims)).collect(),
+                values: values
+                    .iter()
+                    .filter_map(|v| bind_operand(v, claims))
+                    .collect(),
                 negated: *negated,
             },
             Expr::True => Expr::True,
@@ -71,12 +83,13 @@ impl Expr {
     }
 }
 
-fn bind_operand(operand: &Operand, claims: &Value) -> Operand {
+/// The operand with its claim substituted; `None` for a claim that is missing.
+fn bind_operand(operand: &Operand, claims: &Value) -> Option<Operand> {
     match operand {
-        Operand::Param(path) => {
-            Operand::Literal(path.get(claims).map_or(Literal::Null, Literal::from_json))
-        }
-        literal => literal.clone(),
+        Operand::Param(path) => path
+            .get(claims)
+            .map(|value| Operand::Literal(Literal::from_json(value))),
+        literal => Some(literal.clone()),
     }
 }
 
@@ -722,10 +735,16 @@ mod tests {
                 .map(|e| e.bind(&claims));
         assert_eq!(
             bound.map(|e| e.to_string()),
-            Ok(r#"(owner = "u1") AND ((org = 7) OR (grp IN [["a", "b"], null]))"#.to_owned())
+            Ok(r#"(owner = "u1") AND ((org = 7) OR (grp IN [["a", "b"]]))"#.to_owned())
         );
+        // A missing claim is no value: comparisons with it are false.
         let e = parse("x=$auth.missing").map(|e| e.bind(&json!("not an object")));
-        assert_eq!(e.map(|e| e.to_string()), Ok("x = null".to_owned()));
+        assert_eq!(e.map(|e| e.to_string()), Ok("NOT ({})".to_owned()));
+        let e = parse("x=$auth.nothing || x IN [1, $auth.nothing]").unwrap();
+        let bound = compile(&e.bind(&json!({"nothing": null})));
+        assert!(bound.matches(&json!({})), "a claim that is null is null");
+        let unknown = compile(&e.bind(&json!({})));
+        assert!(!unknown.matches(&json!({})) && unknown.matches(&json!({"x": 1})));
     }
 
     #[test]

@@ -154,7 +154,8 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {META_TABLE} SCHEMALESS;
              UPSERT type::record('{META_TABLE}', 'epoch') SET stamp = stamp ?? $now RETURN VALUE stamp;
              SELECT retention_secs, horizon FROM ONLY type::record('{META_TABLE}', 'retention');
-             SELECT VALUE name FROM {COLLECTIONS_TABLE};"
+             SELECT VALUE name FROM {COLLECTIONS_TABLE};
+             DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;"
         );
         let mut response = self
             .db

@@ -15,23 +15,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn sigterm_ends_open_streams_and_the_process() {
+/// Starts the binary on a free port with `args` and `env`, its output to
+/// `output` (or nowhere), and waits until it answers.
+async fn start_binary(
+    args: &[&str],
+    env: &[(&str, &str)],
+    output: Option<&std::fs::File>,
+) -> (std::process::Child, String) {
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_livehub"))
-        .args(["--addr", &format!("127.0.0.1:{port}"), "--heartbeat", "1h"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let sink = |file: Option<&std::fs::File>| match file {
+        Some(file) => Stdio::from(file.try_clone().unwrap()),
+        None => Stdio::null(),
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_livehub"))
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(sink(output))
+        .stderr(sink(output))
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-
     // Ready when /healthz answers (the binary binds, then opens its database).
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await
+        if let Ok(response) = reqwest::get(format!("{base}/healthz")).await
             && response.status() == 200
         {
             break;
@@ -42,6 +50,28 @@ async fn sigterm_ends_open_streams_and_the_process() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (child, base)
+}
+
+/// Sends SIGTERM and waits for a clean exit.
+async fn stop_binary(mut child: std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_the_process() {
+    let (child, base) =
+        start_binary(&["--heartbeat", "1h"], &[("RUST_LOG", "warn")], None).await;
+    let client = reqwest::Client::new();
 
     let response = client
         .get(format!("{base}/api/v1/realtime"))
@@ -51,17 +81,71 @@ async fn sigterm_ends_open_streams_and_the_process() {
     let mut stream = SseClient::new(response);
     stream.connected().await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let stopping = tokio::spawn(stop_binary(child));
     assert!(stream.next().await.is_none(), "the stream ends cleanly");
-    let status = tokio::task::spawn_blocking(move || child.wait())
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_and_tickets_in_urls_stay_out_of_the_logs() {
+    const SECRET: &str = "a secret for the log test, 32+ bytes";
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let (child, base) = start_binary(
+        &[],
+        &[("RUST_LOG", "debug"), ("LIVEHUB_JWT_SECRET", SECRET)],
+        Some(log.as_file()),
+    )
+    .await;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": "ann", "exp": crate::helpers::now_secs() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let mut stream = SseClient::new(
+        client
+            .get(format!("{base}/api/v1/realtime?token={token}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    stream.connected().await;
+    let refused = client
+        .get(format!("{base}/api/v1/collections?token={token}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let ticket: serde_json::Value = client
+        .post(format!("{base}/api/v1/realtime/tickets"))
+        .bearer_auth(&token)
+        .send()
         .await
         .unwrap()
+        .json()
+        .await
         .unwrap();
-    assert!(status.success(), "exit status {status}");
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let mut by_ticket = SseClient::new(
+        client
+            .get(format!("{base}/api/v1/realtime?ticket={ticket}"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    by_ticket.connected().await;
+    drop((stream, by_ticket));
+    stop_binary(child).await;
+
+    let output = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        output.contains("token=[redacted]") && output.contains("ticket=[redacted]"),
+        "the requests were logged, with their credentials blanked:\n{output}"
+    );
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!output.contains(signature), "a token reached the log");
+    assert!(!output.contains(&ticket), "a ticket reached the log");
 }
 
 #[test]
@@ -88,6 +172,17 @@ fn help_documents_every_setting() {
         "--max-replays",
         "--max-body-bytes",
         "--shutdown-grace",
+        "--jwt-secret",
+        "--jwt-public-key",
+        "--jwt-algorithm",
+        "--jwt-issuer",
+        "--jwt-audience",
+        "--auth-cookie",
+        "--max-streams",
+        "--max-streams-per-user",
+        "--max-streams-per-ip",
+        "--cors-origins",
+        "--cors-credentials",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         let readme = include_str!("../../README.md");

@@ -1,6 +1,7 @@
 //! Integration tests: a real server on a loopback port, a real HTTP client,
 //! a real SSE client, and the real embedded SurrealDB.
 
+mod auth;
 mod binary;
 mod collections;
 mod contract;

@@ -1,0 +1,535 @@
+//! Identity and access rules over real HTTP: tokens on every route, rules on
+//! REST reads and writes, rules on streams (live and replayed), tickets,
+//! token expiry, limits and CORS.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{SseClient, TestApp, client_with_token, now_secs, test_config};
+
+/// `notes`: each user reads their own notes and public ones, and writes
+/// only their own.
+async fn notes(app: &TestApp) {
+    let response = app
+        .post(
+            "/api/v1/collections",
+            &json!({"name": "notes", "rules": {
+                "read": "owner = $auth.sub || public = true",
+                "create": "owner = $auth.sub",
+                "update": "owner = $auth.sub",
+                "delete": "owner = $auth.sub",
+            }}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, String, String) {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_everywhere_and_never_read_as_anonymous() {
+    let app = TestApp::spawn().await;
+    let expired = app.token(json!({"sub": "ann", "exp": now_secs() - 60}));
+    let foreign = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "ann", "role": "admin", "exp": now_secs() + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(b"another secret of thirty-two bytes!"),
+    )
+    .unwrap();
+    for (token, message) in [
+        (expired.as_str(), "the token has expired"),
+        (foreign.as_str(), "the token's signature"),
+        ("not-a-jwt", "the token is malformed"),
+    ] {
+        for path in [
+            "/api/v1/collections",
+            "/api/v1/realtime",
+            &format!("/api/v1/realtime?token={token}"),
+        ] {
+            let client = if path.contains("token=") {
+                app.anonymous.clone()
+            } else {
+                client_with_token(token)
+            };
+            let response = client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let (status, code, text) = error_of(response).await;
+            assert_eq!((status, code.as_str()), (401, "unauthorized"), "{path}");
+            assert!(text.starts_with(message), "{text}");
+        }
+    }
+    // The cookie is read too.
+    let response = app
+        .anonymous
+        .get(app.url("/api/v1/collections"))
+        .header("cookie", format!("theme=dark; livehub_token={expired}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn only_admins_manage_collections_and_rules_are_checked() {
+    let app = TestApp::spawn().await;
+    let body = json!({"name": "posts"});
+    let anonymous = app
+        .anonymous
+        .post(app.url("/api/v1/collections"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(anonymous).await.0, 401);
+    let user = app
+        .user("ann")
+        .post(app.url("/api/v1/collections"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(user).await.1, "forbidden");
+
+    let created = app.post("/api/v1/collections", &body).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(
+        created["rules"],
+        json!({"read": "$auth.sub != null", "create": null, "update": null, "delete": null}),
+        "the defaults: any signed-in user reads, admins write"
+    );
+
+    let bad = app
+        .patch(
+            "/api/v1/collections/posts",
+            &json!({"rules": {"update": "owner = "}}),
+        )
+        .await;
+    let (status, code, message) = error_of(bad).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_rule"));
+    assert!(message.starts_with("rule `update`: expected a value"), "{message}");
+
+    let patched = app
+        .patch(
+            "/api/v1/collections/posts",
+            &json!({"rules": {"read": "true"}}),
+        )
+        .await;
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["rules"]["read"], "true");
+    assert_eq!(patched["rules"]["update"], Value::Null, "other rules kept");
+
+    // Listing shows only collections the caller may read.
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "secrets", "rules": {"read": null}}),
+    )
+    .await;
+    let names = |body: Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let listed = |client: reqwest::Client| {
+        let url = app.url("/api/v1/collections");
+        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(names(listed(app.client.clone()).await), ["posts", "secrets"]);
+    assert_eq!(names(listed(app.user("ann")).await), ["posts"]);
+    assert_eq!(names(listed(app.anonymous.clone()).await), ["posts"]);
+    let hidden = app
+        .user("ann")
+        .get(app.url("/api/v1/collections/secrets"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hidden.status(), 403);
+}
+
+#[tokio::test]
+async fn rest_reads_and_writes_follow_the_rules() {
+    let app = TestApp::spawn().await;
+    notes(&app).await;
+    let (ann, bob) = (app.user("ann"), app.user("bob"));
+    let records = app.url("/api/v1/collections/notes/records");
+    let record = |id: &str| app.url(&format!("/api/v1/collections/notes/records/{id}"));
+
+    for (id, public) in [("a1", false), ("a2", true)] {
+        let response = ann
+            .post(&records)
+            .json(&json!({"id": id, "owner": "ann", "public": public, "text": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{id}");
+    }
+    let forged = ann
+        .post(&records)
+        .json(&json!({"owner": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, _, message) = error_of(forged).await;
+    assert_eq!(status, 403);
+    assert!(message.contains("`create` rule"), "{message}");
+    let anonymous_write = app
+        .anonymous
+        .post(&records)
+        .json(&json!({"owner": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous_write.status(), 401, "no owner can match a caller without a `sub`");
+    bob.post(&records)
+        .json(&json!({"id": "b1", "owner": "bob", "public": false}))
+        .send()
+        .await
+        .unwrap();
+
+    let ids = |client: reqwest::Client, query: &'static str| {
+        let url = format!("{records}?sort=id{query}");
+        async move {
+            let body: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(app.client.clone(), "").await, ["a1", "a2", "b1"]);
+    assert_eq!(ids(ann.clone(), "").await, ["a1", "a2"]);
+    assert_eq!(ids(bob.clone(), "").await, ["a2", "b1"]);
+    assert_eq!(ids(app.anonymous.clone(), "").await, ["a2"]);
+    assert_eq!(ids(bob.clone(), "&filter=public=false").await, ["b1"]);
+    assert_eq!(ids(bob.clone(), "&filter=owner=$auth.sub").await, ["b1"]);
+
+    // Reading someone else's private note: as if it did not exist.
+    assert_eq!(bob.get(record("a1")).send().await.unwrap().status(), 404);
+    assert_eq!(bob.get(record("a2")).send().await.unwrap().status(), 200);
+    // Writing it: 404 when unreadable, 403 when readable but not theirs.
+    let patch = json!({"text": "mine now"});
+    let hidden = bob.patch(record("a1")).json(&patch).send().await.unwrap();
+    assert_eq!(hidden.status(), 404);
+    let refused = bob.patch(record("a2")).json(&patch).send().await.unwrap();
+    assert_eq!(error_of(refused).await.1, "forbidden");
+    assert_eq!(bob.delete(record("a2")).send().await.unwrap().status(), 403);
+    assert_eq!(bob.delete(record("a1")).send().await.unwrap().status(), 404);
+    // Nobody moves a record out of their own rule.
+    let give_away = ann
+        .patch(record("a1"))
+        .json(&json!({"owner": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(give_away.status(), 403);
+    let unchanged: Value = app.get("/api/v1/collections/notes/records/a1").await.json().await.unwrap();
+    assert_eq!(unchanged["owner"], "ann", "a refused write changes nothing");
+    let edited = ann.put(record("a1")).json(&json!({"owner": "ann", "text": "edited"})).send().await.unwrap();
+    assert_eq!(edited.status(), 200);
+    assert_eq!(ann.delete(record("a1")).send().await.unwrap().status(), 204);
+}
+
+/// Record ids of the record events in `events`, with `!` for a `left` one.
+fn seen(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| {
+            let id = event["record_id"].as_str().unwrap().to_owned();
+            if event["left"] == true {
+                assert_eq!(event["data"], json!({"id": id}), "a left event carries no content");
+                format!("!{id}")
+            } else {
+                id
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_deliver_only_what_the_rules_allow_live_and_on_replay() {
+    let app = TestApp::spawn().await;
+    notes(&app).await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "secrets", "rules": {"read": null}}),
+    )
+    .await;
+    let ann_token = app.token(json!({"sub": "ann"}));
+    let bob_token = app.token(json!({"sub": "bob"}));
+
+    // Refusals: unknown 404, refused outright 401 (anonymous) or 403.
+    let open = |path: String, token: Option<&str>| {
+        let request = match token {
+            Some(token) => client_with_token(token).get(app.url(&path)),
+            None => app.anonymous.get(app.url(&path)),
+        };
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(open("/api/v1/realtime/nope".into(), Some(&bob_token)).await.status(), 404);
+    assert_eq!(open("/api/v1/realtime/secrets".into(), Some(&bob_token)).await.status(), 403);
+    app.create_collection("members").await;
+    assert_eq!(open("/api/v1/realtime/members".into(), None).await.status(), 401);
+
+    let mut bob_notes = SseClient::new(open("/api/v1/realtime/notes".into(), Some(&bob_token)).await);
+    let connected = bob_notes.connected().await;
+    let mut bob_all = SseClient::new(
+        open(format!("/api/v1/realtime?token={bob_token}"), None).await,
+    );
+    bob_all.connected().await;
+    let mut public_only = SseClient::new(open("/api/v1/realtime/notes".into(), None).await);
+    public_only.connected().await;
+
+    let ann = client_with_token(&ann_token);
+    let records = app.url("/api/v1/collections/notes/records");
+    for (id, public) in [("a1", false), ("a2", true)] {
+        ann.post(&records)
+            .json(&json!({"id": id, "owner": "ann", "public": public}))
+            .send()
+            .await
+            .unwrap();
+    }
+    app.post(
+        "/api/v1/collections/secrets/records",
+        &json!({"id": "s1", "owner": "bob"}),
+    )
+    .await;
+    // a2 becomes private: bob and the anonymous stream see it leave.
+    ann.patch(format!("{records}/a2"))
+        .json(&json!({"public": false}))
+        .send()
+        .await
+        .unwrap();
+    // a1 becomes public: now they see it.
+    ann.patch(format!("{records}/a1"))
+        .json(&json!({"public": true, "text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    ann.delete(format!("{records}/a1")).send().await.unwrap();
+
+    let expected = ["a2", "!a2", "a1", "a1"];
+    assert_eq!(seen(&bob_notes.records(4).await), expected);
+    assert_eq!(seen(&public_only.records(4).await), expected);
+    // The global stream: the same, and nothing from `secrets`, not even its
+    // creation (it was created before the stream opened) or its records.
+    let mut global = Vec::new();
+    while global.len() < 4 {
+        let (kind, data) = bob_all.json_event().await;
+        assert_ne!(data["collection"], "secrets", "{kind}: {data}");
+        if kind.starts_with("record.") {
+            global.push(data);
+        }
+    }
+    assert_eq!(seen(&global), expected);
+
+    // Replay from the first stream's start: the same events, same rules.
+    let replayed = client_with_token(&bob_token)
+        .get(app.url("/api/v1/realtime/notes"))
+        .header("Last-Event-ID", &connected.id)
+        .send()
+        .await
+        .unwrap();
+    let mut replayed = SseClient::new(replayed);
+    replayed.connected().await;
+    assert_eq!(seen(&replayed.records(4).await), expected);
+}
+
+#[tokio::test]
+async fn a_rule_change_ends_collection_streams_and_reaches_global_ones() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "board", "rules": {"read": "true"}}),
+    )
+    .await;
+    let response = app.anonymous.get(app.url("/api/v1/realtime/board")).send().await.unwrap();
+    let mut anonymous_board = SseClient::new(response);
+    anonymous_board.connected().await;
+    let bob_token = app.token(json!({"sub": "bob"}));
+    let bob_all = app
+        .anonymous
+        .get(app.url(&format!("/api/v1/realtime?token={bob_token}")))
+        .send()
+        .await
+        .unwrap();
+    let mut bob_all = SseClient::new(bob_all);
+    bob_all.connected().await;
+
+    // Members only: the anonymous stream ends without seeing the change.
+    app.patch(
+        "/api/v1/collections/board",
+        &json!({"rules": {"read": "$auth.sub != null"}}),
+    )
+    .await;
+    // (A new stream may still see the collection's creation first.)
+    let mut next = anonymous_board.next().await;
+    if next.as_ref().is_some_and(|event| event.event == "collection.created") {
+        next = anonymous_board.next().await;
+    }
+    assert!(next.is_none(), "the stream ends, without the change: {next:?}");
+    let again = app.anonymous.get(app.url("/api/v1/realtime/board")).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+
+    // bob's global stream sees the change and goes on, under the new rules.
+    let (mut kind, mut data) = bob_all.json_event().await;
+    if kind == "collection.created" {
+        (kind, data) = bob_all.json_event().await;
+    }
+    assert_eq!((kind.as_str(), data["collection"].as_str()), ("collection.updated", Some("board")));
+    app.patch("/api/v1/collections/board", &json!({"rules": {"read": null}}))
+        .await;
+    app.create_record("board", json!({"id": "hidden"})).await;
+    app.patch("/api/v1/collections/board", &json!({"rules": {"read": "true"}}))
+        .await;
+    app.create_record("board", json!({"id": "shown"})).await;
+    let (kind, _) = bob_all.json_event().await;
+    assert_eq!(kind, "collection.updated", "readable again");
+    let (kind, data) = bob_all.json_event().await;
+    assert_eq!((kind.as_str(), data["record_id"].as_str()), ("record.created", Some("shown")));
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_token_expires() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let token = app.token(json!({"sub": "ann", "exp": now_secs() + 2}));
+    let response = client_with_token(&token)
+        .get(app.url("/api/v1/realtime/posts"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseClient::new(response);
+    stream.connected().await;
+    let event = stream.event().await;
+    assert_eq!(event.event, "token.expired");
+    assert!(event.id.is_empty() || event.id.len() == 24, "no new id: {event:?}");
+    assert!(stream.next().await.is_none(), "then the stream ends");
+}
+
+#[tokio::test]
+async fn tickets_open_one_stream_once() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let tickets = app.url("/api/v1/realtime/tickets");
+    let anonymous = app.anonymous.post(&tickets).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let ann = app.user("ann");
+    let issued = ann.post(&tickets).send().await.unwrap();
+    assert_eq!(issued.status(), 201);
+    let issued: Value = issued.json().await.unwrap();
+    assert_eq!(issued["expires_in"], 30);
+    let ticket = issued["ticket"].as_str().unwrap();
+    let url = app.url(&format!("/api/v1/realtime/posts?ticket={ticket}"));
+    let first = app.anonymous.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200, "the ticket is ann's: she may read posts");
+    let mut stream = SseClient::new(first);
+    stream.connected().await;
+    let second = app.anonymous.get(&url).send().await.unwrap();
+    let (status, _, message) = error_of(second).await;
+    assert_eq!(status, 401);
+    assert_eq!(message, "the ticket is unknown, used or expired");
+
+    // A ticket opens streams only.
+    let issued: Value = ann.post(&tickets).send().await.unwrap().json().await.unwrap();
+    let ticket = issued["ticket"].as_str().unwrap();
+    let rest = app
+        .anonymous
+        .get(app.url(&format!("/api/v1/collections?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rest.status(), 401);
+
+    // An expired ticket (stored as one would be, 31 s ago) is refused.
+    app.store
+        .create_ticket("0123abcd", &json!({"sub": "ann"}), now_secs() - 1)
+        .await
+        .unwrap();
+    let stale = app
+        .anonymous
+        .get(app.url("/api/v1/realtime/posts?ticket=0123abcd"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+}
+
+#[tokio::test]
+async fn stream_limits_answer_429() {
+    let mut config = test_config();
+    config.max_streams_per_user = 2;
+    config.max_streams_per_ip = 3;
+    let app = TestApp::spawn_with(config).await;
+    let ann = app.user("ann");
+    let url = app.url("/api/v1/realtime");
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let response = ann.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let mut stream = SseClient::new(response);
+        stream.connected().await;
+        open.push(stream);
+    }
+    let (status, code, message) = error_of(ann.get(&url).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (429, "too_many_streams"));
+    assert!(message.contains("per user"), "{message}");
+    let response = app.anonymous.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "another caller from the same address");
+    let mut third = SseClient::new(response);
+    third.connected().await;
+    let (status, _, message) = error_of(app.anonymous.get(&url).send().await.unwrap()).await;
+    assert_eq!(status, 429);
+    assert!(message.contains("per address"), "{message}");
+    // Closing a stream frees its place.
+    drop(open.pop());
+    let deadline = tokio::time::Instant::now() + crate::helpers::HANG_GUARD;
+    loop {
+        let response = ann.get(&url).send().await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(tokio::time::Instant::now() < deadline, "the place was never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn cors_allows_the_configured_origins_with_last_event_id() {
+    let mut config = test_config();
+    config.cors_origins = vec!["https://app.example.com".into()];
+    config.cors_credentials = true;
+    let app = TestApp::spawn_with(config).await;
+    let preflight = |origin: &'static str| {
+        app.anonymous
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/realtime"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "last-event-id, authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed_headers.contains("last-event-id"), "{allowed_headers}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
