@@ -24,13 +24,14 @@ fn subscribe(hub: &Hub, filter: &str) -> Subscription {
     let interest = Interest {
         collection: Some(Arc::from("messages")),
         filter: Some(Arc::new(Filter::parse(filter).unwrap())),
+        reader: None,
     };
     hub.subscribe(interest, 64)
 }
 
 /// A hub with `SUBSCRIBERS` subscribers, `MATCHING` of whom match room 7.
 fn crowd(others: impl Fn(usize) -> String) -> (Hub, Vec<Subscription>, Vec<Subscription>) {
-    let hub = Hub::new(0);
+    let hub = Hub::new(0, Default::default());
     let matching = (0..MATCHING)
         .map(|n| {
             subscribe(

@@ -29,6 +29,9 @@ struct Options {
     /// A running server to load (loopback only). Default: start one here.
     #[arg(long)]
     url: Option<String>,
+    /// An admin token for `--url` (the one the server printed at start).
+    #[arg(long, env = "LIVEHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Open streams.
     #[arg(long, default_value_t = 1000)]
     streams: usize,
@@ -63,7 +66,7 @@ struct StreamReport {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    let (base, _server) = match &options.url {
+    let (base, token, _server) = match &options.url {
         Some(url) => {
             let host = url
                 .trim_start_matches("http://")
@@ -73,14 +76,24 @@ async fn main() -> anyhow::Result<()> {
             if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
                 bail!("--url must be a loopback address, not {url}");
             }
-            (url.trim_end_matches('/').to_owned(), None)
+            let token = options
+                .token
+                .clone()
+                .context("--url needs --token (or LIVEHUB_TOKEN): an admin token")?;
+            (url.trim_end_matches('/').to_owned(), token, None)
         }
         None => {
-            let (url, handle) = start_server().await?;
-            (url, Some(handle))
+            let (url, token, handle) = start_server().await?;
+            (url, token, Some(handle))
         }
     };
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
     let client = reqwest::Client::builder()
+        .default_headers(auth.clone())
         .pool_max_idle_per_host(options.writers * 2)
         .build()?;
     let collection = format!("load{}", std::process::id());
@@ -114,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
     let opened = Instant::now();
     for _ in 0..options.streams {
         // One client per stream: each stream gets its own connection.
-        let stream_client = reqwest::Client::builder().build()?;
+        let stream_client = reqwest::Client::builder()
+            .default_headers(auth.clone())
+            .build()?;
         let url = stream_url.clone();
         let ready = ready.clone();
         let sent_at = sent_at.clone();
@@ -312,14 +327,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Starts a livehub server on a loopback port in this process.
-async fn start_server() -> anyhow::Result<(String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+/// A server in this process, with no stream limits; its URL and admin token.
+async fn start_server()
+-> anyhow::Result<(String, String, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let mut config = livehub::Config::defaults();
     config.addr = "127.0.0.1:0".parse()?;
+    config.max_streams = 0;
+    config.max_streams_per_user = 0;
+    config.max_streams_per_ip = 0;
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let server = livehub::Server::build(config).await?;
+    let token = server
+        .dev_token()
+        .context("a server without a configured key makes an admin token")?
+        .to_owned();
     let handle = tokio::spawn(server.serve(listener, std::future::pending()));
-    Ok((url, handle))
+    Ok((url, token, handle))
 }
 
 fn rss_kib() -> Option<u64> {

@@ -252,7 +252,8 @@ pub fn identity(claims: Json) -> Result<Identity, AuthError> {
     // Rules read the user id as `$auth.sub` whichever claim carried it.
     let mut claims = claims;
     if let Some(map) = claims.as_object_mut() {
-        map.entry("sub").or_insert_with(|| Json::String(user_id.clone()));
+        map.entry("sub")
+            .or_insert_with(|| Json::String(user_id.clone()));
     }
     Ok(Identity {
         user_id,
@@ -463,7 +464,10 @@ mod tests {
         });
         let identity = auth.verify(&hs(Algorithm::HS512, SECRET, claims)).unwrap();
         assert_eq!(identity.user_id, "user:ann");
-        assert_eq!(identity.claims["sub"], "user:ann", "rules see the id as `$auth.sub`");
+        assert_eq!(
+            identity.claims["sub"], "user:ann",
+            "rules see the id as `$auth.sub`"
+        );
         assert!(!identity.admin);
         assert_eq!(identity.claims["AC"], "users");
     }

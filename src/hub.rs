@@ -42,10 +42,13 @@ pub struct Reader {
     caller: Caller,
     /// Equal for callers with equal claims, who can share a group.
     key: String,
-    /// Each collection's read rule bound to this caller, with the rules it
-    /// was bound from.
-    bound: Mutex<HashMap<Arc<str>, (Arc<Rules>, Access)>>,
+    /// Each collection's read rule bound to this caller.
+    bound: Mutex<HashMap<Arc<str>, Bound>>,
 }
+
+/// A read rule bound to a reader, with the rules it was bound from (a rule
+/// change replaces the `Arc`, which invalidates it).
+type Bound = (Arc<Rules>, Access);
 
 impl Reader {
     pub fn new(caller: Caller) -> Reader {

@@ -129,7 +129,8 @@ mod tests {
     #[test]
     fn each_limit_refuses_past_its_count_and_frees_on_drop() {
         let limits = StreamLimits::new(4, 2, 2);
-        let [a, b, c]: [IpAddr; 3] = ["127.0.0.1", "127.0.0.2", "::1"].map(|ip| ip.parse().unwrap());
+        let [a, b, c]: [IpAddr; 3] =
+            ["127.0.0.1", "127.0.0.2", "::1"].map(|ip| ip.parse().unwrap());
         let first = limits.admit(Some("ann"), Some(a)).unwrap();
         let _second = limits.admit(Some("ann"), Some(b)).unwrap();
         let refused = limits.admit(Some("ann"), Some(c)).unwrap_err();
@@ -142,7 +143,10 @@ mod tests {
         assert!(refused.to_string().contains("server"), "{refused}");
         drop(first);
         assert!(limits.admit(Some("carl"), Some(c)).is_ok());
-        assert!(limits.admit(Some("ann"), Some(c)).is_ok(), "ann's first stream was freed");
+        assert!(
+            limits.admit(Some("ann"), Some(c)).is_ok(),
+            "ann's first stream was freed"
+        );
         assert_eq!(limits.open(), 3, "the permits above were dropped at once");
         let unlimited = StreamLimits::new(0, 0, 0);
         let permits: Vec<_> = (0..100)

@@ -6,7 +6,8 @@
 //! * `null`: admins only;
 //! * `"true"`: everyone, anonymous clients included;
 //! * any filter: the records it matches, with `$auth.<claim>` standing for
-//!   the caller's claims (all missing for an anonymous caller), e.g.
+//!   the caller's claims (an anonymous caller has none, and a comparison with
+//!   a missing claim is false), e.g.
 //!   `owner = $auth.sub || public = true`, or `$auth.sub != null` for
 //!   "any signed-in user".
 //!
@@ -105,10 +106,7 @@ impl RulesPatch {
             let Some(change) = change else { continue };
             if let Some(text) = &change {
                 parse_rule(text).map_err(|error| {
-                    ApiError::bad_request(
-                        "invalid_rule",
-                        format!("rule `{name}`: {error}"),
-                    )
+                    ApiError::bad_request("invalid_rule", format!("rule `{name}`: {error}"))
                 })?;
             }
             *slot = change;
@@ -261,9 +259,15 @@ mod tests {
         assert!(!anonymous.allows(&mine) && anonymous.allows(&public));
 
         assert!(Access::of(None, &ann).is_nothing());
-        assert!(matches!(Access::of(None, &user("x", Some("admin"))), Access::All));
+        assert!(matches!(
+            Access::of(None, &user("x", Some("admin"))),
+            Access::All
+        ));
         assert!(matches!(Access::of(Some("TRUE"), &None), Access::All));
-        assert!(matches!(Access::of(Some(DEFAULT_READ_RULE), &ann), Access::All));
+        assert!(matches!(
+            Access::of(Some(DEFAULT_READ_RULE), &ann),
+            Access::All
+        ));
         assert!(Access::of(Some(DEFAULT_READ_RULE), &None).is_nothing());
         assert!(Access::of(Some("$auth.role = editor"), &ann).is_nothing());
         assert!(matches!(
@@ -284,14 +288,21 @@ mod tests {
         assert_eq!(clear.apply(rules).unwrap().read, None);
         let bad: RulesPatch = serde_json::from_value(json!({"update": "owner = "})).unwrap();
         let error = bad.apply(Rules::default()).unwrap_err().to_string();
-        assert!(error.starts_with("rule `update`: expected a value"), "{error}");
+        assert!(
+            error.starts_with("rule `update`: expected a value"),
+            "{error}"
+        );
         assert!(serde_json::from_value::<RulesPatch>(json!({"write": "true"})).is_err());
     }
 
     #[test]
     fn collections_without_rules_get_the_defaults() {
-        assert_eq!(Rules::of_collection(&json!({"name": "x"})), Rules::default());
-        let meta = json!({"rules": {"read": null, "create": "true", "update": null, "delete": null}});
+        assert_eq!(
+            Rules::of_collection(&json!({"name": "x"})),
+            Rules::default()
+        );
+        let meta =
+            json!({"rules": {"read": null, "create": "true", "update": null, "delete": null}});
         assert_eq!(Rules::of_collection(&meta).read, None);
     }
 }

@@ -65,6 +65,7 @@ fn display_depth(e: &Expr) -> usize {
             1 + items.iter().map(display_depth).max().unwrap_or(0)
         }
         Expr::Compare { .. } | Expr::In { .. } | Expr::True => 0,
+        Expr::Claim(_) => 1,
     }
 }
 

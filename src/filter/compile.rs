@@ -47,9 +47,7 @@ impl Expr {
             Expr::True => Expr::True,
             // The inner test's field is the claim's path, so it is tested
             // against the claims themselves.
-            Expr::Claim(test) => {
-                Expr::constant(compile(&test.bind(claims)).matches(claims))
-            }
+            Expr::Claim(test) => Expr::constant(compile(&test.bind(claims)).matches(claims)),
         }
     }
 

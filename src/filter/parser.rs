@@ -659,7 +659,14 @@ impl Grammar {
         }
         self.terms.set(count);
         let (k, test) = self.test(j, field, field_text)?;
-        Ok((k, if claim { Expr::Claim(Box::new(test)) } else { test }))
+        Ok((
+            k,
+            if claim {
+                Expr::Claim(Box::new(test))
+            } else {
+                test
+            },
+        ))
     }
 
     /// The rest of a condition after its `field` (written `field_text`).

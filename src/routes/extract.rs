@@ -126,7 +126,11 @@ async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, ApiEr
     if ticket.len() > 128 {
         return Err(refused());
     }
-    let (claims, expires) = state.store.redeem_ticket(ticket).await?.ok_or_else(refused)?;
+    let (claims, expires) = state
+        .store
+        .redeem_ticket(ticket)
+        .await?
+        .ok_or_else(refused)?;
     let now = crate::auth::unix_now();
     if expires < now {
         return Err(refused());

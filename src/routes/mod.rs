@@ -105,7 +105,10 @@ pub fn cors_layer(config: &Config) -> anyhow::Result<Option<CorsLayer>> {
     if config.cors_origins.is_empty() {
         return Ok(None);
     }
-    let any = config.cors_origins.iter().any(|origin| origin.trim() == "*");
+    let any = config
+        .cors_origins
+        .iter()
+        .any(|origin| origin.trim() == "*");
     let origins = if any {
         if config.cors_credentials {
             bail!("--cors-credentials needs a list of origins, not `*`");
@@ -118,7 +121,9 @@ pub fn cors_layer(config: &Config) -> anyhow::Result<Option<CorsLayer>> {
             .map(|origin| {
                 let origin = origin.trim().trim_end_matches('/');
                 if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                    bail!("--cors-origins: `{origin}` is not an origin like https://app.example.com");
+                    bail!(
+                        "--cors-origins: `{origin}` is not an origin like https://app.example.com"
+                    );
                 }
                 HeaderValue::from_str(origin).with_context(|| format!("--cors-origins: `{origin}`"))
             })

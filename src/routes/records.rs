@@ -152,13 +152,7 @@ pub async fn list(
     let condition = both(filter, read.condition());
     let items = state
         .store
-        .list_records(
-            &collection,
-            condition.as_ref(),
-            &sort,
-            limit + 1,
-            offset,
-        )
+        .list_records(&collection, condition.as_ref(), &sort, limit + 1, offset)
         .await?;
     let mut items = items;
     let next_cursor = if items.len() > limit as usize {

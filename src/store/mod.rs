@@ -367,7 +367,10 @@ impl Store {
         let mut patch = Map::new();
         patch.insert("updated".into(), Json::String(now));
         if let Some(rules) = rules {
-            patch.insert("rules".into(), serde_json::to_value(rules).unwrap_or_default());
+            patch.insert(
+                "rules".into(),
+                serde_json::to_value(rules).unwrap_or_default(),
+            );
         }
         if let Some(description) = description {
             patch.insert(
@@ -433,7 +436,8 @@ impl Store {
         checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let sql = "UPDATE type::record($tb, $id) MERGE $data RETURN AFTER";
-        self.write_record(collection, sql, id, Some(data), checks).await
+        self.write_record(collection, sql, id, Some(data), checks)
+            .await
     }
 
     /// Replaces a record's content; `None` if it does not exist.
@@ -445,7 +449,8 @@ impl Store {
         checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let sql = "UPDATE type::record($tb, $id) CONTENT $data RETURN AFTER";
-        self.write_record(collection, sql, id, Some(data), checks).await
+        self.write_record(collection, sql, id, Some(data), checks)
+            .await
     }
 
     /// Deletes a record; the deleted record, or `None` if it did not exist.
@@ -614,7 +619,12 @@ impl Store {
     /// Stores a single-use ticket for `claims`, valid until `expires` (Unix
     /// seconds), and clears out expired ones. In the database, so that any
     /// node sharing it can redeem the ticket.
-    pub async fn create_ticket(&self, ticket: &str, claims: &Json, expires: u64) -> Result<(), ApiError> {
+    pub async fn create_ticket(
+        &self,
+        ticket: &str,
+        claims: &Json,
+        expires: u64,
+    ) -> Result<(), ApiError> {
         let sql = format!(
             "DELETE {TICKETS_TABLE} WHERE expires < $now;
              CREATE type::record('{TICKETS_TABLE}', $ticket) CONTENT {{ claims: $claims, expires: $expires }};"

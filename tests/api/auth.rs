@@ -28,7 +28,10 @@ async fn error_of(response: reqwest::Response) -> (u16, String, String) {
     let body: Value = response.json().await.unwrap();
     (
         status,
-        body["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         body["error"]["message"]
             .as_str()
             .unwrap_or_default()
@@ -117,7 +120,10 @@ async fn only_admins_manage_collections_and_rules_are_checked() {
         .await;
     let (status, code, message) = error_of(bad).await;
     assert_eq!((status, code.as_str()), (400, "invalid_rule"));
-    assert!(message.starts_with("rule `update`: expected a value"), "{message}");
+    assert!(
+        message.starts_with("rule `update`: expected a value"),
+        "{message}"
+    );
 
     let patched = app
         .patch(
@@ -145,9 +151,21 @@ async fn only_admins_manage_collections_and_rules_are_checked() {
     };
     let listed = |client: reqwest::Client| {
         let url = app.url("/api/v1/collections");
-        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
-    assert_eq!(names(listed(app.client.clone()).await), ["posts", "secrets"]);
+    assert_eq!(
+        names(listed(app.client.clone()).await),
+        ["posts", "secrets"]
+    );
     assert_eq!(names(listed(app.user("ann")).await), ["posts"]);
     assert_eq!(names(listed(app.anonymous.clone()).await), ["posts"]);
     let hidden = app
@@ -192,7 +210,11 @@ async fn rest_reads_and_writes_follow_the_rules() {
         .send()
         .await
         .unwrap();
-    assert_eq!(anonymous_write.status(), 401, "no owner can match a caller without a `sub`");
+    assert_eq!(
+        anonymous_write.status(),
+        401,
+        "no owner can match a caller without a `sub`"
+    );
     bob.post(&records)
         .json(&json!({"id": "b1", "owner": "bob", "public": false}))
         .send()
@@ -237,9 +259,19 @@ async fn rest_reads_and_writes_follow_the_rules() {
         .await
         .unwrap();
     assert_eq!(give_away.status(), 403);
-    let unchanged: Value = app.get("/api/v1/collections/notes/records/a1").await.json().await.unwrap();
+    let unchanged: Value = app
+        .get("/api/v1/collections/notes/records/a1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(unchanged["owner"], "ann", "a refused write changes nothing");
-    let edited = ann.put(record("a1")).json(&json!({"owner": "ann", "text": "edited"})).send().await.unwrap();
+    let edited = ann
+        .put(record("a1"))
+        .json(&json!({"owner": "ann", "text": "edited"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(edited.status(), 200);
     assert_eq!(ann.delete(record("a1")).send().await.unwrap().status(), 204);
 }
@@ -251,7 +283,11 @@ fn seen(events: &[Value]) -> Vec<String> {
         .map(|event| {
             let id = event["record_id"].as_str().unwrap().to_owned();
             if event["left"] == true {
-                assert_eq!(event["data"], json!({"id": id}), "a left event carries no content");
+                assert_eq!(
+                    event["data"],
+                    json!({"id": id}),
+                    "a left event carries no content"
+                );
                 format!("!{id}")
             } else {
                 id
@@ -280,16 +316,29 @@ async fn streams_deliver_only_what_the_rules_allow_live_and_on_replay() {
         };
         async move { request.send().await.unwrap() }
     };
-    assert_eq!(open("/api/v1/realtime/nope".into(), Some(&bob_token)).await.status(), 404);
-    assert_eq!(open("/api/v1/realtime/secrets".into(), Some(&bob_token)).await.status(), 403);
-    app.create_collection("members").await;
-    assert_eq!(open("/api/v1/realtime/members".into(), None).await.status(), 401);
-
-    let mut bob_notes = SseClient::new(open("/api/v1/realtime/notes".into(), Some(&bob_token)).await);
-    let connected = bob_notes.connected().await;
-    let mut bob_all = SseClient::new(
-        open(format!("/api/v1/realtime?token={bob_token}"), None).await,
+    assert_eq!(
+        open("/api/v1/realtime/nope".into(), Some(&bob_token))
+            .await
+            .status(),
+        404
     );
+    assert_eq!(
+        open("/api/v1/realtime/secrets".into(), Some(&bob_token))
+            .await
+            .status(),
+        403
+    );
+    app.create_collection("members").await;
+    assert_eq!(
+        open("/api/v1/realtime/members".into(), None).await.status(),
+        401
+    );
+
+    let mut bob_notes =
+        SseClient::new(open("/api/v1/realtime/notes".into(), Some(&bob_token)).await);
+    let connected = bob_notes.connected().await;
+    let mut bob_all =
+        SseClient::new(open(format!("/api/v1/realtime?token={bob_token}"), None).await);
     bob_all.connected().await;
     let mut public_only = SseClient::new(open("/api/v1/realtime/notes".into(), None).await);
     public_only.connected().await;
@@ -357,7 +406,12 @@ async fn a_rule_change_ends_collection_streams_and_reaches_global_ones() {
         &json!({"name": "board", "rules": {"read": "true"}}),
     )
     .await;
-    let response = app.anonymous.get(app.url("/api/v1/realtime/board")).send().await.unwrap();
+    let response = app
+        .anonymous
+        .get(app.url("/api/v1/realtime/board"))
+        .send()
+        .await
+        .unwrap();
     let mut anonymous_board = SseClient::new(response);
     anonymous_board.connected().await;
     let bob_token = app.token(json!({"sub": "bob"}));
@@ -378,11 +432,22 @@ async fn a_rule_change_ends_collection_streams_and_reaches_global_ones() {
     .await;
     // (A new stream may still see the collection's creation first.)
     let mut next = anonymous_board.next().await;
-    if next.as_ref().is_some_and(|event| event.event == "collection.created") {
+    if next
+        .as_ref()
+        .is_some_and(|event| event.event == "collection.created")
+    {
         next = anonymous_board.next().await;
     }
-    assert!(next.is_none(), "the stream ends, without the change: {next:?}");
-    let again = app.anonymous.get(app.url("/api/v1/realtime/board")).send().await.unwrap();
+    assert!(
+        next.is_none(),
+        "the stream ends, without the change: {next:?}"
+    );
+    let again = app
+        .anonymous
+        .get(app.url("/api/v1/realtime/board"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 401);
 
     // bob's global stream sees the change and goes on, under the new rules.
@@ -390,17 +455,29 @@ async fn a_rule_change_ends_collection_streams_and_reaches_global_ones() {
     if kind == "collection.created" {
         (kind, data) = bob_all.json_event().await;
     }
-    assert_eq!((kind.as_str(), data["collection"].as_str()), ("collection.updated", Some("board")));
-    app.patch("/api/v1/collections/board", &json!({"rules": {"read": null}}))
-        .await;
+    assert_eq!(
+        (kind.as_str(), data["collection"].as_str()),
+        ("collection.updated", Some("board"))
+    );
+    app.patch(
+        "/api/v1/collections/board",
+        &json!({"rules": {"read": null}}),
+    )
+    .await;
     app.create_record("board", json!({"id": "hidden"})).await;
-    app.patch("/api/v1/collections/board", &json!({"rules": {"read": "true"}}))
-        .await;
+    app.patch(
+        "/api/v1/collections/board",
+        &json!({"rules": {"read": "true"}}),
+    )
+    .await;
     app.create_record("board", json!({"id": "shown"})).await;
     let (kind, _) = bob_all.json_event().await;
     assert_eq!(kind, "collection.updated", "readable again");
     let (kind, data) = bob_all.json_event().await;
-    assert_eq!((kind.as_str(), data["record_id"].as_str()), ("record.created", Some("shown")));
+    assert_eq!(
+        (kind.as_str(), data["record_id"].as_str()),
+        ("record.created", Some("shown"))
+    );
 }
 
 #[tokio::test]
@@ -417,7 +494,10 @@ async fn a_stream_ends_when_its_token_expires() {
     stream.connected().await;
     let event = stream.event().await;
     assert_eq!(event.event, "token.expired");
-    assert!(event.id.is_empty() || event.id.len() == 24, "no new id: {event:?}");
+    assert!(
+        event.id.is_empty() || event.id.len() == 24,
+        "no new id: {event:?}"
+    );
     assert!(stream.next().await.is_none(), "then the stream ends");
 }
 
@@ -437,7 +517,11 @@ async fn tickets_open_one_stream_once() {
     let ticket = issued["ticket"].as_str().unwrap();
     let url = app.url(&format!("/api/v1/realtime/posts?ticket={ticket}"));
     let first = app.anonymous.get(&url).send().await.unwrap();
-    assert_eq!(first.status(), 200, "the ticket is ann's: she may read posts");
+    assert_eq!(
+        first.status(),
+        200,
+        "the ticket is ann's: she may read posts"
+    );
     let mut stream = SseClient::new(first);
     stream.connected().await;
     let second = app.anonymous.get(&url).send().await.unwrap();
@@ -446,7 +530,14 @@ async fn tickets_open_one_stream_once() {
     assert_eq!(message, "the ticket is unknown, used or expired");
 
     // A ticket opens streams only.
-    let issued: Value = ann.post(&tickets).send().await.unwrap().json().await.unwrap();
+    let issued: Value = ann
+        .post(&tickets)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ticket = issued["ticket"].as_str().unwrap();
     let rest = app
         .anonymous
@@ -490,7 +581,11 @@ async fn stream_limits_answer_429() {
     assert_eq!((status, code.as_str()), (429, "too_many_streams"));
     assert!(message.contains("per user"), "{message}");
     let response = app.anonymous.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), 200, "another caller from the same address");
+    assert_eq!(
+        response.status(),
+        200,
+        "another caller from the same address"
+    );
     let mut third = SseClient::new(response);
     third.connected().await;
     let (status, _, message) = error_of(app.anonymous.get(&url).send().await.unwrap()).await;
@@ -505,7 +600,10 @@ async fn stream_limits_answer_429() {
             break;
         }
         assert_eq!(response.status(), 429);
-        assert!(tokio::time::Instant::now() < deadline, "the place was never freed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -521,15 +619,24 @@ async fn cors_allows_the_configured_origins_with_last_event_id() {
             .request(reqwest::Method::OPTIONS, app.url("/api/v1/realtime"))
             .header("origin", origin)
             .header("access-control-request-method", "GET")
-            .header("access-control-request-headers", "last-event-id, authorization")
+            .header(
+                "access-control-request-headers",
+                "last-event-id, authorization",
+            )
             .send()
     };
     let allowed = preflight("https://app.example.com").await.unwrap();
     let headers = allowed.headers();
-    assert_eq!(headers["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
     assert_eq!(headers["access-control-allow-credentials"], "true");
     let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap();
-    assert!(allowed_headers.contains("last-event-id"), "{allowed_headers}");
+    assert!(
+        allowed_headers.contains("last-event-id"),
+        "{allowed_headers}"
+    );
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }

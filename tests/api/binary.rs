@@ -69,8 +69,7 @@ async fn stop_binary(mut child: std::process::Child) {
 
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_the_process() {
-    let (child, base) =
-        start_binary(&["--heartbeat", "1h"], &[("RUST_LOG", "warn")], None).await;
+    let (child, base) = start_binary(&["--heartbeat", "1h"], &[("RUST_LOG", "warn")], None).await;
     let client = reqwest::Client::new();
 
     let response = client

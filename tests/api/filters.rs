@@ -205,7 +205,11 @@ async fn replay_delivers_leaving_records_too() {
     assert_eq!(events[0]["type"], "record.created");
     assert_eq!(events[1]["type"], "record.updated");
     assert_eq!(events[1]["left"], true);
-    assert_eq!(events[1]["data"], json!({"id": events[0]["record_id"]}), "id only");
+    assert_eq!(
+        events[1]["data"],
+        json!({"id": events[0]["record_id"]}),
+        "id only"
+    );
 }
 
 #[tokio::test]

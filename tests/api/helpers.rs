@@ -25,7 +25,6 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Sends no credentials.
     pub anonymous: reqwest::Client,
-    pub admin_token: String,
     auth: std::sync::Arc<livehub::auth::Authenticator>,
     /// The server's store, for writing as an outside SurrealDB client would.
     pub store: Store,
@@ -105,7 +104,6 @@ impl TestApp {
             address,
             client: client_with_token(&admin_token),
             anonymous: reqwest::Client::new(),
-            admin_token,
             auth,
             store,
             hub,

@@ -11,4 +11,5 @@ mod helpers;
 mod readme;
 mod records;
 mod resume;
+mod rules_property;
 mod streams;
