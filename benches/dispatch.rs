@@ -5,14 +5,20 @@
 //! of them match the event: the equality index makes the cost depend on the
 //! 10, not on the 100,000. `unindexed` is the same crowd with `room >= N`
 //! filters, which the index cannot serve: every group is evaluated.
+//!
+//! `dispatch_100k_users_rule_10_match`: 100,000 users, each with a read
+//! rule bound to its own claims (as collection streams fold it into their
+//! filter); 10 streams of one user match.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use livehub::auth::Identity;
 use livehub::event::{Event, EventId, EventKind};
 use livehub::filter::Filter;
 use livehub::hub::{Hub, Interest, Subscription};
+use livehub::rules::Access;
 use serde_json::json;
 
 const SUBSCRIBERS: usize = 100_000;
@@ -86,5 +92,61 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch);
+/// A subscriber per user, each with a collection's read rule bound to its
+/// claims and folded into its filter, as collection streams do: 10 streams
+/// of user `u7` match an event of a record `u7` owns.
+fn per_user_rules(c: &mut Criterion) {
+    let mut group = c.benchmark_group("dispatch_100k_users_rule_10_match");
+    let subscribe_as = |hub: &Hub, rule: &str, user: usize| {
+        let identity = Identity {
+            user_id: format!("u{user}"),
+            name: None,
+            admin: false,
+            claims: json!({ "sub": format!("u{user}") }),
+            expires_at: None,
+        };
+        let filter = match Access::of(Some(rule), &Some(Arc::new(identity))) {
+            Access::Matching(filter) => filter,
+            other => panic!("{rule} binds to {other:?}"),
+        };
+        let interest = Interest {
+            collection: Some(Arc::from("messages")),
+            filter: Some(filter),
+            reader: None,
+        };
+        hub.subscribe(interest, 64)
+    };
+    for (name, rule) in [
+        ("owner", "owner = $auth.sub"),
+        ("owner_or_public", "owner = $auth.sub || public = true"),
+    ] {
+        let hub = Hub::new(0, Default::default());
+        let mut matching: Vec<_> = (0..MATCHING).map(|_| subscribe_as(&hub, rule, 7)).collect();
+        let _rest: Vec<_> = (0..SUBSCRIBERS - MATCHING)
+            .map(|n| subscribe_as(&hub, rule, n + 1000))
+            .collect();
+        let events = [Arc::new(Event::new(
+            EventId {
+                stamp: 1 << 40,
+                index: 0,
+            },
+            EventKind::RecordCreated,
+            Arc::from("messages"),
+            Some("m1".into()),
+            json!({"id": "m1", "owner": "u7", "public": false, "text": "hello"}),
+            None,
+        ))];
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                hub.publish(black_box(&events), 1);
+                for subscription in &mut matching {
+                    assert!(subscription.try_recv().is_some());
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, per_user_rules);
 criterion_main!(benches);

@@ -178,12 +178,18 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.required_spec_claims.clear();
+        // A configured `aud` or `iss` must be present, not just match when
+        // it is there.
         match &config.jwt_audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.required_spec_claims.insert("aud".into());
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &config.jwt_issuer {
             validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
         }
         let authenticator = Authenticator {
             key,
@@ -430,6 +436,17 @@ mod tests {
         ];
         for (token, expected) in cases {
             assert_eq!(auth.verify(&token), Err(expected));
+        }
+        // Configured `aud` and `iss` are required, not only checked.
+        for missing in ["aud", "iss"] {
+            let mut claims = good.clone();
+            claims.as_object_mut().unwrap().remove(missing);
+            assert_eq!(
+                auth.verify(&hs(Algorithm::HS256, SECRET, claims)),
+                Err(AuthError::Malformed(format!(
+                    "claim `{missing}` is missing"
+                ))),
+            );
         }
         assert!(matches!(
             auth.verify("not.a.token"),

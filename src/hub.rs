@@ -46,9 +46,9 @@ pub struct Reader {
     bound: Mutex<HashMap<Arc<str>, Bound>>,
 }
 
-/// A read rule bound to a reader, with the rules it was bound from (a rule
-/// change replaces the `Arc`, which invalidates it).
-type Bound = (Arc<Rules>, Access);
+/// A read rule bound to a reader, with the collection it was bound from (a
+/// rule change replaces the `Arc`, which invalidates it).
+type Bound = (Arc<Known>, Access);
 
 impl Reader {
     pub fn new(caller: Caller) -> Reader {
@@ -63,8 +63,8 @@ impl Reader {
         }
     }
 
-    /// What this caller may read of `collection`, whose rules are `rules`.
-    fn access(&self, collection: &Arc<str>, rules: &Arc<Rules>) -> Access {
+    /// What this caller may read of `collection`, as `rules` know it.
+    fn access(&self, collection: &Arc<str>, rules: &Arc<Known>) -> Access {
         let mut bound = self
             .bound
             .lock()
@@ -72,7 +72,7 @@ impl Reader {
         match bound.get(collection) {
             Some((from, access)) if Arc::ptr_eq(from, rules) => access.clone(),
             _ => {
-                let access = rules.access(Action::Read, &self.caller);
+                let access = rules.rules.access(Action::Read, &self.caller);
                 bound.insert(collection.clone(), (rules.clone(), access.clone()));
                 access
             }
@@ -80,8 +80,44 @@ impl Reader {
     }
 }
 
-/// Every collection's rules, by name.
-pub type RuleBook = HashMap<Arc<str>, Arc<Rules>>;
+/// What the hub knows of a collection.
+#[derive(Debug, PartialEq)]
+pub struct Known {
+    pub rules: Rules,
+    /// When this collection was created (Unix milliseconds), if known:
+    /// events of the same name from before it belong to a deleted
+    /// collection, and are not replayed under this one's rules.
+    pub created_ms: Option<i64>,
+}
+
+impl Known {
+    /// From a collection's metadata (as stored, or as a collection event's
+    /// data).
+    pub fn of(meta: &serde_json::Value) -> Known {
+        let created_ms = meta
+            .get("created")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|text| {
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .map(|created| (created.unix_timestamp_nanos() / 1_000_000) as i64);
+        Known {
+            rules: Rules::of_collection(meta),
+            created_ms,
+        }
+    }
+
+    /// Whether `event` (of this collection's name) is older than this
+    /// collection.
+    pub fn predates(&self, event: &Event) -> bool {
+        let event_ms = (event.id.stamp >> 16) as i64;
+        self.created_ms.is_some_and(|created| event_ms < created)
+    }
+}
+
+/// Every collection, by name.
+pub type RuleBook = HashMap<Arc<str>, Arc<Known>>;
 
 impl Interest {
     /// How `event` reaches this interest, if at all, given the collections'
@@ -103,9 +139,14 @@ impl Interest {
         let access = match &self.reader {
             None => Access::All,
             // A collection event carries the collection's rules as they
-            // are after it (before it, for a delete).
+            // are after it (before it, for a delete); in a replay, the
+            // collection's rules of now must allow it too.
             Some(reader) if !event.kind.is_record() => {
-                Rules::of_collection(&event.data).access(Action::Read, &reader.caller)
+                let then = Rules::of_collection(&event.data).access(Action::Read, &reader.caller);
+                let now_refuses = rules
+                    .get(&event.collection)
+                    .is_some_and(|known| reader.access(&event.collection, known).is_nothing());
+                if now_refuses { Access::Nothing } else { then }
             }
             Some(reader) => match rules.get(&event.collection) {
                 Some(collection_rules) => reader.access(&event.collection, collection_rules),
@@ -418,8 +459,7 @@ impl Hub {
                 if event.kind == EventKind::CollectionDeleted {
                     rules.remove(&event.collection);
                 } else {
-                    let updated = Rules::of_collection(&event.data);
-                    rules.insert(event.collection.clone(), Arc::new(updated));
+                    rules.insert(event.collection.clone(), Arc::new(Known::of(&event.data)));
                 }
             }
             let state = &*state;

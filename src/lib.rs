@@ -44,9 +44,8 @@ pub use config::Config;
 
 use crate::auth::Authenticator;
 use crate::feed::{Feed, WriteTracker};
-use crate::hub::{Hub, RuleBook};
+use crate::hub::{Hub, Known, RuleBook};
 use crate::limits::StreamLimits;
-use crate::rules::Rules;
 use crate::store::Store;
 
 /// What every handler can reach. Cloning is shallow.
@@ -87,17 +86,7 @@ impl Server {
         let store = Store::connect(&config, writes.clone()).await?;
         // The feed starts at the present: older changes reach clients by replay.
         let start = writes.watermark(config.settle_window()).max(store.epoch());
-        // Read after `start`: at least as new as the feed's first event, and
-        // the feed's collection events bring it up to date from there.
-        let rules: RuleBook = store
-            .list_collections()
-            .await?
-            .iter()
-            .filter_map(|meta| {
-                let name = meta.get("name")?.as_str()?;
-                Some((Arc::from(name), Arc::new(Rules::of_collection(meta))))
-            })
-            .collect();
+        let rules = rules_at(&store, start).await?;
         let hub = Hub::new(start, rules);
         Ok(Server {
             state: AppState {
@@ -181,6 +170,55 @@ impl Server {
         }
         result
     }
+}
+
+/// Every collection as it was at `start`, where the feed begins: the
+/// collections of now, with the changes committed since `start` undone
+/// (the feed publishes those again, in order, and each updates the hub's
+/// book just before it is dispatched).
+async fn rules_at(store: &Store, start: u64) -> anyhow::Result<RuleBook> {
+    let mut book: RuleBook = store
+        .list_collections()
+        .await?
+        .iter()
+        .filter_map(|meta| {
+            let name = meta.get("name")?.as_str()?;
+            Some((Arc::from(name), Arc::new(Known::of(meta))))
+        })
+        .collect();
+    let mut undone = std::collections::HashSet::new();
+    let mut since = start;
+    // The window is the settle window, so this is a page or two.
+    for _ in 0..64 {
+        let sets = store.read_changes(since).await?;
+        let Some(last) = sets.last() else { break };
+        since = last.stamp + 1;
+        for change in sets.iter().flat_map(|set| &set.changes) {
+            if change.table != store::COLLECTIONS_TABLE || !undone.insert(change.key.clone()) {
+                continue;
+            }
+            // The first change of a collection in the window says what it
+            // was before.
+            // (`None`: an update whose before-image could not be rebuilt;
+            // the present rules stand.)
+            let before = match change.op {
+                store::ChangeOp::Create => Some(None),
+                store::ChangeOp::Update => change.before.as_ref().map(Some),
+                store::ChangeOp::Delete => Some(Some(&change.data)),
+            };
+            let name: Arc<str> = Arc::from(change.key.as_str());
+            match before {
+                Some(Some(meta)) => {
+                    book.insert(name, Arc::new(Known::of(meta)));
+                }
+                Some(None) => {
+                    book.remove(&name);
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(book)
 }
 
 /// Runs the feed until shutdown, restarting it (from the hub's cursor, so

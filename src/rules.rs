@@ -117,12 +117,22 @@ impl RulesPatch {
 
 impl Rules {
     /// The rules stored in a collection's metadata (`rules`), or the
-    /// defaults for collections made before rules existed.
+    /// defaults for collections made before rules existed. Rules that do not
+    /// read (written by another client) grant admins only: never open.
     pub fn of_collection(meta: &Json) -> Rules {
-        meta.get("rules")
-            .and_then(|rules| serde_json::from_value(rules.clone()).ok())
-            .unwrap_or_default()
+        match meta.get("rules") {
+            None => Rules::default(),
+            Some(rules) => serde_json::from_value(rules.clone()).unwrap_or(Rules::ADMINS_ONLY),
+        }
     }
+
+    /// Every rule `null`.
+    pub const ADMINS_ONLY: Rules = Rules {
+        read: None,
+        create: None,
+        update: None,
+        delete: None,
+    };
 
     pub fn rule(&self, action: Action) -> Option<&str> {
         match action {
@@ -304,5 +314,7 @@ mod tests {
         let meta =
             json!({"rules": {"read": null, "create": "true", "update": null, "delete": null}});
         assert_eq!(Rules::of_collection(&meta).read, None);
+        let garbled = json!({"rules": {"read": 7}});
+        assert_eq!(Rules::of_collection(&garbled), Rules::ADMINS_ONLY);
     }
 }

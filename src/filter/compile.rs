@@ -36,14 +36,23 @@ impl Expr {
                 field,
                 values,
                 negated,
-            } => Expr::In {
-                field: field.clone(),
-                values: values
+            } => {
+                let bound: Vec<Operand> = values
                     .iter()
                     .filter_map(|v| bind_operand(v, claims))
-                    .collect(),
-                negated: *negated,
-            },
+                    .collect();
+                let missing = bound.len() < values.len();
+                // `IN` leaves a missing claim out and is false when nothing
+                // is left; `NOT IN`, like `!=`, is false with a missing claim.
+                if missing && (*negated || bound.is_empty()) {
+                    return Expr::constant(false);
+                }
+                Expr::In {
+                    field: field.clone(),
+                    values: bound,
+                    negated: *negated,
+                }
+            }
             Expr::True => Expr::True,
             // The inner test's field is the claim's path, so it is tested
             // against the claims themselves.
@@ -743,6 +752,11 @@ mod tests {
         assert!(bound.matches(&json!({})), "a claim that is null is null");
         let unknown = compile(&e.bind(&json!({})));
         assert!(!unknown.matches(&json!({})) && unknown.matches(&json!({"x": 1})));
+        // Nothing left to be in, and nothing known to be out of.
+        for text in ["x IN [$auth.nothing]", "x NOT IN [1, $auth.nothing]"] {
+            let bound = parse(text).unwrap().bind(&json!({})).simplify();
+            assert_eq!(bound.as_constant(), Some(false), "{text}");
+        }
     }
 
     #[test]

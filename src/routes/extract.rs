@@ -72,6 +72,9 @@ pub struct Client {
     pub caller: Caller,
     /// The peer address (the proxy's, behind a proxy).
     pub ip: Option<IpAddr>,
+    /// A ticket on a stream route, redeemed by the stream once the request
+    /// is otherwise valid (so a typo in a filter does not spend it).
+    pub ticket: Option<String>,
 }
 
 /// The query parameters that may carry credentials.
@@ -89,20 +92,26 @@ impl FromRequestParts<AppState> for Client {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        // A query that does not decode is refused by the handler's own
-        // query extractor; here it just carries no credential.
-        let params: CredentialParams =
-            serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+        // A credential must be read exactly as sent: a query that does not
+        // decode (a repeated `token`, say) is refused, never anonymous.
+        let params: CredentialParams = serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+            .map_err(|error| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("the query does not decode: {error}"),
+                )
+            })?;
         let found = credential(
             &parts.headers,
             &state.config.auth_cookie,
             params.token.as_deref(),
             params.ticket.as_deref(),
         );
+        let mut ticket = None;
         let caller = match found {
             None => None,
             Some(Credential::Token(token)) => Some(Arc::new(state.auth.verify(token)?)),
-            Some(Credential::Ticket(ticket)) => {
+            Some(Credential::Ticket(found_ticket)) => {
                 let path = parts.uri.path();
                 let stream_route = path == "/api/v1/realtime"
                     || path
@@ -113,15 +122,16 @@ impl FromRequestParts<AppState> for Client {
                         "a ticket opens a stream (GET /api/v1/realtime…) and nothing else".into(),
                     ));
                 }
-                Some(Arc::new(redeem_ticket(state, ticket).await?))
+                ticket = Some(found_ticket.to_owned());
+                None
             }
         };
-        Ok(Client { caller, ip })
+        Ok(Client { caller, ip, ticket })
     }
 }
 
 /// The identity a ticket was issued for; it works once, within its life.
-async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
+pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
     let refused = || ApiError::Unauthorized("the ticket is unknown, used or expired".into());
     if ticket.len() > 128 {
         return Err(refused());

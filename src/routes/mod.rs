@@ -88,13 +88,20 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
     )
 }
 
-/// `query` with the values of `token` and `ticket` replaced.
+/// `query` with the values of `token` and `ticket` replaced (their names
+/// compared as the server decodes them, so `%74oken` is blanked too).
 fn redact_credentials(query: &str) -> String {
     query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if matches!(name, "token" | "ticket") => format!("{name}=[redacted]"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let decoded: Vec<(String, String)> =
+                serde_urlencoded::from_str(pair).unwrap_or_default();
+            match decoded.first() {
+                Some((name, _)) if matches!(name.as_str(), "token" | "ticket") => {
+                    format!("{name}=[redacted]")
+                }
+                _ => pair.to_owned(),
+            }
         })
         .collect::<Vec<_>>()
         .join("&")
@@ -159,6 +166,10 @@ mod tests {
         assert_eq!(
             redact_credentials("query=a%3D1&token=eyJ.x.y&ticket=abc&tokens=1"),
             "query=a%3D1&token=[redacted]&ticket=[redacted]&tokens=1"
+        );
+        assert_eq!(
+            redact_credentials("%74oken=eyJ.x.y&q"),
+            "token=[redacted]&q"
         );
     }
 

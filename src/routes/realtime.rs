@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use super::collections::readable_collection;
+use super::extract::redeem_ticket;
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::auth::{Caller, claims_of, unix_now};
@@ -31,7 +32,7 @@ use crate::filter::{Expr, Filter};
 use crate::hub::{Hub, Interest, Reader, Subscription};
 use crate::limits::StreamPermit;
 use crate::rules::{Action, Rules, both};
-use crate::store::Store;
+use crate::store::{Store, validate_name};
 
 /// Query of the stream routes. Unknown parameters are ignored.
 #[derive(Deserialize, Default)]
@@ -82,7 +83,7 @@ const SUBSCRIBE_ATTEMPTS: usize = 3;
 
 async fn open_stream(
     state: AppState,
-    Client { caller, ip }: Client,
+    Client { caller, ip, ticket }: Client,
     collection: Option<String>,
     params: StreamParams,
     headers: &HeaderMap,
@@ -90,12 +91,18 @@ async fn open_stream(
     // Parsed untrimmed (the grammar allows white space), so error columns
     // count from the first character the client sent.
     let query = match params.query.as_deref() {
-        Some(text) if !text.trim().is_empty() => {
-            Some(Filter::parse(text)?.expr().bind(claims_of(&caller)))
-        }
+        Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?),
         _ => None,
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
+    if let Some(name) = &collection {
+        validate_name(name)?;
+    }
+    let caller = match ticket {
+        Some(ticket) => Some(Arc::new(redeem_ticket(&state, &ticket).await?)),
+        None => caller,
+    };
+    let query = query.map(|filter| filter.expr().bind(claims_of(&caller)));
     let permit = state.limits.admit(
         caller.as_ref().map(|identity| identity.user_id.as_str()),
         ip,
@@ -313,9 +320,10 @@ impl Session {
         let expires = caller
             .as_ref()
             .and_then(|identity| identity.expires_at)
-            .map(|exp| {
+            .and_then(|exp| {
                 let left = exp.saturating_sub(unix_now());
-                Instant::now() + Duration::from_secs(left)
+                // An `exp` too far away to represent never comes.
+                Instant::now().checked_add(Duration::from_secs(left))
             });
         Session {
             caller,
@@ -397,6 +405,15 @@ impl Session {
         let mut chunk = BytesMut::new();
         for event in batch.sets.into_iter().flat_map(events_of) {
             if self.after.is_some_and(|after| event.id <= after) {
+                continue;
+            }
+            // The history of a deleted collection is not replayed under the
+            // rules of a new one with the same name (admins see it all).
+            if !self.caller.as_ref().is_some_and(|identity| identity.admin)
+                && rules
+                    .get(&event.collection)
+                    .is_some_and(|known| known.predates(&event))
+            {
                 continue;
             }
             if let Some(delivery) = self.interest.delivery(&event, &rules) {

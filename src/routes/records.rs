@@ -45,12 +45,8 @@ async fn write_checks(
     action: Action,
 ) -> Result<RuleChecks, ApiError> {
     let (rules, write) = access(state, caller, collection, action).await?;
-    let read = match rules.access(Action::Read, caller) {
-        Access::Matching(filter) => Some(filter.expr().clone()),
-        Access::All | Access::Nothing => None,
-    };
     Ok(RuleChecks {
-        read,
+        read: rules.access(Action::Read, caller).condition(),
         write: write.condition(),
         write_after: action == Action::Update,
     })

@@ -501,7 +501,11 @@ impl Store {
                 check("w", write, FORBIDDEN)
             ));
             if checks.write_after {
-                after.push(check("a", write, FORBIDDEN));
+                // A missing record was not written: nothing to check.
+                after.push(format!(
+                    "IF record::exists(type::record($tb, $id)) {{ {} }};",
+                    check("a", write, FORBIDDEN)
+                ));
             }
         }
         let sql = format!(

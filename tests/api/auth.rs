@@ -640,3 +640,126 @@ async fn cors_allows_the_configured_origins_with_last_event_id() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn writes_never_reveal_records_the_caller_cannot_read() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "vault", "rules": {"read": null, "update": "true", "delete": "true"}}),
+    )
+    .await;
+    app.create_record("vault", json!({"id": "v1", "secret": "s3cr3t"}))
+        .await;
+    let ann = app.user("ann");
+    let url = |collection: &str, id: &str| {
+        app.url(&format!("/api/v1/collections/{collection}/records/{id}"))
+    };
+    // ann may write but not read: an existing record and a missing one
+    // look the same, and nothing of the record comes back.
+    for id in ["v1", "nope"] {
+        let patched = ann
+            .patch(url("vault", id))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 404, "{id}");
+        assert!(!patched.text().await.unwrap().contains("s3cr3t"));
+        let deleted = ann.delete(url("vault", id)).send().await.unwrap();
+        assert_eq!(deleted.status(), 404, "{id}");
+    }
+    // Hidden and missing records look the same to a rule that depends on
+    // the record, too.
+    notes(&app).await;
+    ann.post(app.url("/api/v1/collections/notes/records"))
+        .json(&json!({"id": "a1", "owner": "ann", "public": false}))
+        .send()
+        .await
+        .unwrap();
+    let bob = app.user("bob");
+    for id in ["a1", "missing"] {
+        let patched = bob
+            .patch(url("notes", id))
+            .json(&json!({"x": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 404, "{id}");
+        let replaced = bob
+            .put(url("notes", id))
+            .json(&json!({"owner": "bob"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replaced.status(), 404, "{id}");
+    }
+    // A credential that does not decode is refused, never anonymous.
+    let token = app.token(json!({"sub": "ann"}));
+    let repeated = app
+        .anonymous
+        .get(app.url(&format!("/api/v1/collections?token={token}&token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(repeated).await.1, "invalid_query");
+}
+
+#[tokio::test]
+async fn a_deleted_collection_is_not_replayed_under_a_new_one_of_the_same_name() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.stream("/api/v1/realtime", None).await;
+    let before = admin.connected().await.id;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "box", "rules": {"read": null}}),
+    )
+    .await;
+    app.create_record("box", json!({"id": "old", "secret": true}))
+        .await;
+    app.delete("/api/v1/collections/box").await;
+    // Not the same millisecond as the old collection's last change.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "box", "rules": {"read": "true"}}),
+    )
+    .await;
+    app.create_record("box", json!({"id": "new"})).await;
+
+    for path in ["/api/v1/realtime/box", "/api/v1/realtime"] {
+        let response = app
+            .anonymous
+            .get(app.url(path))
+            .header("Last-Event-ID", &before)
+            .send()
+            .await
+            .unwrap();
+        let mut replayed = SseClient::new(response);
+        replayed.connected().await;
+        let (kind, data) = loop {
+            let (kind, data) = replayed.json_event().await;
+            assert_ne!(data["record_id"], "old", "{path}: {data}");
+            if kind.starts_with("collection.") {
+                // Only the new collection, readable by all, is shown.
+                assert_eq!(data["data"]["rules"]["read"], "true", "{path}: {data}");
+            }
+            if kind.starts_with("record.") {
+                break (kind, data);
+            }
+        };
+        assert_eq!(
+            (kind.as_str(), data["record_id"].as_str()),
+            ("record.created", Some("new"))
+        );
+    }
+    // An admin replays the whole history.
+    let mut all = Vec::new();
+    while all.len() < 2 {
+        let (kind, data) = admin.json_event().await;
+        if kind.starts_with("record.") {
+            all.push(data["record_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(all, ["old", "new"]);
+}
