@@ -253,47 +253,51 @@ impl Scope {
         self.unindexed.is_empty() && self.indexed.is_empty()
     }
 
-    fn add(&mut self, id: GroupId, interest: &Interest) {
-        match interest
+    /// The terms a group is filed under (empty: unindexed).
+    fn terms(interest: &Interest) -> &[(FieldPath, IndexKey)] {
+        interest
             .filter
             .as_ref()
-            .and_then(|filter| filter.index_term())
-        {
-            Some((path, key)) => self
-                .indexed
+            .map_or(&[], |filter| filter.index_terms())
+    }
+
+    fn add(&mut self, id: GroupId, interest: &Interest) {
+        let terms = Self::terms(interest);
+        if terms.is_empty() {
+            self.unindexed.push(id);
+        }
+        for (path, key) in terms {
+            self.indexed
                 .entry(path.clone())
                 .or_default()
                 .entry(key.clone())
                 .or_default()
-                .push(id),
-            None => self.unindexed.push(id),
+                .push(id);
         }
     }
 
     fn remove(&mut self, id: GroupId, interest: &Interest) {
-        match interest
-            .filter
-            .as_ref()
-            .and_then(|filter| filter.index_term())
-        {
-            Some((path, key)) => {
-                if let Some(values) = self.indexed.get_mut(path) {
-                    if let Some(ids) = values.get_mut(key) {
-                        ids.retain(|other| *other != id);
-                        if ids.is_empty() {
-                            values.remove(key);
-                        }
-                    }
-                    if values.is_empty() {
-                        self.indexed.remove(path);
+        let terms = Self::terms(interest);
+        if terms.is_empty() {
+            self.unindexed.retain(|other| *other != id);
+        }
+        for (path, key) in terms {
+            if let Some(values) = self.indexed.get_mut(path) {
+                if let Some(ids) = values.get_mut(key) {
+                    ids.retain(|other| *other != id);
+                    if ids.is_empty() {
+                        values.remove(key);
                     }
                 }
+                if values.is_empty() {
+                    self.indexed.remove(path);
+                }
             }
-            None => self.unindexed.retain(|other| *other != id),
         }
     }
 
-    /// Calls `visit` with every group that may match `event`.
+    /// Calls `visit` with every group that may match `event` (a group filed
+    /// under several terms may be visited more than once).
     fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
         self.unindexed.iter().copied().for_each(&mut visit);
         if !event.kind.is_record() {
@@ -303,8 +307,6 @@ impl Scope {
             }
             return;
         }
-        // A group sits under one (field, value), so it is visited once even
-        // when both images are looked up.
         for (path, values) in &self.indexed {
             let after = path.get(&event.data).and_then(IndexKey::from_json);
             let before = event
@@ -453,7 +455,11 @@ impl Hub {
         let mut state = self.lock();
         let mut lagging: HashSet<(GroupId, SubscriberId)> = HashSet::new();
         let mut delivered = 0u64;
+        // Groups filed under several terms (an `OR` of equalities) can be
+        // reached more than once per event; each is served once.
+        let mut served: HashSet<GroupId> = HashSet::new();
         for event in events {
+            served.clear();
             if !event.kind.is_record() {
                 let rules = Arc::make_mut(&mut state.rules);
                 if event.kind == EventKind::CollectionDeleted {
@@ -467,6 +473,9 @@ impl Hub {
                 let Some(group) = state.groups.get(&group_id) else {
                     return;
                 };
+                if Scope::terms(&group.interest).len() > 1 && !served.insert(group_id) {
+                    return;
+                }
                 let Some(delivery) = group.interest.delivery(event, &state.rules) else {
                     return;
                 };
@@ -534,6 +543,87 @@ fn remove_member(state: &mut HubState, group_id: GroupId, id: SubscriberId) {
             scope.remove(group_id, &group.interest);
             if scope.is_empty() {
                 state.scopes.remove(&scope_key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventId;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// Filters with and without index terms, including `OR`s of equalities
+    /// filed under several terms.
+    const FILTERS: &[&str] = &[
+        "room = 1",
+        "room = 2",
+        "room = 1 && kind = a",
+        "room = 1 || kind = b",
+        "owner = u1 || public = true",
+        "owner = u2 || public = true",
+        "(room = 1 || room = 2) && kind = a",
+        "room >= 2",
+        "kind != a",
+        "room = 3 || kind > a",
+    ];
+
+    fn arb_record() -> impl Strategy<Value = Value> {
+        (0i64..4, prop::sample::select(vec!["a", "b"]), prop::sample::select(vec!["u1", "u2"]), any::<bool>())
+            .prop_map(|(room, kind, owner, public)| {
+                json!({"room": room, "kind": kind, "owner": owner, "public": public})
+            })
+    }
+
+    proptest! {
+        /// The hub's indexed, grouped dispatch delivers to a subscriber
+        /// exactly what `Interest::delivery` says, once per event.
+        #[test]
+        fn dispatch_equals_evaluating_every_subscriber(
+            chosen in prop::collection::vec(0..FILTERS.len(), 1..24),
+            events in prop::collection::vec((arb_record(), prop::option::of(arb_record())), 1..12),
+        ) {
+            let hub = Hub::new(0, RuleBook::new());
+            let mut subscribers: Vec<(Interest, Subscription)> = chosen
+                .iter()
+                .map(|&n| {
+                    let interest = Interest {
+                        collection: Some(Arc::from("c")),
+                        filter: Some(Arc::new(Filter::parse(FILTERS[n]).unwrap())),
+                        reader: None,
+                    };
+                    let subscription = hub.subscribe(interest.clone(), 1024);
+                    (interest, subscription)
+                })
+                .collect();
+            let events: Vec<Arc<Event>> = events
+                .into_iter()
+                .enumerate()
+                .map(|(index, (data, before))| {
+                    let kind = if before.is_some() { EventKind::RecordUpdated } else { EventKind::RecordCreated };
+                    Arc::new(Event::new(
+                        EventId { stamp: 1 << 20, index: index as u32 },
+                        kind,
+                        Arc::from("c"),
+                        Some(format!("r{index}")),
+                        data,
+                        before,
+                    ))
+                })
+                .collect();
+            hub.publish(&events, 2 << 20);
+            for (interest, subscription) in &mut subscribers {
+                let expected: Vec<(EventId, Delivery)> = events
+                    .iter()
+                    .filter_map(|event| Some((event.id, interest.delivery(event, &RuleBook::new())?)))
+                    .collect();
+                let mut received = Vec::new();
+                while let Some((event, delivery)) = subscription.try_recv() {
+                    received.push((event.id, delivery));
+                }
+                prop_assert_eq!(received, expected);
             }
         }
     }

@@ -109,10 +109,11 @@ fn exercise(expr: &Expr) {
     for r in records().iter().chain(std::iter::once(&own)) {
         let m = f.matches(r);
         assert_eq!(m, predicate.matches(r));
-        if let (true, Some((field, key))) = (m, f.index_term()) {
-            assert_eq!(
-                field.get(r).and_then(IndexKey::from_json).as_ref(),
-                Some(key),
+        if m && !f.index_terms().is_empty() {
+            assert!(
+                f.index_terms().iter().any(|(field, key)| {
+                    field.get(r).and_then(IndexKey::from_json).as_ref() == Some(key)
+                }),
                 "index invariant broken for {expr} on {r}"
             );
         }

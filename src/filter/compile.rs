@@ -91,6 +91,42 @@ impl Expr {
 }
 
 /// The operand with its claim substituted; `None` for a claim that is missing.
+impl Expr {
+    /// `field = literal` terms of which every matching record satisfies at
+    /// least one, for indexing subscribers under each of them; `None` when
+    /// there is no such set (the subscriber must see every event).
+    ///
+    /// A `field = literal` comparison (literal as in [`Expr::equality_terms`])
+    /// is its own set; an `AND` may use the set of any of its parts (the
+    /// smallest is taken); an `OR` needs a set from every part and takes
+    /// their union. So `owner = "u7" OR public = true`, a typical bound read
+    /// rule, is filed under both, and an event of someone else's private
+    /// record never visits it.
+    pub fn index_alternatives(&self) -> Option<Vec<(&FieldPath, &Literal)>> {
+        /// Union sets larger than this are not worth indexing.
+        const MAX_ALTERNATIVES: usize = 16;
+        match self {
+            Expr::Compare {
+                field,
+                op: CompareOp::Eq,
+                value: Operand::Literal(lit),
+            } if lit.index_key().is_some() => Some(vec![(field, lit)]),
+            Expr::And(items) => items
+                .iter()
+                .filter_map(Expr::index_alternatives)
+                .min_by_key(Vec::len),
+            Expr::Or(items) if !items.is_empty() => {
+                let mut union = Vec::new();
+                for item in items {
+                    union.extend(item.index_alternatives()?);
+                }
+                (union.len() <= MAX_ALTERNATIVES).then_some(union)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn bind_operand(operand: &Operand, claims: &Value) -> Option<Operand> {
     match operand {
         Operand::Param(path) => path
@@ -787,6 +823,34 @@ mod tests {
         assert_eq!(viewer.to_string(), r#"owner = "v""#);
         assert!(compile(&viewer).matches(&json!({"owner": "v"})));
         assert!(!compile(&viewer).matches(&json!({"owner": "e"})));
+    }
+
+    #[test]
+    fn index_alternatives_cover_every_match() {
+        let alternatives = |text: &str| -> Option<Vec<String>> {
+            let expr = parse(text).unwrap();
+            expr.index_alternatives()
+                .map(|set| set.iter().map(|(f, l)| format!("{f}={l}")).collect())
+        };
+        assert_eq!(alternatives("a = 1"), Some(vec!["a=1".to_owned()]));
+        assert_eq!(
+            alternatives("owner = u7 || public = true"),
+            Some(vec![r#"owner="u7""#.to_owned(), "public=true".to_owned()])
+        );
+        assert_eq!(
+            alternatives("(a = 1 || b = 2) && c = 3 && d > 0"),
+            Some(vec!["c=3".to_owned()]),
+            "the smallest set of a conjunction"
+        );
+        for unindexable in [
+            "a = 1 || b > 2",
+            "a > 1",
+            "!(a = 1)",
+            "a = null",
+            "a = 1 || !(b = 2)",
+        ] {
+            assert_eq!(alternatives(unindexable), None, "{unindexable}");
+        }
     }
 
     #[test]

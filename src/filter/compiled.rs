@@ -11,9 +11,10 @@ pub struct Filter {
     /// The canonical text: equal filters share one group in the hub.
     canonical: String,
     predicate: Predicate,
-    /// A `field = value` term every matching record satisfies, if the filter
-    /// has one: the hub indexes the filter by it.
-    index_term: Option<(FieldPath, IndexKey)>,
+    /// `field = value` terms of which every matching record satisfies one
+    /// (see [`Expr::index_alternatives`]): the hub files the filter under
+    /// each. Empty: the filter must see every event.
+    index_terms: Vec<(FieldPath, IndexKey)>,
 }
 
 impl Filter {
@@ -26,15 +27,17 @@ impl Filter {
     /// Compiles an expression.
     pub fn new(expr: Expr) -> Filter {
         let predicate = compile(&expr);
-        let index_term = expr
-            .equality_terms()
+        let index_terms = expr
+            .index_alternatives()
+            .unwrap_or_default()
             .into_iter()
-            .find_map(|(field, literal)| Some((field.clone(), literal.index_key()?)));
+            .filter_map(|(field, literal)| Some((field.clone(), literal.index_key()?)))
+            .collect();
         Filter {
             canonical: expr.to_string(),
             expr,
             predicate,
-            index_term,
+            index_terms,
         }
     }
 
@@ -51,8 +54,9 @@ impl Filter {
         self.predicate.matches(record)
     }
 
-    pub fn index_term(&self) -> Option<(&FieldPath, &IndexKey)> {
-        self.index_term.as_ref().map(|(field, key)| (field, key))
+    /// The terms the hub files this filter under (empty: none).
+    pub fn index_terms(&self) -> &[(FieldPath, IndexKey)] {
+        &self.index_terms
     }
 }
 
@@ -69,29 +73,40 @@ mod tests {
     }
 
     #[test]
-    fn the_index_term_is_a_required_equality() {
+    fn index_terms_are_required_equalities_or_their_union() {
         let filter = Filter::parse("room = 7 && kind != 'x'").unwrap();
-        let (field, key) = filter.index_term().unwrap();
+        let [(field, key)] = filter.index_terms() else {
+            panic!("one term: {:?}", filter.index_terms())
+        };
         assert_eq!(field.to_string(), "room");
         assert_eq!(Some(key.clone()), IndexKey::from_json(&json!(7.0)));
-        assert!(
+        assert_eq!(
             Filter::parse("room = 7 || room = 8")
                 .unwrap()
-                .index_term()
-                .is_none()
+                .index_terms()
+                .len(),
+            2
         );
-        assert!(Filter::parse("room > 7").unwrap().index_term().is_none());
+        assert!(Filter::parse("room > 7").unwrap().index_terms().is_empty());
+        assert!(
+            Filter::parse("room = 7 || room > 8")
+                .unwrap()
+                .index_terms()
+                .is_empty()
+        );
     }
 
     #[test]
-    fn a_matching_record_always_has_the_index_value() {
-        let filter = Filter::parse("room = 7 && active = true").unwrap();
-        let (field, key) = filter.index_term().unwrap();
-        let record = json!({"room": 7, "active": true});
-        assert!(filter.matches(&record));
-        assert_eq!(
-            field.get(&record).and_then(IndexKey::from_json).as_ref(),
-            Some(key)
-        );
+    fn a_matching_record_always_has_one_index_value() {
+        let filter = Filter::parse("(room = 7 && active = true) || owner = ann").unwrap();
+        for record in [
+            json!({"room": 7, "active": true}),
+            json!({"room": 8, "owner": "ann"}),
+        ] {
+            assert!(filter.matches(&record));
+            assert!(filter.index_terms().iter().any(|(field, key)| {
+                field.get(&record).and_then(IndexKey::from_json).as_ref() == Some(key)
+            }));
+        }
     }
 }
