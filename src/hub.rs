@@ -237,6 +237,9 @@ struct HubState {
 struct Group {
     interest: Interest,
     members: HashMap<SubscriberId, mpsc::Sender<Queued>>,
+    /// Filed under several index terms, so reachable more than once per
+    /// event (kept here so dispatch need not look at the filter for it).
+    multi_term: bool,
 }
 
 /// The groups of one collection scope, indexed for dispatch.
@@ -421,6 +424,7 @@ impl Hub {
                 state.groups.insert(
                     id,
                     Group {
+                        multi_term: Scope::terms(&interest).len() > 1,
                         interest,
                         members: HashMap::new(),
                     },
@@ -473,7 +477,7 @@ impl Hub {
                 let Some(group) = state.groups.get(&group_id) else {
                     return;
                 };
-                if Scope::terms(&group.interest).len() > 1 && !served.insert(group_id) {
+                if group.multi_term && !served.insert(group_id) {
                     return;
                 }
                 let Some(delivery) = group.interest.delivery(event, &state.rules) else {

@@ -66,3 +66,48 @@ async fn the_readme_walkthrough_prints_what_it_says() {
     };
     assert_eq!(normalize(&printed), normalize(shown));
 }
+
+#[tokio::test]
+async fn the_readme_rules_example_works_as_described() {
+    let readme = include_str!("../../README.md");
+    // The JSON body of the rules example: `-d '{"name": "notes", ...}'`.
+    let body = readme
+        .split("-d '{\"name\": \"notes\"")
+        .nth(1)
+        .and_then(|rest| rest.split("}}'").next())
+        .map(|rest| format!("{{\"name\": \"notes\"{rest}}}}}"))
+        .expect("the README shows a collection with rules");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("the example is JSON");
+
+    let app = TestApp::spawn().await;
+    let created = app.post("/api/v1/collections", &body).await;
+    assert_eq!(created.status(), 201);
+    // As described: owners read their own notes and public ones.
+    let ann = app.user("ann");
+    let bob = app.user("bob");
+    let records = app.url("/api/v1/collections/notes/records");
+    for (id, public) in [("private", false), ("shared", true)] {
+        let response = ann
+            .post(&records)
+            .json(&json!({"id": id, "owner": "ann", "public": public}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let listed: serde_json::Value = bob
+        .get(&records)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["shared"]);
+}
