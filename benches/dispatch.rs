@@ -104,6 +104,7 @@ fn per_user_rules(c: &mut Criterion) {
             admin: false,
             claims: json!({ "sub": format!("u{user}") }),
             expires_at: None,
+            issued_at: None,
         };
         let filter = match Access::of(Some(rule), &Some(Arc::new(identity))) {
             Access::Matching(filter) => filter,

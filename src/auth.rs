@@ -62,6 +62,9 @@ pub struct Identity {
     pub claims: Json,
     /// `exp`, in seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// `iat`, in seconds since the Unix epoch: a sign-out by an admin
+    /// refuses the tokens issued at or before it.
+    pub issued_at: Option<u64>,
 }
 
 /// Who is calling: a verified identity, or nobody.
@@ -266,6 +269,7 @@ pub fn identity(claims: Json) -> Result<Identity, AuthError> {
         name: claims.get("name").and_then(Json::as_str).map(str::to_owned),
         admin: claims.get("role").and_then(Json::as_str) == Some("admin"),
         expires_at: claims.get("exp").and_then(Json::as_u64),
+        issued_at: claims.get("iat").and_then(Json::as_u64),
         claims,
     })
 }

@@ -83,6 +83,12 @@ pub enum EventKind {
     CollectionUpdated,
     #[serde(rename = "collection.deleted")]
     CollectionDeleted,
+    /// An admin's message to every stream.
+    #[serde(rename = "system.announcement")]
+    SystemAnnouncement,
+    /// An admin signed a user out: that user's streams end.
+    #[serde(rename = "forced_logout")]
+    ForcedLogout,
 }
 
 impl EventKind {
@@ -95,7 +101,28 @@ impl EventKind {
             EventKind::CollectionCreated => "collection.created",
             EventKind::CollectionUpdated => "collection.updated",
             EventKind::CollectionDeleted => "collection.deleted",
+            EventKind::SystemAnnouncement => "system.announcement",
+            EventKind::ForcedLogout => "forced_logout",
         }
+    }
+
+    /// Whether the event is an admin's notice (to every stream), not a
+    /// change of data.
+    pub fn is_notice(self) -> bool {
+        matches!(
+            self,
+            EventKind::SystemAnnouncement | EventKind::ForcedLogout
+        )
+    }
+
+    /// Whether the event is about a collection itself.
+    pub fn is_collection(self) -> bool {
+        matches!(
+            self,
+            EventKind::CollectionCreated
+                | EventKind::CollectionUpdated
+                | EventKind::CollectionDeleted
+        )
     }
 
     /// Whether the event is about a record (as opposed to a collection).
@@ -147,7 +174,8 @@ struct EventBody<'a> {
     id: String,
     #[serde(rename = "type")]
     kind: EventKind,
-    collection: &'a str,
+    /// `null` for an admin's notice, which belongs to no collection.
+    collection: Option<&'a str>,
     record_id: Option<&'a str>,
     data: &'a Json,
     timestamp: String,
@@ -193,7 +221,7 @@ impl Event {
         let body = EventBody {
             id: self.id.to_string(),
             kind: self.kind,
-            collection: &self.collection,
+            collection: (!self.collection.is_empty()).then_some(&*self.collection),
             record_id: self.record_id.as_deref(),
             data,
             timestamp: format_time(self.timestamp),

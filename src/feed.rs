@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventId, EventKind, time_stamp};
 use crate::hub::Hub;
-use crate::store::{CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, Store};
+use crate::store::{
+    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, NOTICES_TABLE, Store,
+};
+use serde_json::Value as Json;
 
 /// The shortest wait before reading again after holding changes back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
@@ -140,6 +143,18 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 map.remove("id");
             }
             Event::new(id, kind, Arc::from(change.key.as_str()), None, data, None)
+        } else if change.table == NOTICES_TABLE {
+            // Only created notices are events (they are never changed).
+            if change.op != ChangeOp::Create {
+                continue;
+            }
+            let kind = match change.data.get("kind").and_then(Json::as_str) {
+                Some("announcement") => EventKind::SystemAnnouncement,
+                Some("logout") => EventKind::ForcedLogout,
+                _ => continue,
+            };
+            let data = change.data.get("data").cloned().unwrap_or(Json::Null);
+            Event::new(id, kind, Arc::from(""), None, data, None)
         } else if change.table.starts_with('_') {
             // livehub's own tables other than collections carry no events.
             continue;

@@ -129,6 +129,11 @@ impl Interest {
     /// client building a view from events ends with exactly the records that
     /// match.
     pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
+        // Admins' notices reach every stream (the stream decides what a
+        // logout means for it).
+        if event.kind.is_notice() {
+            return Some(Delivery::Match);
+        }
         if self
             .collection
             .as_ref()
@@ -232,6 +237,10 @@ struct HubState {
     /// event just before it is dispatched. Copied on write, so a replaying
     /// stream can hold a snapshot.
     rules: Arc<RuleBook>,
+    /// Users signed out by an admin: tokens issued at or before this time
+    /// (Unix seconds) are refused. Kept up to date by `forced_logout`
+    /// events, so every node sharing the database learns of it.
+    revoked: HashMap<String, u64>,
 }
 
 struct Group {
@@ -375,6 +384,7 @@ impl Hub {
                     scopes: HashMap::new(),
                     subscribers: 0,
                     rules: Arc::new(rules),
+                    revoked: HashMap::new(),
                 }),
                 stats: HubStats::default(),
             }),
@@ -393,6 +403,28 @@ impl Hub {
     /// Every change with a stamp below this has been published.
     pub fn cursor(&self) -> u64 {
         self.lock().cursor
+    }
+
+    /// Records that `user_id`'s tokens issued at or before `at` are revoked
+    /// (the admin's node, at once; other nodes by the `forced_logout` event).
+    pub fn revoke(&self, user_id: &str, at: u64) {
+        let mut state = self.lock();
+        let before = state.revoked.entry(user_id.to_owned()).or_default();
+        *before = (*before).max(at);
+    }
+
+    /// Whether a token of `user_id` issued at `issued_at` was revoked.
+    pub fn is_revoked(&self, user_id: &str, issued_at: Option<u64>) -> bool {
+        let state = self.lock();
+        state
+            .revoked
+            .get(user_id)
+            .is_some_and(|before| issued_at.is_none_or(|iat| iat <= *before))
+    }
+
+    /// Subscriptions in the hub.
+    pub fn subscriptions(&self) -> usize {
+        self.lock().subscribers
     }
 
     /// The collections' rules as of the cursor.
@@ -464,7 +496,10 @@ impl Hub {
         let mut served: HashSet<GroupId> = HashSet::new();
         for event in events {
             served.clear();
-            if !event.kind.is_record() {
+            if event.kind == EventKind::ForcedLogout {
+                record_revocation(&mut state.revoked, &event.data);
+            }
+            if event.kind.is_collection() {
                 let rules = Arc::make_mut(&mut state.rules);
                 if event.kind == EventKind::CollectionDeleted {
                     rules.remove(&event.collection);
@@ -497,6 +532,10 @@ impl Hub {
                     }
                 }
             };
+            if event.kind.is_notice() {
+                state.groups.keys().copied().for_each(&mut visit);
+                continue;
+            }
             if let Some(scope) = state.scopes.get(&None) {
                 scope.candidates(event, &mut visit);
             }
@@ -525,6 +564,18 @@ impl Hub {
                 "closed lagging streams; they will resume"
             );
         }
+    }
+}
+
+/// Notes the revocation a `forced_logout` event carries.
+fn record_revocation(revoked: &mut HashMap<String, u64>, data: &serde_json::Value) {
+    if let (Some(user), Some(at)) = (
+        data.get("user_id").and_then(serde_json::Value::as_str),
+        data.get("revoked_before")
+            .and_then(serde_json::Value::as_u64),
+    ) {
+        let before = revoked.entry(user.to_owned()).or_default();
+        *before = (*before).max(at);
     }
 }
 

@@ -28,6 +28,7 @@ pub mod feed;
 pub mod filter;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod rules;
 pub mod store;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Limits on open streams.
     pub limits: Arc<StreamLimits>,
+    /// Counters for `/metrics` and `/api/v1/stats`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -88,6 +91,9 @@ impl Server {
         let start = writes.watermark(config.settle_window()).max(store.epoch());
         let rules = rules_at(&store, start).await?;
         let hub = Hub::new(start, rules);
+        for (user, before) in store.revocations().await? {
+            hub.revoke(&user, before);
+        }
         Ok(Server {
             state: AppState {
                 store,
@@ -99,6 +105,7 @@ impl Server {
                     config.max_streams_per_user,
                     config.max_streams_per_ip,
                 ),
+                metrics: Arc::new(metrics::Metrics::default()),
                 config: Arc::new(config),
                 shutdown: CancellationToken::new(),
             },
@@ -140,6 +147,19 @@ impl Server {
             },
             token.clone(),
         ));
+        // Samples the hub's counters once a second, for events-per-second.
+        let sampler = {
+            let (metrics, hub, stop) = (state.metrics.clone(), state.hub.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => metrics.sample(hub.stats()),
+                    }
+                }
+            })
+        };
         let router = app(state);
         let stop = token.clone();
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -160,6 +180,7 @@ impl Server {
             }
         };
         token.cancel();
+        sampler.abort();
         // The feed stops at its next await; a database read that hangs
         // must not keep the process alive.
         if tokio::time::timeout(config.shutdown_grace, &mut feed)

@@ -99,6 +99,26 @@ impl StreamLimits {
     pub fn open(&self) -> usize {
         self.lock().total
     }
+
+    /// Open streams, and who holds them.
+    pub fn counts(&self) -> OpenCounts {
+        let open = self.lock();
+        OpenCounts {
+            total: open.total,
+            authenticated: open.by_user.values().sum(),
+            unique_users: open.by_user.len(),
+        }
+    }
+}
+
+/// Open streams, and who holds them.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct OpenCounts {
+    pub total: usize,
+    /// Held by signed-in callers.
+    pub authenticated: usize,
+    /// Distinct signed-in callers.
+    pub unique_users: usize,
 }
 
 impl Drop for StreamPermit {
@@ -148,6 +168,12 @@ mod tests {
             "ann's first stream was freed"
         );
         assert_eq!(limits.open(), 3, "the permits above were dropped at once");
+        let counts = limits.counts();
+        assert_eq!(
+            (counts.authenticated, counts.unique_users),
+            (2, 1),
+            "{counts:?}"
+        );
         let unlimited = StreamLimits::new(0, 0, 0);
         let permits: Vec<_> = (0..100)
             .map(|_| unlimited.admit(Some("u"), Some(a)).unwrap())

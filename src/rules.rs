@@ -229,6 +229,18 @@ pub fn refused(caller: &Caller, action: Action, collection: &str) -> ApiError {
     }
 }
 
+/// Lets admins through: 401 for an anonymous caller, 403 for anyone else,
+/// saying that only admins may `what` ("manage collections").
+pub fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    match caller {
+        Some(identity) if identity.admin => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!("only admins {what}"))),
+        None => Err(ApiError::Unauthorized(format!(
+            "only admins {what}: send an admin token"
+        ))),
+    }
+}
+
 /// `a AND b`, either of which may be absent.
 pub fn both(a: Option<Expr>, b: Option<Expr>) -> Option<Expr> {
     match (a, b) {
@@ -254,6 +266,7 @@ mod tests {
             admin: role == Some("admin"),
             claims,
             expires_at: None,
+            issued_at: None,
         }))
     }
 

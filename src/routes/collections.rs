@@ -39,13 +39,7 @@ pub struct CollectionPatch {
 
 /// Only admins manage collections.
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    match caller {
-        Some(identity) if identity.admin => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("only admins manage collections".into())),
-        None => Err(ApiError::Unauthorized(
-            "only admins manage collections: send an admin token".into(),
-        )),
-    }
+    crate::rules::require_admin(caller, "manage collections")
 }
 
 /// A collection's metadata, if it exists and `caller` may read some of its

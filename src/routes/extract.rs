@@ -110,7 +110,11 @@ impl FromRequestParts<AppState> for Client {
         let mut ticket = None;
         let caller = match found {
             None => None,
-            Some(Credential::Token(token)) => Some(Arc::new(state.auth.verify(token)?)),
+            Some(Credential::Token(token)) => {
+                let identity = state.auth.verify(token)?;
+                refuse_revoked(state, &identity)?;
+                Some(Arc::new(identity))
+            }
             Some(Credential::Ticket(found_ticket)) => {
                 let path = parts.uri.path();
                 let stream_route = path == "/api/v1/realtime"
@@ -149,5 +153,16 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, A
     if identity.expires_at.is_some_and(|exp| exp < now) {
         return Err(AuthError::Expired.into());
     }
+    refuse_revoked(state, &identity)?;
     Ok(identity)
+}
+
+/// 401 for a token issued before an admin signed its user out.
+fn refuse_revoked(state: &AppState, identity: &Identity) -> Result<(), ApiError> {
+    if state.hub.is_revoked(&identity.user_id, identity.issued_at) {
+        return Err(ApiError::Unauthorized(
+            "the token was revoked: an admin signed this user out; sign in again".into(),
+        ));
+    }
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! The HTTP API, one module per resource. `openapi.yaml` is its contract.
 
+mod admin;
 mod collections;
 mod extract;
 mod health;
+mod operations;
 mod realtime;
 mod records;
 mod tickets;
@@ -29,6 +31,14 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .route("/", get(health::demo_page))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(operations::readyz))
+        .route("/metrics", get(operations::metrics))
+        .route("/api/v1/stats", get(operations::stats))
+        .route("/api/v1/admin/broadcast", post(admin::broadcast))
+        .route(
+            "/api/v1/admin/users/{id}/disconnect",
+            post(admin::disconnect),
+        )
         .route("/openapi.yaml", get(health::openapi))
         .route(
             "/api/v1/collections",

@@ -31,6 +31,7 @@ use crate::feed::{events_of, read_batch};
 use crate::filter::{Expr, Filter};
 use crate::hub::{Hub, Interest, Reader, Subscription};
 use crate::limits::StreamPermit;
+use crate::metrics::Metrics;
 use crate::rules::{Action, Rules, both};
 use crate::store::{Store, validate_name};
 
@@ -256,6 +257,7 @@ struct Session {
     shutdown: CancellationToken,
     replays: Arc<tokio::sync::Semaphore>,
     hub: Hub,
+    metrics: Arc<Metrics>,
 }
 
 impl Session {
@@ -340,6 +342,7 @@ impl Session {
             shutdown: state.shutdown.clone(),
             replays: state.replays.clone(),
             hub: state.hub.clone(),
+            metrics: state.metrics.clone(),
         }
     }
 
@@ -407,6 +410,11 @@ impl Session {
             if self.after.is_some_and(|after| event.id <= after) {
                 continue;
             }
+            // A sign-out is news only while it happens: a stream resuming
+            // now was opened with a token that passed it.
+            if event.kind == EventKind::ForcedLogout {
+                continue;
+            }
             // The history of a deleted collection is not replayed under the
             // rules of a new one with the same name (admins see it all).
             if !self.caller.as_ref().is_some_and(|identity| identity.admin)
@@ -418,6 +426,7 @@ impl Session {
             }
             if let Some(delivery) = self.interest.delivery(&event, &rules) {
                 chunk.extend_from_slice(&event.frame(delivery));
+                self.metrics.replayed.inc();
             }
         }
         (!chunk.is_empty()).then(|| chunk.freeze())
@@ -454,9 +463,22 @@ impl Session {
                         // Never send an id twice, even if the feed published
                         // it again after a restart.
                         if self.after.is_none_or(|after| event.id > after) {
+                            if event.kind == EventKind::ForcedLogout {
+                                if self.signed_out_by(&event) {
+                                    chunk.extend_from_slice(&event.frame(delivery));
+                                    self.after = Some(event.id);
+                                    self.phase = Phase::Done;
+                                    break;
+                                }
+                                count += 1;
+                                next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };
+                                continue;
+                            }
                             let rules_changed = self.rules_change(&event);
                             if rules_changed != Some(Visibility::Hidden) {
                                 chunk.extend_from_slice(&event.frame(delivery));
+                                let latency = time::OffsetDateTime::now_utc() - event.timestamp;
+                                self.metrics.commit_to_send.observe(latency.as_seconds_f64().max(0.0));
                             }
                             self.after = Some(event.id);
                             if rules_changed.is_some() {
@@ -481,6 +503,17 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether `event` (a `forced_logout`) signs this stream's user out.
+    fn signed_out_by(&self, event: &Event) -> bool {
+        let user = event
+            .data
+            .get("user_id")
+            .and_then(serde_json::Value::as_str);
+        self.caller
+            .as_ref()
+            .is_some_and(|identity| Some(identity.user_id.as_str()) == user)
     }
 
     /// For a collection stream, whether `event` changes the read rule it was

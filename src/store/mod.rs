@@ -54,6 +54,12 @@ const NO_RECORD: &str = "livehub: no such record";
 const FORBIDDEN: &str = "livehub: refused by a rule";
 /// The table of stream tickets (no changefeed: tickets are not events).
 const TICKETS_TABLE: &str = "_lh_tickets";
+/// Admins' notices to every stream (announcements, sign-outs): a
+/// changefeed table, so that every node delivers them, with durable ids.
+pub const NOTICES_TABLE: &str = "_lh_notices";
+/// Users signed out by an admin, and since when (no changefeed: read at
+/// start; changes travel as notices).
+const REVOCATIONS_TABLE: &str = "_lh_revocations";
 
 /// The rule conditions a record write must pass, inside its transaction,
 /// each already bound to the caller (`None`: no condition).
@@ -155,7 +161,10 @@ impl Store {
              UPSERT type::record('{META_TABLE}', 'epoch') SET stamp = stamp ?? $now RETURN VALUE stamp;
              SELECT retention_secs, horizon FROM ONLY type::record('{META_TABLE}', 'retention');
              SELECT VALUE name FROM {COLLECTIONS_TABLE};
-             DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;"
+             DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {NOTICES_TABLE} SCHEMALESS;
+             ALTER TABLE {NOTICES_TABLE} {changefeed};
+             DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;"
         );
         let mut response = self
             .db
@@ -661,6 +670,53 @@ impl Store {
             let expires = row.get("expires")?.as_u64()?;
             Some((row.get("claims")?.clone(), expires))
         }))
+    }
+
+    // ----- admins' notices -----
+
+    /// Sends a notice (`kind`: `announcement` or `logout`) to every stream
+    /// of every node, through the changefeed.
+    pub async fn send_notice(&self, kind: &str, data: Json) -> Result<(), ApiError> {
+        let sql = format!(
+            "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: $kind, data: $data }}"
+        );
+        let vars = serde_json::json!({ "id": new_record_id(), "kind": kind, "data": data });
+        let (_, error) = self.write(sql, vars).await?;
+        error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
+    /// Records that `user_id`'s tokens issued at or before `before` (Unix
+    /// seconds) are refused, and tells every node's streams of that user to
+    /// end.
+    pub async fn force_logout(&self, user_id: &str, before: u64) -> Result<(), ApiError> {
+        let sql = format!(
+            "BEGIN;
+             UPSERT type::record('{REVOCATIONS_TABLE}', $user) SET before = math::max([before ?? 0, $before]);
+             CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: 'logout', data: $data }};
+             COMMIT;"
+        );
+        let vars = serde_json::json!({
+            "user": user_id,
+            "before": before,
+            "id": new_record_id(),
+            "data": { "user_id": user_id, "revoked_before": before },
+        });
+        let (_, error) = self.write(sql, vars).await?;
+        error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
+    /// Every revocation: user id and the time at or before which its tokens
+    /// are refused.
+    pub async fn revocations(&self) -> Result<Vec<(String, u64)>, ApiError> {
+        let sql = format!("SELECT * FROM {REVOCATIONS_TABLE}");
+        let rows: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let (_, user, row) = record_json(row);
+                Some((user, row.get("before")?.as_u64()?))
+            })
+            .collect())
     }
 
     // ----- changefeed -----

@@ -8,6 +8,7 @@ mod contract;
 mod differential;
 mod filters;
 mod helpers;
+mod operations;
 mod readme;
 mod records;
 mod resume;

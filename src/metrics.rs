@@ -1,0 +1,190 @@
+//! Operations counters: `GET /metrics` (Prometheus text format) and the
+//! admin's `GET /api/v1/stats`.
+//!
+//! Counts that other parts already keep (the hub's `HubStats`, the stream
+//! limits' open streams) are read when scraped; what only a stream sees
+//! (replayed events, commit-to-send latency) is recorded here.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::hub::HubStats;
+use crate::limits::OpenCounts;
+
+/// How far back `events per second` looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Counters recorded by streams, and samples for rates.
+pub struct Metrics {
+    /// Events sent to clients from a replay (resumes).
+    pub replayed: Counter,
+    /// Time from an event's commit to its being written to a stream.
+    pub commit_to_send: Histogram,
+    started: Instant,
+    /// `(when, published, delivered)`, one a second, for rates.
+    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            replayed: Counter::default(),
+            // 1 ms to about 16 s.
+            commit_to_send: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            started: Instant::now(),
+            samples: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+/// Events per second over the last [`RATE_WINDOW`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Rates {
+    pub published: f64,
+    pub delivered: f64,
+}
+
+impl Metrics {
+    /// Records the hub's counters now (called once a second), keeping the
+    /// samples of the last [`RATE_WINDOW`].
+    pub fn sample(&self, stats: &HubStats) {
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.push_back((
+            now,
+            stats.events_published.load(Ordering::Relaxed),
+            stats.events_delivered.load(Ordering::Relaxed),
+        ));
+        while samples
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// Events per second between the oldest and newest samples (zero until
+    /// there are two).
+    pub fn rates(&self) -> Rates {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        match (samples.front(), samples.back()) {
+            (Some(first), Some(last)) if last.0 > first.0 => {
+                let seconds = last.0.duration_since(first.0).as_secs_f64();
+                Rates {
+                    published: (last.1 - first.1) as f64 / seconds,
+                    delivered: (last.2 - first.2) as f64 / seconds,
+                }
+            }
+            _ => Rates {
+                published: 0.0,
+                delivered: 0.0,
+            },
+        }
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, stats: &HubStats, open: &OpenCounts, subscriptions: usize) -> String {
+        let mut registry = Registry::with_prefix("livehub");
+        let read = |counter: &std::sync::atomic::AtomicU64| {
+            ConstCounter::new(counter.load(Ordering::Relaxed))
+        };
+        registry.register(
+            "streams_open",
+            "Open SSE streams",
+            ConstGauge::new(open.total as i64),
+        );
+        registry.register(
+            "streams_authenticated",
+            "Open streams of signed-in callers",
+            ConstGauge::new(open.authenticated as i64),
+        );
+        registry.register(
+            "subscriptions",
+            "Subscriptions in the hub",
+            ConstGauge::new(subscriptions as i64),
+        );
+        registry.register(
+            "events_published",
+            "Events the feed published to the hub",
+            read(&stats.events_published),
+        );
+        registry.register(
+            "events_delivered",
+            "Events queued to live streams",
+            read(&stats.events_delivered),
+        );
+        registry.register(
+            "events_replayed",
+            "Events sent to streams from a replay",
+            self.replayed.clone(),
+        );
+        registry.register(
+            "lagging_closes",
+            "Streams closed because their client read too slowly (they resume)",
+            read(&stats.lagging_closes),
+        );
+        registry.register(
+            "late_changes",
+            "Changes from other writers that became visible after the feed passed them",
+            read(&stats.late_changes),
+        );
+        registry.register_with_unit(
+            "commit_to_send",
+            "Time from an event's commit to its write to a stream",
+            prometheus_client::registry::Unit::Seconds,
+            self.commit_to_send.clone(),
+        );
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_come_from_samples_in_the_window() {
+        let metrics = Metrics::default();
+        let stats = HubStats::default();
+        assert_eq!(metrics.rates().published, 0.0);
+        metrics.sample(&stats);
+        stats.events_published.store(100, Ordering::Relaxed);
+        stats.events_delivered.store(1000, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        metrics.sample(&stats);
+        let rates = metrics.rates();
+        assert!(rates.published > 0.0 && rates.delivered == rates.published * 10.0);
+    }
+
+    #[test]
+    fn the_exposition_names_every_metric() {
+        let metrics = Metrics::default();
+        metrics.commit_to_send.observe(0.004);
+        metrics.replayed.inc();
+        let text = metrics.render(&HubStats::default(), &OpenCounts::default(), 0);
+        for line in [
+            "livehub_streams_open 0",
+            "livehub_events_replayed_total 1",
+            "livehub_commit_to_send_seconds_count 1",
+            "livehub_commit_to_send_seconds_bucket{le=\"0.004\"} 1",
+            "livehub_late_changes_total 0",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+    }
+}

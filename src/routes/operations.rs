@@ -1,0 +1,62 @@
+//! Operations: readiness, Prometheus metrics and the admins' statistics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use super::Client;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::rules::require_admin;
+
+/// `GET /readyz`: 200 only while the database answers.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// `GET /metrics`: counts only (no record data), for a Prometheus scraper.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = state.metrics.render(
+        state.hub.stats(),
+        &state.limits.counts(),
+        state.hub.subscriptions(),
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// `GET /api/v1/stats` (admins): connections, users and event rates.
+pub async fn stats(
+    State(state): State<AppState>,
+    Client { caller, .. }: Client,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller, "read the statistics")?;
+    let open = state.limits.counts();
+    let subscriptions = state.hub.subscriptions();
+    let stats = state.hub.stats();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "total_connections": open.total,
+        "authenticated_connections": open.authenticated,
+        "anonymous_connections": open.total - open.authenticated,
+        "unique_users": open.unique_users,
+        "subscriptions": subscriptions,
+        "subscriptions_per_connection": if open.total == 0 { 0.0 } else { subscriptions as f64 / open.total as f64 },
+        "events_published": load(&stats.events_published),
+        "events_delivered": load(&stats.events_delivered),
+        "events_replayed": state.metrics.replayed.get(),
+        "lagging_closes": load(&stats.lagging_closes),
+        "events_per_second": state.metrics.rates(),
+        "uptime_seconds": state.metrics.uptime().as_secs(),
+    })))
+}
