@@ -38,7 +38,7 @@ async fn readiness_metrics_and_stats_count_what_happens() {
         .unwrap();
     let mut mine = SseClient::new(response);
     let start = mine.connected().await.id;
-    let mut anonymous = open(&app.anonymous, app.url("/api/v1/realtime")).await;
+    let anonymous = open(&app.anonymous, app.url("/api/v1/realtime")).await;
     app.create_record("posts", json!({"id": "p1"})).await;
     assert_eq!(mine.record_event().await.id.len(), 24);
     // The anonymous stream may not read posts: it gets nothing of them.
