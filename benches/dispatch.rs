@@ -56,7 +56,8 @@ fn crowd(others: impl Fn(usize) -> String) -> (Hub, Vec<Subscription>, Vec<Subsc
     (hub, matching, rest)
 }
 
-fn event() -> Arc<Event> {
+/// The creation of record `m1` of `messages`, with `data`.
+fn event(data: serde_json::Value) -> Arc<Event> {
     Arc::new(Event::new(
         EventId {
             stamp: 1 << 40,
@@ -65,7 +66,7 @@ fn event() -> Arc<Event> {
         EventKind::RecordCreated,
         Arc::from("messages"),
         Some("m1".into()),
-        json!({"id": "m1", "room": 7, "kind": "chat", "text": "hello"}),
+        data,
         None,
     ))
 }
@@ -78,7 +79,9 @@ fn dispatch(c: &mut Criterion) {
     ];
     for (name, others) in cases {
         let (hub, mut matching, _rest) = crowd(others);
-        let events = [event()];
+        let events = [event(
+            json!({"id": "m1", "room": 7, "kind": "chat", "text": "hello"}),
+        )];
         group.bench_function(name, |b| {
             b.iter(|| {
                 hub.publish(black_box(&events), 1);
@@ -126,17 +129,9 @@ fn per_user_rules(c: &mut Criterion) {
         let _rest: Vec<_> = (0..SUBSCRIBERS - MATCHING)
             .map(|n| subscribe_as(&hub, rule, n + 1000))
             .collect();
-        let events = [Arc::new(Event::new(
-            EventId {
-                stamp: 1 << 40,
-                index: 0,
-            },
-            EventKind::RecordCreated,
-            Arc::from("messages"),
-            Some("m1".into()),
+        let events = [event(
             json!({"id": "m1", "owner": "u7", "public": false, "text": "hello"}),
-            None,
-        ))];
+        )];
         group.bench_function(name, |b| {
             b.iter(|| {
                 hub.publish(black_box(&events), 1);
