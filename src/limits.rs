@@ -171,7 +171,7 @@ mod tests {
         let counts = limits.counts();
         assert_eq!(
             (counts.authenticated, counts.unique_users),
-            (2, 1),
+            (2, 2),
             "{counts:?}"
         );
         let unlimited = StreamLimits::new(0, 0, 0);
