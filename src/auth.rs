@@ -299,11 +299,11 @@ pub enum Credential<'a> {
     Ticket(&'a str),
 }
 
-/// Finds the caller's credential: `Authorization: Bearer`, then the cookie,
-/// then `?token=`, then `?ticket=`.
+/// Finds the caller's credential: `Authorization: Bearer`, then the cookie
+/// (when `cookie_name` is given), then `?token=`, then `?ticket=`.
 pub fn credential<'a>(
     headers: &'a HeaderMap,
-    cookie_name: &str,
+    cookie_name: Option<&str>,
     token_param: Option<&'a str>,
     ticket_param: Option<&'a str>,
 ) -> Option<Credential<'a>> {
@@ -322,7 +322,7 @@ pub fn credential<'a>(
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name)
+        .find(|(name, _)| Some(*name) == cookie_name)
         .map(|(_, value)| value.trim());
     let nonempty = |value: Option<&'a str>| value.filter(|value| !value.is_empty());
     nonempty(bearer)
@@ -558,23 +558,33 @@ mod tests {
     fn credentials_are_found_in_order() {
         let mut headers = HeaderMap::new();
         assert_eq!(
-            credential(&headers, "lh", None, Some("t1")),
+            credential(&headers, Some("lh"), None, Some("t1")),
             Some(Credential::Ticket("t1"))
         );
         assert_eq!(
-            credential(&headers, "lh", Some("q"), Some("t1")),
+            credential(&headers, Some("lh"), Some("q"), Some("t1")),
             Some(Credential::Token("q"))
         );
         headers.insert("cookie", "a=1; lh=c; b=2".parse().unwrap());
         assert_eq!(
-            credential(&headers, "lh", Some("q"), None),
+            credential(&headers, Some("lh"), Some("q"), None),
             Some(Credential::Token("c"))
         );
         headers.insert("authorization", "Bearer h".parse().unwrap());
         assert_eq!(
-            credential(&headers, "lh", Some("q"), None),
+            credential(&headers, Some("lh"), Some("q"), None),
             Some(Credential::Token("h"))
         );
-        assert_eq!(credential(&HeaderMap::new(), "lh", Some(""), None), None);
+        assert_eq!(
+            credential(&HeaderMap::new(), Some("lh"), Some(""), None),
+            None
+        );
+        let mut cookie_only = HeaderMap::new();
+        cookie_only.insert("cookie", "lh=c".parse().unwrap());
+        assert_eq!(
+            credential(&cookie_only, None, None, None),
+            None,
+            "cookies off"
+        );
     }
 }

@@ -101,9 +101,14 @@ impl FromRequestParts<AppState> for Client {
                     format!("the query does not decode: {error}"),
                 )
             })?;
+        // Cookies authenticate reads only (streams above all: `EventSource`
+        // sends cookies but no headers). A browser attaches cookies to
+        // requests that other sites make, so a write must carry its token
+        // itself: no cross-site page can then act as the user.
+        let reading = parts.method == Method::GET || parts.method == Method::HEAD;
         let found = credential(
             &parts.headers,
-            &state.config.auth_cookie,
+            reading.then_some(state.config.auth_cookie.as_str()),
             params.token.as_deref(),
             params.ticket.as_deref(),
         );

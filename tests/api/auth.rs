@@ -80,6 +80,28 @@ async fn a_bad_token_is_refused_everywhere_and_never_read_as_anonymous() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    // A cookie authenticates reads, never writes: a cross-site page could
+    // make the browser send it.
+    let admin_cookie = format!(
+        "livehub_token={}",
+        app.token(json!({"sub": "root", "role": "admin"}))
+    );
+    let read = app
+        .anonymous
+        .get(app.url("/api/v1/stats"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let write = app
+        .anonymous
+        .post(app.url("/api/v1/admin/users/ann/disconnect"))
+        .header("cookie", &admin_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 401, "the cookie is ignored on a POST");
 }
 
 #[tokio::test]
