@@ -31,6 +31,7 @@ fn subscribe(hub: &Hub, filter: &str) -> Subscription {
         collection: Some(Arc::from("messages")),
         filter: Some(Arc::new(Filter::parse(filter).unwrap())),
         reader: None,
+        presence: None,
     };
     hub.subscribe(interest, 64)
 }
@@ -117,6 +118,7 @@ fn per_user_rules(c: &mut Criterion) {
             collection: Some(Arc::from("messages")),
             filter: Some(filter),
             reader: None,
+            presence: None,
         };
         hub.subscribe(interest, 64)
     };

@@ -101,6 +101,27 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_MAX_STREAMS_PER_IP", default_value_t = 1024)]
     pub max_streams_per_ip: usize,
 
+    /// How long a user stays present after its last stream closes (so a page
+    /// reload does not flap `user.left`/`user.joined`).
+    #[arg(long, env = "LIVEHUB_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub presence_grace: Duration,
+
+    /// How long a node's presence entries outlive it if it dies without
+    /// saying so (it refreshes them a few times within this).
+    #[arg(long, env = "LIVEHUB_PRESENCE_TTL", default_value = "30s", value_parser = positive_duration)]
+    pub presence_ttl: Duration,
+
+    /// Who may see presence (`GET /api/v1/presence`, `user.*` events): a
+    /// rule in the filter language over `{user_id, user_name, connections,
+    /// last_seen}`, `true` for everyone, `null` for admins only.
+    #[arg(long, env = "LIVEHUB_PRESENCE_RULE", default_value = crate::rules::DEFAULT_READ_RULE)]
+    pub presence_rule: String,
+
+    /// Let anonymous streams announce themselves with `?user_id=` and
+    /// `?user_name=` (otherwise only admins may set them).
+    #[arg(long, env = "LIVEHUB_ANONYMOUS_PRESENCE")]
+    pub anonymous_presence: bool,
+
     /// Origins allowed to call the API from a browser (CORS), comma-separated,
     /// or `*` for any. Default: none (same-origin only).
     #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]

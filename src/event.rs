@@ -83,6 +83,12 @@ pub enum EventKind {
     CollectionUpdated,
     #[serde(rename = "collection.deleted")]
     CollectionDeleted,
+    /// A user's first stream opened (on any node).
+    #[serde(rename = "user.joined")]
+    UserJoined,
+    /// A user's last stream closed (and the grace period passed).
+    #[serde(rename = "user.left")]
+    UserLeft,
     /// An admin's message to every stream.
     #[serde(rename = "system.announcement")]
     SystemAnnouncement,
@@ -101,6 +107,8 @@ impl EventKind {
             EventKind::CollectionCreated => "collection.created",
             EventKind::CollectionUpdated => "collection.updated",
             EventKind::CollectionDeleted => "collection.deleted",
+            EventKind::UserJoined => "user.joined",
+            EventKind::UserLeft => "user.left",
             EventKind::SystemAnnouncement => "system.announcement",
             EventKind::ForcedLogout => "forced_logout",
         }
@@ -113,6 +121,11 @@ impl EventKind {
             self,
             EventKind::SystemAnnouncement | EventKind::ForcedLogout
         )
+    }
+
+    /// Whether the event is about who is online.
+    pub fn is_presence(self) -> bool {
+        matches!(self, EventKind::UserJoined | EventKind::UserLeft)
     }
 
     /// Whether the event is about a collection itself.

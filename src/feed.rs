@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use crate::event::{Event, EventId, EventKind, time_stamp};
 use crate::hub::Hub;
 use crate::store::{
-    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, NOTICES_TABLE, Store,
+    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, NOTICES_TABLE, PRESENCE_LOG_TABLE,
+    Store,
 };
 use serde_json::Value as Json;
 
@@ -143,6 +144,17 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 map.remove("id");
             }
             Event::new(id, kind, Arc::from(change.key.as_str()), None, data, None)
+        } else if change.table == PRESENCE_LOG_TABLE {
+            if change.op != ChangeOp::Create {
+                continue;
+            }
+            let kind = match change.data.get("kind").and_then(Json::as_str) {
+                Some("joined") => EventKind::UserJoined,
+                Some("left") => EventKind::UserLeft,
+                _ => continue,
+            };
+            let data = change.data.get("data").cloned().unwrap_or(Json::Null);
+            Event::new(id, kind, Arc::from(""), None, data, None)
         } else if change.table == NOTICES_TABLE {
             // Only created notices are events (they are never changed).
             if change.op != ChangeOp::Create {

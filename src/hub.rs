@@ -33,6 +33,9 @@ pub struct Interest {
     /// part of `filter`: set for the all-collections stream of a caller who
     /// is not an admin. `None`: no rules beyond `filter`.
     pub reader: Option<Arc<Reader>>,
+    /// Whether `user.*` events are wanted, and which of them the presence
+    /// rule lets this caller see (`None`: none wanted).
+    pub presence: Option<Access>,
 }
 
 /// A caller whose read rules are applied per collection at dispatch, from
@@ -134,6 +137,13 @@ impl Interest {
         if event.kind.is_notice() {
             return Some(Delivery::Match);
         }
+        if event.kind.is_presence() {
+            return self
+                .presence
+                .as_ref()
+                .filter(|access| access.allows(&event.data))
+                .map(|_| Delivery::Match);
+        }
         if self
             .collection
             .as_ref()
@@ -188,13 +198,23 @@ impl Interest {
                 .as_ref()
                 .map(|filter| filter.canonical().to_owned()),
             self.reader.as_ref().map(|reader| reader.key.clone()),
+            self.presence.as_ref().map(|access| match access {
+                Access::All => "all".to_owned(),
+                Access::Nothing => "none".to_owned(),
+                Access::Matching(filter) => filter.canonical().to_owned(),
+            }),
         )
     }
 }
 
 /// Subscriptions with equal collection, canonical filter and reader share a
 /// group.
-type GroupKey = (Option<Arc<str>>, Option<String>, Option<String>);
+type GroupKey = (
+    Option<Arc<str>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 type GroupId = u64;
 /// What a subscription's queue holds.
 pub type Queued = (Arc<Event>, Delivery);
@@ -532,7 +552,9 @@ impl Hub {
                     }
                 }
             };
-            if event.kind.is_notice() {
+            // Notices and presence events belong to no collection: every
+            // group decides (they are rare).
+            if event.kind.is_notice() || event.kind.is_presence() {
                 state.groups.keys().copied().for_each(&mut visit);
                 continue;
             }
@@ -648,6 +670,7 @@ mod tests {
                         collection: Some(Arc::from("c")),
                         filter: Some(Arc::new(Filter::parse(FILTERS[n]).unwrap())),
                         reader: None,
+                        presence: None,
                     };
                     let subscription = hub.subscribe(interest.clone(), 1024);
                     (interest, subscription)

@@ -29,6 +29,7 @@ pub mod filter;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 pub mod routes;
 pub mod rules;
 pub mod store;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub limits: Arc<StreamLimits>,
     /// Counters for `/metrics` and `/api/v1/stats`.
     pub metrics: Arc<metrics::Metrics>,
+    /// Who is online: streams count their user here.
+    pub presence: presence::Presence,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -77,6 +80,7 @@ pub struct Server {
     state: AppState,
     writes: WriteTracker,
     dev_token: Option<String>,
+    presence_task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -94,8 +98,20 @@ impl Server {
         for (user, before) in store.revocations().await? {
             hub.revoke(&user, before);
         }
+        // Checked here, so a bad rule stops the start.
+        rules::parse_rule(&config.presence_rule)
+            .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
+        let shutdown = CancellationToken::new();
+        let (presence, presence_task) = presence::Presence::start(
+            store.clone(),
+            config.presence_grace,
+            config.presence_ttl,
+            shutdown.clone(),
+        );
         Ok(Server {
+            presence_task,
             state: AppState {
+                presence,
                 store,
                 hub,
                 replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),
@@ -107,7 +123,7 @@ impl Server {
                 ),
                 metrics: Arc::new(metrics::Metrics::default()),
                 config: Arc::new(config),
-                shutdown: CancellationToken::new(),
+                shutdown,
             },
             writes,
             dev_token,
@@ -181,6 +197,8 @@ impl Server {
         };
         token.cancel();
         sampler.abort();
+        // Present users leave now, rather than when their entries expire.
+        let _ = tokio::time::timeout(config.shutdown_grace, self.presence_task).await;
         // The feed stops at its next await; a database read that hangs
         // must not keep the process alive.
         if tokio::time::timeout(config.shutdown_grace, &mut feed)

@@ -5,6 +5,7 @@ mod collections;
 mod extract;
 mod health;
 mod operations;
+mod presence;
 mod realtime;
 mod records;
 mod tickets;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))
         .route("/api/v1/stats", get(operations::stats))
+        .route("/api/v1/presence", get(presence::list))
         .route("/api/v1/admin/broadcast", post(admin::broadcast))
         .route(
             "/api/v1/admin/users/{id}/disconnect",

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::collections::readable_collection;
 use super::extract::redeem_ticket;
+use super::presence::{presence_access, present_as};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::auth::{Caller, claims_of, unix_now};
@@ -32,7 +33,8 @@ use crate::filter::{Expr, Filter};
 use crate::hub::{Hub, Interest, Reader, Subscription};
 use crate::limits::StreamPermit;
 use crate::metrics::Metrics;
-use crate::rules::{Action, Rules, both};
+use crate::presence::PresenceGuard;
+use crate::rules::{Access, Action, Rules, both};
 use crate::store::{Store, validate_name};
 
 /// Query of the stream routes. Unknown parameters are ignored.
@@ -43,6 +45,13 @@ pub struct StreamParams {
     /// Resume after this event id (for a first connection, which cannot set
     /// the `Last-Event-ID` header).
     last_event_id: Option<String>,
+    /// Whether to receive `user.joined` and `user.left` (default: on the
+    /// stream of every collection, off on a collection's).
+    pub presence: Option<bool>,
+    /// Who this stream is present as, instead of the token's user (admins,
+    /// or anonymous clients with `--anonymous-presence`).
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
 }
 
 /// Live events are written in chunks of at most this many.
@@ -104,6 +113,14 @@ async fn open_stream(
         None => caller,
     };
     let query = query.map(|filter| filter.expr().bind(claims_of(&caller)));
+    let present_as = present_as(&state, &caller, &params)?;
+    let presence = match params.presence {
+        Some(true) => Some(presence_access(&state, &caller)?),
+        Some(false) => None,
+        // By default on the stream of every collection, if allowed.
+        None if collection.is_none() => presence_access(&state, &caller).ok(),
+        None => None,
+    };
     let permit = state.limits.admit(
         caller.as_ref().map(|identity| identity.user_id.as_str()),
         ip,
@@ -119,17 +136,21 @@ async fn open_stream(
                 collection: None,
                 filter: query.clone().map(|expr| Arc::new(Filter::new(expr))),
                 reader,
+                presence,
             };
             let subscription = state
                 .hub
                 .subscribe(interest.clone(), state.config.stream_buffer);
             (interest, subscription, None)
         }
-        Some(name) => subscribe_collection(&state, &caller, &name, query.clone()).await?,
+        Some(name) => subscribe_collection(&state, &caller, &name, query.clone(), presence).await?,
     };
+    // Counted once the stream is open; dropped with it.
+    let present = present_as.map(|user| state.presence.connect(user));
     let session = Session::open(
         &state,
         Opened {
+            present,
             caller,
             interest,
             query: query.map(|expr| expr.to_string()),
@@ -167,6 +188,7 @@ async fn subscribe_collection(
     caller: &Caller,
     name: &str,
     query: Option<Expr>,
+    presence: Option<Access>,
 ) -> Result<(Interest, Subscription, Option<Rules>), ApiError> {
     for _ in 0..SUBSCRIBE_ATTEMPTS {
         let meta = readable_collection(state, caller, name).await?;
@@ -176,6 +198,7 @@ async fn subscribe_collection(
             collection: Some(Arc::from(name)),
             filter: both(query.clone(), read.condition()).map(|expr| Arc::new(Filter::new(expr))),
             reader: None,
+            presence: presence.clone(),
         };
         let subscription = state
             .hub
@@ -224,6 +247,8 @@ enum Phase {
 
 /// What a stream was opened with.
 struct Opened {
+    /// The stream's place in presence, if its caller is present.
+    present: Option<PresenceGuard>,
     caller: Caller,
     interest: Interest,
     /// The client's query, bound to its claims, as text.
@@ -246,6 +271,8 @@ struct Session {
     subscription: Subscription,
     /// Held for the stream's life: its place under the stream limits.
     _permit: StreamPermit,
+    /// Held for the stream's life: its user stays present.
+    _present: Option<PresenceGuard>,
     store: Store,
     /// Events at or before this position were already delivered (or skipped
     /// by a reset) and are never sent again.
@@ -263,6 +290,7 @@ struct Session {
 impl Session {
     fn open(state: &AppState, opened: Opened, resume: Option<EventId>) -> Session {
         let Opened {
+            present,
             caller,
             interest,
             query,
@@ -334,6 +362,7 @@ impl Session {
             expires,
             subscription,
             _permit: permit,
+            _present: present,
             store: state.store.clone(),
             after: Some(position),
             phase,

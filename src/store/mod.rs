@@ -57,9 +57,25 @@ const TICKETS_TABLE: &str = "_lh_tickets";
 /// Admins' notices to every stream (announcements, sign-outs): a
 /// changefeed table, so that every node delivers them, with durable ids.
 pub const NOTICES_TABLE: &str = "_lh_notices";
+/// Who is online: one entry per (node, user), with its connection count
+/// and an expiry that the node keeps pushing forward (no changefeed).
+const PRESENCE_TABLE: &str = "_lh_presence";
+/// Users joining and leaving: a changefeed table, so `user.*` events have
+/// durable ids and reach every node.
+pub const PRESENCE_LOG_TABLE: &str = "_lh_presence_log";
 /// Users signed out by an admin, and since when (no changefeed: read at
 /// start; changes travel as notices).
 const REVOCATIONS_TABLE: &str = "_lh_revocations";
+
+/// One node's presence entry for one user.
+#[derive(Debug)]
+pub struct PresenceEntry<'a> {
+    pub node: &'a str,
+    pub user_id: &'a str,
+    pub user_name: Option<&'a str>,
+    pub connections: u32,
+    pub ttl: Duration,
+}
 
 /// The rule conditions a record write must pass, inside its transaction,
 /// each already bound to the caller (`None`: no condition).
@@ -164,7 +180,10 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {NOTICES_TABLE} SCHEMALESS;
              ALTER TABLE {NOTICES_TABLE} {changefeed};
-             DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;"
+             DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {PRESENCE_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {PRESENCE_LOG_TABLE} SCHEMALESS;
+             ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};"
         );
         let mut response = self
             .db
@@ -717,6 +736,134 @@ impl Store {
                 Some((user, row.get("before")?.as_u64()?))
             })
             .collect())
+    }
+
+    // ----- presence -----
+
+    /// Sets this node's connection count for a user (`connections` > 0),
+    /// and logs `joined` if no node had the user before.
+    pub async fn presence_connect(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
+        let sql = format!(
+            "BEGIN;
+             LET $others = (SELECT VALUE connections FROM {PRESENCE_TABLE}
+                 WHERE user_id = $user AND node != $node AND expires >= $now);
+             LET $mine = (SELECT VALUE connections FROM type::record('{PRESENCE_TABLE}', $key));
+             UPSERT type::record('{PRESENCE_TABLE}', $key) CONTENT {{
+                 user_id: $user, user_name: $name, node: $node, connections: $n,
+                 last_seen: $seen, expires: $expires }};
+             IF array::len($others) = 0 AND array::len($mine) = 0 {{
+                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'joined', data: {{
+                     user_id: $user, user_name: $name, connections: $n, last_seen: $seen }} }};
+             }};
+             COMMIT;"
+        );
+        self.presence_write(sql, entry).await
+    }
+
+    /// Sets this node's connection count for a user, joining or leaving
+    /// nothing (a count of 0 keeps the user present through the grace period).
+    pub async fn presence_count(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
+        let sql = format!(
+            "UPDATE type::record('{PRESENCE_TABLE}', $key) SET connections = $n, last_seen = $seen, expires = $expires;"
+        );
+        self.presence_write(sql, entry).await
+    }
+
+    /// Removes this node's entry for a user, and logs `left` if no other
+    /// node has the user.
+    pub async fn presence_leave(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
+        let sql = format!(
+            "BEGIN;
+             DELETE type::record('{PRESENCE_TABLE}', $key);
+             LET $others = (SELECT VALUE connections FROM {PRESENCE_TABLE}
+                 WHERE user_id = $user AND expires >= $now);
+             IF array::len($others) = 0 {{
+                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'left', data: {{
+                     user_id: $user, user_name: $name, connections: 0, last_seen: $seen }} }};
+             }};
+             COMMIT;"
+        );
+        self.presence_write(sql, entry).await
+    }
+
+    async fn presence_write(&self, sql: String, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
+        let now = time::OffsetDateTime::now_utc();
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let vars = serde_json::json!({
+            "key": format!("{}/{}", entry.node, entry.user_id),
+            "user": entry.user_id,
+            "name": entry.user_name,
+            "node": entry.node,
+            "n": entry.connections,
+            "seen": format_time(now),
+            "now": now_ms,
+            "expires": now_ms + entry.ttl.as_millis() as i64,
+            "log": new_record_id(),
+        });
+        let (_, error) = self.write(sql, vars).await?;
+        error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
+    /// Pushes this node's entries' expiry forward, and removes the entries
+    /// of nodes that stopped doing so (logging `left` for users no live node
+    /// has any more).
+    pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), ApiError> {
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let sql = format!(
+            "UPDATE {PRESENCE_TABLE} SET expires = $expires WHERE node = $node;
+             BEGIN;
+             LET $gone = (DELETE {PRESENCE_TABLE} WHERE expires < $now RETURN BEFORE);
+             FOR $entry IN $gone {{
+                 IF array::len(SELECT id FROM {PRESENCE_TABLE} WHERE user_id = $entry.user_id) = 0
+                     AND array::len(SELECT id FROM {PRESENCE_LOG_TABLE}
+                         WHERE kind = 'left' AND data.user_id = $entry.user_id AND swept = $now) = 0 {{
+                     CREATE {PRESENCE_LOG_TABLE} CONTENT {{ kind: 'left', swept: $now, data: {{
+                         user_id: $entry.user_id, user_name: $entry.user_name, connections: 0,
+                         last_seen: $entry.last_seen }} }};
+                 }};
+             }};
+             COMMIT;"
+        );
+        let vars = serde_json::json!({
+            "node": node,
+            "now": now_ms,
+            "expires": now_ms + ttl.as_millis() as i64,
+        });
+        let (_, error) = self.write(sql, vars).await?;
+        error.map_or(Ok(()), |error| Err(error.into()))
+    }
+
+    /// Who is online: one entry per user, with connections summed over
+    /// nodes.
+    pub async fn presence_list(&self) -> Result<Vec<Json>, ApiError> {
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let sql = format!(
+            "SELECT user_id, user_name, connections, last_seen FROM {PRESENCE_TABLE}
+             WHERE expires >= $now ORDER BY user_id"
+        );
+        let rows: Vec<Value> = self
+            .db
+            .query(sql)
+            .bind(("now", now_ms))
+            .await?
+            .check()?
+            .take(0)?;
+        let mut users: Vec<Json> = Vec::new();
+        for row in rows {
+            let row = row.into_json_value();
+            match users.last_mut() {
+                Some(last) if last["user_id"] == row["user_id"] => {
+                    let sum = last["connections"].as_u64().unwrap_or(0)
+                        + row["connections"].as_u64().unwrap_or(0);
+                    last["connections"] = Json::from(sum);
+                    if row["last_seen"].as_str() > last["last_seen"].as_str() {
+                        last["last_seen"] = row["last_seen"].clone();
+                    }
+                }
+                _ => users.push(row),
+            }
+        }
+        Ok(users)
     }
 
     // ----- changefeed -----

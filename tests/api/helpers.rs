@@ -225,9 +225,13 @@ type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<Event, String>> + 
 /// A Server-Sent Events client over a real HTTP response.
 pub struct SseClient {
     events: EventStream,
+    /// Whether `user.joined`/`user.left` are passed on (the stream of every
+    /// collection carries them; most tests are about something else).
+    presence: bool,
 }
 
 impl SseClient {
+    /// A client that skips presence events.
     pub fn new(response: reqwest::Response) -> SseClient {
         let events = response
             .bytes_stream()
@@ -235,15 +239,30 @@ impl SseClient {
             .map(|item| item.map_err(|error| error.to_string()));
         SseClient {
             events: Box::pin(events),
+            presence: false,
+        }
+    }
+
+    /// A client that passes every event on, presence included.
+    pub fn with_presence(response: reqwest::Response) -> SseClient {
+        SseClient {
+            presence: true,
+            ..SseClient::new(response)
         }
     }
 
     /// The next event, or `None` when the server ended the stream.
     pub async fn next(&mut self) -> Option<Event> {
-        tokio::time::timeout(HANG_GUARD, self.events.next())
-            .await
-            .expect("an event or the end of the stream")
-            .map(|item| item.expect("a well-formed event"))
+        loop {
+            let event = tokio::time::timeout(HANG_GUARD, self.events.next())
+                .await
+                .expect("an event or the end of the stream")
+                .map(|item| item.expect("a well-formed event"));
+            match event {
+                Some(event) if !self.presence && event.event.starts_with("user.") => continue,
+                other => return other,
+            }
+        }
     }
 
     /// The next event; panics if the stream ends.

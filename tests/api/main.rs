@@ -9,6 +9,7 @@ mod differential;
 mod filters;
 mod helpers;
 mod operations;
+mod presence;
 mod readme;
 mod records;
 mod resume;

@@ -1,0 +1,228 @@
+//! Who is online.
+//!
+//! Each node counts the open streams of each present user and keeps one
+//! entry per user in SurrealDB (`_lh_presence`), with an expiry it keeps
+//! pushing forward, so a node that dies leaves no ghosts: any node sweeps
+//! expired entries. A user joins when its first stream on any node opens
+//! and leaves when its last one closes and a grace period passes with none
+//! reopened (a page reload does not flap). Joins and leaves are written to
+//! a changefeed table (`_lh_presence_log`), so `user.joined` and
+//! `user.left` are events like any other: durable ids, every node, replay.
+//!
+//! All presence writes of a node go through one task, in order, so a
+//! disconnect can never overtake the connect before it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{PresenceEntry, Store};
+
+/// A present user's identity.
+#[derive(Debug, Clone)]
+pub struct PresentUser {
+    pub user_id: String,
+    pub user_name: Option<String>,
+}
+
+enum Command {
+    Connect(PresentUser),
+    Disconnect(String),
+    /// The grace period of a user's last disconnect is over.
+    GraceOver {
+        user_id: String,
+        generation: u64,
+    },
+}
+
+/// A handle to the node's presence task. Cloning is shallow.
+#[derive(Clone)]
+pub struct Presence {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Held by a stream for its life: dropping it disconnects.
+pub struct PresenceGuard {
+    presence: Presence,
+    user_id: String,
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        let _ = self
+            .presence
+            .commands
+            .send(Command::Disconnect(std::mem::take(&mut self.user_id)));
+    }
+}
+
+/// What the task knows of a user on this node.
+struct Local {
+    user_name: Option<String>,
+    connections: u32,
+    /// Bumped by every change, so a grace timer knows it is stale.
+    generation: u64,
+}
+
+impl Presence {
+    /// Starts the node's presence task; it runs until `shutdown`, then
+    /// signs out the users present here.
+    pub fn start(
+        store: Store,
+        grace: Duration,
+        ttl: Duration,
+        shutdown: CancellationToken,
+    ) -> (Presence, tokio::task::JoinHandle<()>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let presence = Presence {
+            commands: commands.clone(),
+        };
+        let node = crate::store::new_record_id();
+        let task = tokio::spawn(run(
+            Task {
+                store,
+                node,
+                grace,
+                ttl,
+                users: HashMap::new(),
+                commands,
+            },
+            receiver,
+            shutdown,
+        ));
+        (presence, task)
+    }
+
+    /// Counts a stream of `user` until the guard is dropped.
+    pub fn connect(&self, user: PresentUser) -> PresenceGuard {
+        let user_id = user.user_id.clone();
+        let _ = self.commands.send(Command::Connect(user));
+        PresenceGuard {
+            presence: self.clone(),
+            user_id,
+        }
+    }
+}
+
+struct Task {
+    store: Store,
+    node: String,
+    grace: Duration,
+    ttl: Duration,
+    users: HashMap<String, Local>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+async fn run(
+    mut task: Task,
+    mut receiver: mpsc::UnboundedReceiver<Command>,
+    shutdown: CancellationToken,
+) {
+    // Refresh well within the TTL, so one slow round does not expire us.
+    let mut maintain = tokio::time::interval(task.ttl / 3);
+    maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            command = receiver.recv() => match command {
+                Some(command) => task.handle(command).await,
+                None => break,
+            },
+            _ = maintain.tick() => {
+                if let Err(error) = task.store.presence_maintain(&task.node, task.ttl).await {
+                    tracing::warn!(%error, "presence maintenance failed; retrying next round");
+                }
+            }
+        }
+    }
+    // Leaving now tells the others at once, rather than at the TTL.
+    let present: Vec<String> = task.users.keys().cloned().collect();
+    for user_id in present {
+        task.write_leave(&user_id).await;
+    }
+}
+
+impl Task {
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Connect(user) => {
+                let local = self.users.entry(user.user_id.clone()).or_insert(Local {
+                    user_name: user.user_name.clone(),
+                    connections: 0,
+                    generation: 0,
+                });
+                local.connections += 1;
+                local.generation += 1;
+                if user.user_name.is_some() {
+                    local.user_name = user.user_name;
+                }
+                let result = if local.connections == 1 {
+                    // Joins unless another node has the user, or this one
+                    // still does (in its grace period).
+                    self.store
+                        .presence_connect(&self.entry(&user.user_id))
+                        .await
+                } else {
+                    self.store.presence_count(&self.entry(&user.user_id)).await
+                };
+                log_failure(result);
+            }
+            Command::Disconnect(user_id) => {
+                let Some(local) = self.users.get_mut(&user_id) else {
+                    return;
+                };
+                local.connections = local.connections.saturating_sub(1);
+                local.generation += 1;
+                if local.connections == 0 {
+                    let (generation, commands, grace) =
+                        (local.generation, self.commands.clone(), self.grace);
+                    let user = user_id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        let _ = commands.send(Command::GraceOver {
+                            user_id: user,
+                            generation,
+                        });
+                    });
+                }
+                log_failure(self.store.presence_count(&self.entry(&user_id)).await);
+            }
+            Command::GraceOver {
+                user_id,
+                generation,
+            } => {
+                let over = self
+                    .users
+                    .get(&user_id)
+                    .is_some_and(|local| local.generation == generation && local.connections == 0);
+                if over {
+                    self.write_leave(&user_id).await;
+                }
+            }
+        }
+    }
+
+    async fn write_leave(&mut self, user_id: &str) {
+        log_failure(self.store.presence_leave(&self.entry(user_id)).await);
+        self.users.remove(user_id);
+    }
+
+    fn entry<'a>(&'a self, user_id: &'a str) -> PresenceEntry<'a> {
+        let local = self.users.get(user_id);
+        PresenceEntry {
+            node: &self.node,
+            user_id,
+            user_name: local.and_then(|local| local.user_name.as_deref()),
+            connections: local.map_or(0, |local| local.connections),
+            ttl: self.ttl,
+        }
+    }
+}
+
+fn log_failure(result: Result<(), crate::error::ApiError>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "a presence write failed; the entry's expiry will correct it");
+    }
+}
