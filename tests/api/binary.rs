@@ -180,6 +180,10 @@ fn help_documents_every_setting() {
         "--max-streams",
         "--max-streams-per-user",
         "--max-streams-per-ip",
+        "--presence-grace",
+        "--presence-ttl",
+        "--presence-rule",
+        "--anonymous-presence",
         "--cors-origins",
         "--cors-credentials",
     ] {
