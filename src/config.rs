@@ -122,6 +122,14 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_ANONYMOUS_PRESENCE")]
     pub anonymous_presence: bool,
 
+    /// Who may read and publish to channels, by pattern (an exact name, or a
+    /// prefix ending in `*`; the longest match wins), as JSON:
+    /// `{"room.*": {"read": "true", "publish": "$auth.sub != null"}}`.
+    /// Unmatched channels: any signed-in user. `user:{id}` is readable by
+    /// that user and admins only.
+    #[arg(long, env = "LIVEHUB_CHANNEL_RULES", default_value = "{}")]
+    pub channel_rules: String,
+
     /// Origins allowed to call the API from a browser (CORS), comma-separated,
     /// or `*` for any. Default: none (same-origin only).
     #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]

@@ -83,6 +83,9 @@ pub enum EventKind {
     CollectionUpdated,
     #[serde(rename = "collection.deleted")]
     CollectionDeleted,
+    /// A message published to a channel.
+    #[serde(rename = "channel.message")]
+    ChannelMessage,
     /// A user's first stream opened (on any node).
     #[serde(rename = "user.joined")]
     UserJoined,
@@ -107,6 +110,7 @@ impl EventKind {
             EventKind::CollectionCreated => "collection.created",
             EventKind::CollectionUpdated => "collection.updated",
             EventKind::CollectionDeleted => "collection.deleted",
+            EventKind::ChannelMessage => "channel.message",
             EventKind::UserJoined => "user.joined",
             EventKind::UserLeft => "user.left",
             EventKind::SystemAnnouncement => "system.announcement",
@@ -121,6 +125,11 @@ impl EventKind {
             self,
             EventKind::SystemAnnouncement | EventKind::ForcedLogout
         )
+    }
+
+    /// Whether the event is a channel message.
+    pub fn is_channel(self) -> bool {
+        self == EventKind::ChannelMessage
     }
 
     /// Whether the event is about who is online.
@@ -187,8 +196,12 @@ struct EventBody<'a> {
     id: String,
     #[serde(rename = "type")]
     kind: EventKind,
-    /// `null` for an admin's notice, which belongs to no collection.
+    /// `null` for an event of no collection (a notice, presence, a channel
+    /// message).
     collection: Option<&'a str>,
+    /// The channel of a `channel.message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
     record_id: Option<&'a str>,
     data: &'a Json,
     timestamp: String,
@@ -234,7 +247,13 @@ impl Event {
         let body = EventBody {
             id: self.id.to_string(),
             kind: self.kind,
-            collection: (!self.collection.is_empty()).then_some(&*self.collection),
+            collection: (!self.collection.is_empty() && !self.kind.is_channel())
+                .then_some(&*self.collection),
+            channel: self.kind.is_channel().then(|| {
+                self.collection
+                    .strip_prefix('#')
+                    .unwrap_or(&self.collection)
+            }),
             record_id: self.record_id.as_deref(),
             data,
             timestamp: format_time(self.timestamp),
@@ -251,6 +270,12 @@ impl Event {
             Delivery::Left => self.left_frame.get_or_init(|| self.encode(true)).clone(),
         }
     }
+}
+
+/// The routing key of a channel's messages (held where a collection's name
+/// would be): `#` cannot start a collection name, so the two never meet.
+pub fn channel_key(channel: &str) -> Arc<str> {
+    Arc::from(format!("#{channel}"))
 }
 
 /// Encodes one SSE message.

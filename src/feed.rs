@@ -28,11 +28,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{Event, EventId, EventKind, time_stamp};
+use crate::event::{Event, EventId, EventKind, channel_key, time_stamp};
 use crate::hub::Hub;
 use crate::store::{
-    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, NOTICES_TABLE, PRESENCE_LOG_TABLE,
-    Store,
+    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, MESSAGES_TABLE, NOTICES_TABLE,
+    PRESENCE_LOG_TABLE, Store,
 };
 use serde_json::Value as Json;
 
@@ -144,6 +144,19 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 map.remove("id");
             }
             Event::new(id, kind, Arc::from(change.key.as_str()), None, data, None)
+        } else if change.table == MESSAGES_TABLE {
+            let Some(channel) = change.data.get("channel").and_then(Json::as_str) else {
+                continue;
+            };
+            if change.op != ChangeOp::Create {
+                continue;
+            }
+            let key = channel_key(channel);
+            let mut data = change.data;
+            if let Some(map) = data.as_object_mut() {
+                map.remove("id");
+            }
+            Event::new(id, EventKind::ChannelMessage, key, None, data, None)
         } else if change.table == PRESENCE_LOG_TABLE {
             if change.op != ChangeOp::Create {
                 continue;

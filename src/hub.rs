@@ -22,20 +22,59 @@ use crate::event::{Delivery, Event, EventKind};
 use crate::filter::{FieldPath, Filter, IndexKey};
 use crate::rules::{Access, Action, Rules};
 
-/// What a subscription wants to receive.
+/// What a subscription wants to receive: one or more topics (collections
+/// or channels, with their filters) on one connection, and presence.
 #[derive(Clone)]
 pub struct Interest {
-    /// One collection, or `None` for every collection.
-    pub collection: Option<Arc<str>>,
-    /// Record events must match it; `None` matches every record.
-    pub filter: Option<Arc<Filter>>,
-    /// Whose read rules apply, per collection, when they are not already
-    /// part of `filter`: set for the all-collections stream of a caller who
-    /// is not an admin. `None`: no rules beyond `filter`.
+    /// Non-empty. Events of different topics never overlap, except that
+    /// an all-collections topic must not be combined with one collection.
+    pub topics: Vec<Topic>,
+    /// Whose read rules apply, per collection, to an all-collections topic:
+    /// set for a caller who is not an admin. `None`: no rules beyond the
+    /// topics' filters (a collection's or channel's rule is folded into its
+    /// topic's filter).
     pub reader: Option<Arc<Reader>>,
     /// Whether `user.*` events are wanted, and which of them the presence
     /// rule lets this caller see (`None`: none wanted).
     pub presence: Option<Access>,
+}
+
+/// One source of events and its filter.
+#[derive(Clone)]
+pub struct Topic {
+    /// A collection's name, a channel's routing key (see
+    /// [`crate::event::channel_key`]), or `None` for every collection.
+    pub scope: Option<Arc<str>>,
+    /// Record events (and channel messages) must match it; `None` matches
+    /// every one.
+    pub filter: Option<Arc<Filter>>,
+}
+
+impl Topic {
+    /// Whether `event` is of this topic.
+    fn covers(&self, event: &Event) -> bool {
+        match &self.scope {
+            Some(scope) => **scope == *event.collection,
+            None => !event.kind.is_channel(),
+        }
+    }
+
+    fn terms(&self) -> &[(FieldPath, IndexKey)] {
+        self.filter
+            .as_ref()
+            .map_or(&[], |filter| filter.index_terms())
+    }
+}
+
+impl Interest {
+    /// One topic, no reader, no presence.
+    pub fn topic(scope: Option<Arc<str>>, filter: Option<Arc<Filter>>) -> Interest {
+        Interest {
+            topics: vec![Topic { scope, filter }],
+            reader: None,
+            presence: None,
+        }
+    }
 }
 
 /// A caller whose read rules are applied per collection at dispatch, from
@@ -144,38 +183,39 @@ impl Interest {
                 .filter(|access| access.allows(&event.data))
                 .map(|_| Delivery::Match);
         }
-        if self
-            .collection
-            .as_ref()
-            .is_some_and(|collection| **collection != *event.collection)
-        {
-            return None;
-        }
+        let topic = self.topics.iter().find(|topic| topic.covers(event))?;
         let access = match &self.reader {
-            None => Access::All,
-            // A collection event carries the collection's rules as they
-            // are after it (before it, for a delete); in a replay, the
-            // collection's rules of now must allow it too.
-            Some(reader) if !event.kind.is_record() => {
-                let then = Rules::of_collection(&event.data).access(Action::Read, &reader.caller);
-                let now_refuses = rules
-                    .get(&event.collection)
-                    .is_some_and(|known| reader.access(&event.collection, known).is_nothing());
-                if now_refuses { Access::Nothing } else { then }
+            Some(reader) if topic.scope.is_none() => {
+                if event.kind.is_collection() {
+                    // A collection event carries the collection's rules as
+                    // they are after it (before it, for a delete); in a
+                    // replay, the collection's rules of now must allow it too.
+                    let then =
+                        Rules::of_collection(&event.data).access(Action::Read, &reader.caller);
+                    let now_refuses = rules
+                        .get(&event.collection)
+                        .is_some_and(|known| reader.access(&event.collection, known).is_nothing());
+                    if now_refuses { Access::Nothing } else { then }
+                } else {
+                    match rules.get(&event.collection) {
+                        Some(collection_rules) => {
+                            reader.access(&event.collection, collection_rules)
+                        }
+                        None => Access::Nothing,
+                    }
+                }
             }
-            Some(reader) => match rules.get(&event.collection) {
-                Some(collection_rules) => reader.access(&event.collection, collection_rules),
-                None => Access::Nothing,
-            },
+            _ => Access::All,
         };
         if access.is_nothing() {
             return None;
         }
-        if !event.kind.is_record() {
+        if event.kind.is_collection() {
             return Some(Delivery::Match);
         }
         let visible = |record: &serde_json::Value| {
-            self.filter
+            topic
+                .filter
                 .as_ref()
                 .is_none_or(|filter| filter.matches(record))
                 && access.allows(record)
@@ -193,10 +233,18 @@ impl Interest {
 
     fn group_key(&self) -> GroupKey {
         (
-            self.collection.clone(),
-            self.filter
-                .as_ref()
-                .map(|filter| filter.canonical().to_owned()),
+            self.topics
+                .iter()
+                .map(|topic| {
+                    (
+                        topic.scope.clone(),
+                        topic
+                            .filter
+                            .as_ref()
+                            .map(|filter| filter.canonical().to_owned()),
+                    )
+                })
+                .collect(),
             self.reader.as_ref().map(|reader| reader.key.clone()),
             self.presence.as_ref().map(|access| match access {
                 Access::All => "all".to_owned(),
@@ -205,13 +253,18 @@ impl Interest {
             }),
         )
     }
+
+    /// Whether one event can reach the group through more than one index
+    /// entry (several topics, or a topic filed under several terms).
+    fn reachable_twice(&self) -> bool {
+        self.topics.len() > 1 || self.topics.iter().any(|topic| topic.terms().len() > 1)
+    }
 }
 
-/// Subscriptions with equal collection, canonical filter and reader share a
-/// group.
+/// Subscriptions with equal topics (scopes and canonical filters), reader
+/// and presence share a group.
 type GroupKey = (
-    Option<Arc<str>>,
-    Option<String>,
+    Vec<(Option<Arc<str>>, Option<String>)>,
     Option<String>,
     Option<String>,
 );
@@ -266,8 +319,8 @@ struct HubState {
 struct Group {
     interest: Interest,
     members: HashMap<SubscriberId, mpsc::Sender<Queued>>,
-    /// Filed under several index terms, so reachable more than once per
-    /// event (kept here so dispatch need not look at the filter for it).
+    /// Reachable more than once per event (see
+    /// [`Interest::reachable_twice`]; kept here so dispatch need not look).
     multi_term: bool,
 }
 
@@ -285,16 +338,8 @@ impl Scope {
         self.unindexed.is_empty() && self.indexed.is_empty()
     }
 
-    /// The terms a group is filed under (empty: unindexed).
-    fn terms(interest: &Interest) -> &[(FieldPath, IndexKey)] {
-        interest
-            .filter
-            .as_ref()
-            .map_or(&[], |filter| filter.index_terms())
-    }
-
-    fn add(&mut self, id: GroupId, interest: &Interest) {
-        let terms = Self::terms(interest);
+    fn add(&mut self, id: GroupId, topic: &Topic) {
+        let terms = topic.terms();
         if terms.is_empty() {
             self.unindexed.push(id);
         }
@@ -308,8 +353,8 @@ impl Scope {
         }
     }
 
-    fn remove(&mut self, id: GroupId, interest: &Interest) {
-        let terms = Self::terms(interest);
+    fn remove(&mut self, id: GroupId, topic: &Topic) {
+        let terms = topic.terms();
         if terms.is_empty() {
             self.unindexed.retain(|other| *other != id);
         }
@@ -332,7 +377,7 @@ impl Scope {
     /// under several terms may be visited more than once).
     fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
         self.unindexed.iter().copied().for_each(&mut visit);
-        if !event.kind.is_record() {
+        if event.kind.is_collection() {
             // Collection events ignore filters: every group sees them.
             for values in self.indexed.values() {
                 values.values().flatten().copied().for_each(&mut visit);
@@ -467,16 +512,18 @@ impl Hub {
             None => {
                 let id = state.next_id;
                 state.next_id += 1;
-                state
-                    .scopes
-                    .entry(interest.collection.clone())
-                    .or_default()
-                    .add(id, &interest);
+                for topic in &interest.topics {
+                    state
+                        .scopes
+                        .entry(topic.scope.clone())
+                        .or_default()
+                        .add(id, topic);
+                }
                 state.group_ids.insert(key, id);
                 state.groups.insert(
                     id,
                     Group {
-                        multi_term: Scope::terms(&interest).len() > 1,
+                        multi_term: interest.reachable_twice(),
                         interest,
                         members: HashMap::new(),
                     },
@@ -558,7 +605,10 @@ impl Hub {
                 state.groups.keys().copied().for_each(&mut visit);
                 continue;
             }
-            if let Some(scope) = state.scopes.get(&None) {
+            // Channel messages are of no collection.
+            if !event.kind.is_channel()
+                && let Some(scope) = state.scopes.get(&None)
+            {
                 scope.candidates(event, &mut visit);
             }
             if let Some(scope) = state.scopes.get(&Some(event.collection.clone())) {
@@ -615,11 +665,12 @@ fn remove_member(state: &mut HubState, group_id: GroupId, id: SubscriberId) {
     }
     if let Some(group) = state.groups.remove(&group_id) {
         state.group_ids.remove(&group.interest.group_key());
-        let scope_key = group.interest.collection.clone();
-        if let Some(scope) = state.scopes.get_mut(&scope_key) {
-            scope.remove(group_id, &group.interest);
-            if scope.is_empty() {
-                state.scopes.remove(&scope_key);
+        for topic in &group.interest.topics {
+            if let Some(scope) = state.scopes.get_mut(&topic.scope) {
+                scope.remove(group_id, topic);
+                if scope.is_empty() {
+                    state.scopes.remove(&topic.scope);
+                }
             }
         }
     }
@@ -659,19 +710,19 @@ mod tests {
         /// exactly what `Interest::delivery` says, once per event.
         #[test]
         fn dispatch_equals_evaluating_every_subscriber(
-            chosen in prop::collection::vec(0..FILTERS.len(), 1..24),
-            events in prop::collection::vec((arb_record(), prop::option::of(arb_record())), 1..12),
+            chosen in prop::collection::vec((0..FILTERS.len(), prop::option::of(0..FILTERS.len())), 1..24),
+            events in prop::collection::vec((arb_record(), prop::option::of(arb_record()), any::<bool>()), 1..12),
         ) {
             let hub = Hub::new(0, RuleBook::new());
+            let filter = |n: usize| Some(Arc::new(Filter::parse(FILTERS[n]).unwrap()));
+            // One topic on `c`, or a second one on `d` on the same connection.
             let mut subscribers: Vec<(Interest, Subscription)> = chosen
                 .iter()
-                .map(|&n| {
-                    let interest = Interest {
-                        collection: Some(Arc::from("c")),
-                        filter: Some(Arc::new(Filter::parse(FILTERS[n]).unwrap())),
-                        reader: None,
-                        presence: None,
-                    };
+                .map(|&(n, second)| {
+                    let mut interest = Interest::topic(Some(Arc::from("c")), filter(n));
+                    if let Some(m) = second {
+                        interest.topics.push(Topic { scope: Some(Arc::from("d")), filter: filter(m) });
+                    }
                     let subscription = hub.subscribe(interest.clone(), 1024);
                     (interest, subscription)
                 })
@@ -679,12 +730,12 @@ mod tests {
             let events: Vec<Arc<Event>> = events
                 .into_iter()
                 .enumerate()
-                .map(|(index, (data, before))| {
+                .map(|(index, (data, before, in_d))| {
                     let kind = if before.is_some() { EventKind::RecordUpdated } else { EventKind::RecordCreated };
                     Arc::new(Event::new(
                         EventId { stamp: 1 << 20, index: index as u32 },
                         kind,
-                        Arc::from("c"),
+                        Arc::from(if in_d { "d" } else { "c" }),
                         Some(format!("r{index}")),
                         data,
                         before,

@@ -21,6 +21,7 @@
 //! * [`error`]: API errors and their JSON shape.
 
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Who is online: streams count their user here.
     pub presence: presence::Presence,
+    /// Who may read and publish to which channels.
+    pub channels: Arc<channels::ChannelRules>,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -108,10 +111,12 @@ impl Server {
             config.presence_ttl,
             shutdown.clone(),
         );
+        let channel_rules = channels::ChannelRules::parse(&config.channel_rules)?;
         Ok(Server {
             presence_task,
             state: AppState {
                 presence,
+                channels: Arc::new(channel_rules),
                 store,
                 hub,
                 replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),

@@ -5,11 +5,12 @@
 //! live events start at that cursor. So the seam between replay and live has
 //! neither a gap nor a duplicate.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -26,11 +27,12 @@ use super::presence::{presence_access, present_as};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::auth::{Caller, claims_of, unix_now};
+use crate::channels::validate_channel;
 use crate::error::ApiError;
-use crate::event::{Event, EventId, EventKind, sse_frame};
+use crate::event::{Event, EventId, EventKind, channel_key, sse_frame};
 use crate::feed::{events_of, read_batch};
 use crate::filter::{Expr, Filter};
-use crate::hub::{Hub, Interest, Reader, Subscription};
+use crate::hub::{Hub, Interest, Reader, Subscription, Topic};
 use crate::limits::StreamPermit;
 use crate::metrics::Metrics;
 use crate::presence::PresenceGuard;
@@ -45,6 +47,12 @@ pub struct StreamParams {
     /// Resume after this event id (for a first connection, which cannot set
     /// the `Last-Event-ID` header).
     last_event_id: Option<String>,
+    /// Collections to stream, comma-separated (each may have a
+    /// `filter.<name>=`); with `channels`, one connection carries several
+    /// subscriptions.
+    collections: Option<String>,
+    /// Channels to stream, comma-separated.
+    channels: Option<String>,
     /// Whether to receive `user.joined` and `user.left` (default: on the
     /// stream of every collection, off on a collection's).
     pub presence: Option<bool>,
@@ -61,9 +69,10 @@ pub async fn stream_all(
     State(state): State<AppState>,
     client: Client,
     QueryParams(params): QueryParams<StreamParams>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    open_stream(state, client, None, params, &headers).await
+    open_stream(state, client, None, params, raw, &headers).await
 }
 
 pub async fn stream_collection(
@@ -71,9 +80,10 @@ pub async fn stream_collection(
     client: Client,
     PathParams(name): PathParams<String>,
     QueryParams(params): QueryParams<StreamParams>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    open_stream(state, client, Some(name), params, &headers).await
+    open_stream(state, client, Some(name), params, raw, &headers).await
 }
 
 /// The stream of a collection named `tickets`, whose path is also the
@@ -82,20 +92,115 @@ pub async fn stream_tickets_collection(
     State(state): State<AppState>,
     client: Client,
     QueryParams(params): QueryParams<StreamParams>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    open_stream(state, client, Some("tickets".into()), params, &headers).await
+    open_stream(state, client, Some("tickets".into()), params, raw, &headers).await
 }
 
-/// How often a collection stream re-reads its collection's rules when they
-/// change while it subscribes.
+/// How often a stream re-reads its collections' rules when they change
+/// while it subscribes.
 const SUBSCRIBE_ATTEMPTS: usize = 3;
+/// Most topics (collections and channels) on one connection.
+const MAX_TOPICS: usize = 32;
+
+/// What a stream asked for.
+struct Plan {
+    /// Every collection, with this filter (the stream of every collection
+    /// when it names no collection or channel).
+    all: Option<Option<Expr>>,
+    /// Named collections, each with its filter.
+    collections: Vec<(String, Option<Expr>)>,
+    channels: Vec<String>,
+}
+
+impl Plan {
+    /// From the route's collection (if any) and the query: `collections=`
+    /// and `channels=` (comma-separated) name topics; `filter.<collection>=`
+    /// filters a named collection; `query=` filters the route's collection,
+    /// or every collection.
+    fn new(
+        route: Option<String>,
+        params: &StreamParams,
+        raw_query: Option<&str>,
+        query: Option<Filter>,
+    ) -> Result<Plan, ApiError> {
+        let list = |text: &Option<String>| -> Vec<String> {
+            text.iter()
+                .flat_map(|text| text.split(','))
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut names = list(&params.collections);
+        let channels = list(&params.channels);
+        for channel in &channels {
+            validate_channel(channel)?;
+        }
+        // `filter.<collection>=<filter>`, read from the raw query.
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
+        let mut filters = std::collections::HashMap::new();
+        for (key, text) in pairs {
+            if let Some(name) = key.strip_prefix("filter.") {
+                let filter = Filter::parse(&text).map_err(|error| ApiError::InvalidFilter {
+                    message: format!("`filter.{name}`: {}", error.message),
+                    column: error.column,
+                })?;
+                filters.insert(name.to_owned(), filter);
+            }
+        }
+        let query = query.map(|filter| filter.expr().clone());
+        if let Some(name) = route {
+            names.insert(0, name);
+            names.dedup();
+            if names.len() > 1 {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "a collection's stream carries that collection only: use /api/v1/realtime?collections=a,b",
+                ));
+            }
+        }
+        let all = (names.is_empty() && channels.is_empty()).then(|| query.clone());
+        let mut collections = Vec::new();
+        for name in names {
+            validate_name(&name)?;
+            if collections.iter().any(|(other, _)| *other == name) {
+                continue;
+            }
+            let filter = match filters.remove(&name) {
+                Some(filter) => Some(filter.expr().clone()),
+                None => query.clone(),
+            };
+            collections.push((name, filter));
+        }
+        if let Some(name) = filters.keys().next() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`filter.{name}` names a collection this stream does not subscribe to"),
+            ));
+        }
+        if collections.len() + channels.len() > MAX_TOPICS {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("at most {MAX_TOPICS} collections and channels on one stream"),
+            ));
+        }
+        Ok(Plan {
+            all,
+            collections,
+            channels,
+        })
+    }
+}
 
 async fn open_stream(
     state: AppState,
     Client { caller, ip, ticket }: Client,
-    collection: Option<String>,
+    route: Option<String>,
     params: StreamParams,
+    raw_query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     // Parsed untrimmed (the grammar allows white space), so error columns
@@ -105,46 +210,34 @@ async fn open_stream(
         _ => None,
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
-    if let Some(name) = &collection {
-        validate_name(name)?;
-    }
+    let single = route.clone();
+    let plan = Plan::new(route, &params, raw_query.as_deref(), query)?;
     let caller = match ticket {
         Some(ticket) => Some(Arc::new(redeem_ticket(&state, &ticket).await?)),
         None => caller,
     };
-    let query = query.map(|filter| filter.expr().bind(claims_of(&caller)));
     let present_as = present_as(&state, &caller, &params)?;
     let presence = match params.presence {
         Some(true) => Some(presence_access(&state, &caller)?),
         Some(false) => None,
         // By default on the stream of every collection, if allowed.
-        None if collection.is_none() => presence_access(&state, &caller).ok(),
+        None if plan.all.is_some() => presence_access(&state, &caller).ok(),
         None => None,
     };
     let permit = state.limits.admit(
         caller.as_ref().map(|identity| identity.user_id.as_str()),
         ip,
     )?;
-    let (interest, subscription, watched_rules) = match collection {
-        None => {
-            // Rules apply per collection, at dispatch; admins see everything.
-            let reader = match &caller {
-                Some(identity) if identity.admin => None,
-                _ => Some(Arc::new(Reader::new(caller.clone()))),
-            };
-            let interest = Interest {
-                collection: None,
-                filter: query.clone().map(|expr| Arc::new(Filter::new(expr))),
-                reader,
-                presence,
-            };
-            let subscription = state
-                .hub
-                .subscribe(interest.clone(), state.config.stream_buffer);
-            (interest, subscription, None)
-        }
-        Some(name) => subscribe_collection(&state, &caller, &name, query.clone(), presence).await?,
-    };
+    let described = json!({
+        "collection": single,
+        "collections": plan.collections.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        "channels": plan.channels,
+        "query": plan.all.clone().flatten().or_else(|| {
+            (plan.collections.len() == 1).then(|| plan.collections[0].1.clone()).flatten()
+        }).map(|expr| expr.bind(claims_of(&caller)).to_string()),
+    });
+    let (interest, subscription, watched_rules) =
+        subscribe(&state, &caller, &plan, presence).await?;
     // Counted once the stream is open; dropped with it.
     let present = present_as.map(|user| state.presence.connect(user));
     let session = Session::open(
@@ -153,7 +246,7 @@ async fn open_stream(
             present,
             caller,
             interest,
-            query: query.map(|expr| expr.to_string()),
+            described,
             watched_rules,
             subscription,
             permit,
@@ -178,39 +271,78 @@ async fn open_stream(
     Ok(response)
 }
 
-/// Subscribes to one collection with its read rule, bound to `caller`,
-/// folded into the filter (so equal callers share a group and its index).
-/// A rule change committed after subscribing arrives as an event and ends
-/// the stream; one committed while subscribing is caught by reading the
-/// rules again, and the subscription is made anew.
-async fn subscribe_collection(
+/// Subscribes to the plan's topics. A named collection's read rule, bound
+/// to `caller`, is folded into its topic's filter (so equal callers share a
+/// group and its index), and so is a channel's; every collection's rules
+/// apply per event through a `Reader`. A rule change committed after
+/// subscribing arrives as an event and ends the stream; one committed while
+/// subscribing is caught by reading the rules again, and the subscription
+/// is made anew.
+async fn subscribe(
     state: &AppState,
     caller: &Caller,
-    name: &str,
-    query: Option<Expr>,
+    plan: &Plan,
     presence: Option<Access>,
-) -> Result<(Interest, Subscription, Option<Rules>), ApiError> {
-    for _ in 0..SUBSCRIBE_ATTEMPTS {
-        let meta = readable_collection(state, caller, name).await?;
-        let rules = Rules::of_collection(&meta);
-        let read = rules.access(Action::Read, caller);
-        let interest = Interest {
-            collection: Some(Arc::from(name)),
-            filter: both(query.clone(), read.condition()).map(|expr| Arc::new(Filter::new(expr))),
-            reader: None,
+) -> Result<(Interest, Subscription, HashMap<Arc<str>, Rules>), ApiError> {
+    let claims = claims_of(caller);
+    let compiled = |expr: Option<Expr>| expr.map(|expr| Arc::new(Filter::new(expr)));
+    let mut topics = Vec::new();
+    if let Some(query) = &plan.all {
+        topics.push(Topic {
+            scope: None,
+            filter: compiled(query.as_ref().map(|expr| expr.bind(claims))),
+        });
+    }
+    for channel in &plan.channels {
+        let read = state.channels.read(channel, caller);
+        if read.is_nothing() {
+            return Err(match caller {
+                None => ApiError::Unauthorized(format!("sign in to read channel `{channel}`")),
+                Some(_) => ApiError::Forbidden(format!("you may not read channel `{channel}`")),
+            });
+        }
+        topics.push(Topic {
+            scope: Some(channel_key(channel)),
+            filter: compiled(read.condition()),
+        });
+    }
+    let reader = match caller {
+        Some(identity) if identity.admin => None,
+        _ if plan.all.is_some() => Some(Arc::new(Reader::new(caller.clone()))),
+        _ => None,
+    };
+    'attempt: for _ in 0..SUBSCRIBE_ATTEMPTS {
+        let mut interest = Interest {
+            topics: topics.clone(),
+            reader: reader.clone(),
             presence: presence.clone(),
         };
+        let mut watched = HashMap::new();
+        for (name, filter) in &plan.collections {
+            let meta = readable_collection(state, caller, name).await?;
+            let rules = Rules::of_collection(&meta);
+            let read = rules.access(Action::Read, caller);
+            let filter = filter.as_ref().map(|expr| expr.bind(claims));
+            interest.topics.push(Topic {
+                scope: Some(Arc::from(name.as_str())),
+                filter: compiled(both(filter, read.condition())),
+            });
+            watched.insert(Arc::from(name.as_str()), rules);
+        }
         let subscription = state
             .hub
             .subscribe(interest.clone(), state.config.stream_buffer);
-        let now = state.store.get_collection(name).await?;
-        if now.as_ref().map(Rules::of_collection).as_ref() == Some(&rules) {
-            return Ok((interest, subscription, Some(rules)));
+        for (name, rules) in &watched {
+            let now = state.store.get_collection(name).await?;
+            if now.as_ref().map(Rules::of_collection).as_ref() != Some(rules) {
+                continue 'attempt;
+            }
         }
+        return Ok((interest, subscription, watched));
     }
-    Err(ApiError::Conflict(format!(
-        "the rules of `{name}` kept changing while the stream opened; retry"
-    )))
+    Err(ApiError::Conflict(
+        "a collection's rules kept changing while the stream opened; retry".into(),
+    ))
 }
 
 /// The id to resume after: the `Last-Event-ID` header (sent by a browser
@@ -251,12 +383,12 @@ struct Opened {
     present: Option<PresenceGuard>,
     caller: Caller,
     interest: Interest,
-    /// The client's query, bound to its claims, as text.
-    query: Option<String>,
-    /// For a collection stream: the rules its interest was bound with. A
-    /// change to them ends the stream, and the client reconnects under the
-    /// new ones.
-    watched_rules: Option<Rules>,
+    /// What the stream carries, for its `connected` event.
+    described: serde_json::Value,
+    /// The rules each named collection's topic was bound with. A change to
+    /// a read rule ends the stream, and the client reconnects under the new
+    /// ones.
+    watched_rules: HashMap<Arc<str>, Rules>,
     subscription: Subscription,
     permit: StreamPermit,
 }
@@ -265,7 +397,7 @@ struct Opened {
 struct Session {
     caller: Caller,
     interest: Interest,
-    watched_rules: Option<Rules>,
+    watched_rules: HashMap<Arc<str>, Rules>,
     /// When the caller's token expires: the stream ends then.
     expires: Option<Instant>,
     subscription: Subscription,
@@ -293,7 +425,7 @@ impl Session {
             present,
             caller,
             interest,
-            query,
+            described,
             watched_rules,
             subscription,
             permit,
@@ -323,12 +455,10 @@ impl Session {
             ),
         };
         let connection_id = format!("{:016x}", rand::random::<u64>());
-        let connected = json!({
-            "connection_id": connection_id,
-            "collection": interest.collection.as_deref(),
-            "query": query,
-            "resumed_after": resume.filter(|_| reset.is_none()).map(|id| id.to_string()),
-        });
+        let mut connected = described;
+        connected["connection_id"] = json!(connection_id);
+        connected["resumed_after"] =
+            json!(resume.filter(|_| reset.is_none()).map(|id| id.to_string()));
         hello.extend_from_slice(&sse_frame(
             Some(&position.to_string()),
             "connected",
@@ -545,11 +675,11 @@ impl Session {
             .is_some_and(|identity| Some(identity.user_id.as_str()) == user)
     }
 
-    /// For a collection stream, whether `event` changes the read rule it was
+    /// Whether `event` changes the read rule a named collection's topic was
     /// opened with (or deletes the collection), and if so whether the event
     /// itself may still be shown.
     fn rules_change(&self, event: &Event) -> Option<Visibility> {
-        let watched = self.watched_rules.as_ref()?;
+        let watched = self.watched_rules.get(&event.collection)?;
         match event.kind {
             EventKind::CollectionDeleted => Some(Visibility::Shown),
             EventKind::CollectionUpdated => {

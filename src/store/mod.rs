@@ -57,6 +57,9 @@ const TICKETS_TABLE: &str = "_lh_tickets";
 /// Admins' notices to every stream (announcements, sign-outs): a
 /// changefeed table, so that every node delivers them, with durable ids.
 pub const NOTICES_TABLE: &str = "_lh_notices";
+/// Channel messages: a changefeed table, so messages have durable ids and
+/// reach every node.
+pub const MESSAGES_TABLE: &str = "_lh_messages";
 /// Who is online: one entry per (node, user), with its connection count
 /// and an expiry that the node keeps pushing forward (no changefeed).
 const PRESENCE_TABLE: &str = "_lh_presence";
@@ -181,6 +184,8 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {NOTICES_TABLE} SCHEMALESS;
              ALTER TABLE {NOTICES_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {MESSAGES_TABLE} SCHEMALESS;
+             ALTER TABLE {MESSAGES_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {PRESENCE_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {PRESENCE_LOG_TABLE} SCHEMALESS;
              ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};"
@@ -736,6 +741,16 @@ impl Store {
                 Some((user, row.get("before")?.as_u64()?))
             })
             .collect())
+    }
+
+    // ----- channels -----
+
+    /// Publishes a message (its envelope, see `channels::envelope`).
+    pub async fn publish_message(&self, envelope: &Json) -> Result<(), ApiError> {
+        let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $envelope");
+        let vars = serde_json::json!({ "id": new_record_id(), "envelope": envelope });
+        let (_, error) = self.write(sql, vars).await?;
+        error.map_or(Ok(()), |error| Err(error.into()))
     }
 
     // ----- presence -----

@@ -3,6 +3,7 @@
 
 mod auth;
 mod binary;
+mod channels;
 mod collections;
 mod contract;
 mod differential;

@@ -1,0 +1,199 @@
+//! Channels and several subscriptions on one connection, over real HTTP.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{SseClient, TestApp, client_with_token, test_config};
+
+async fn open(client: &reqwest::Client, url: String) -> (SseClient, Value) {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = SseClient::new(response);
+    let connected = stream.connected().await;
+    let data = serde_json::from_str(&connected.data).unwrap();
+    (stream, data)
+}
+
+/// The next event that is not about a collection's creation (a new stream
+/// may still see that first).
+async fn next(stream: &mut SseClient) -> (String, Value) {
+    loop {
+        let (kind, body) = stream.json_event().await;
+        if kind != "collection.created" {
+            return (kind, body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_reach_subscribers_with_ids_and_resume() {
+    let mut config = test_config();
+    config.channel_rules = r#"{"news": {"read": "true", "publish": null}}"#.into();
+    let app = TestApp::spawn_with(config).await;
+    let ann = client_with_token(&app.token(json!({"sub": "ann", "name": "Ann"})));
+    let (mut room, _) = open(&ann, app.url("/api/v1/realtime?channels=room.1")).await;
+    let (mut news, connected) =
+        open(&app.anonymous, app.url("/api/v1/realtime?channels=news")).await;
+    assert_eq!(connected["channels"], json!(["news"]));
+
+    let sent = ann
+        .post(app.url("/api/v1/channels/room.1/messages"))
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let (kind, body) = next(&mut room).await;
+    assert_eq!(kind, "channel.message");
+    assert_eq!(body["channel"], "room.1");
+    assert_eq!(body["collection"], Value::Null);
+    assert_eq!(body["data"]["message"], json!({"text": "hello"}));
+    assert_eq!(
+        body["data"]["sender"],
+        json!({"user_id": "ann", "user_name": "Ann"})
+    );
+    let first_id = body["id"].as_str().unwrap().to_owned();
+
+    // `news`: everyone reads, only admins publish.
+    let refused = ann
+        .post(app.url("/api/v1/channels/news/messages"))
+        .json(&json!("extra!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    app.post("/api/v1/channels/news/messages", &json!("extra!"))
+        .await;
+    let (_, body) = next(&mut news).await;
+    assert_eq!(body["data"]["message"], "extra!");
+
+    // Resume: what was missed is replayed, in order.
+    ann.post(app.url("/api/v1/channels/room.1/messages"))
+        .json(&json!({"text": "again"}))
+        .send()
+        .await
+        .unwrap();
+    let (mut resumed, _) = open(
+        &ann,
+        app.url(&format!(
+            "/api/v1/realtime?channels=room.1&last_event_id={first_id}"
+        )),
+    )
+    .await;
+    let (kind, body) = next(&mut resumed).await;
+    assert_eq!(kind, "channel.message");
+    assert_eq!(body["data"]["message"]["text"], "again");
+
+    // Anonymous callers may not read or publish an unconfigured channel.
+    let anonymous = app
+        .anonymous
+        .get(app.url("/api/v1/realtime?channels=room.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let bad = app
+        .post("/api/v1/channels/bad%20name/messages", &json!(1))
+        .await;
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn private_channels_are_for_their_user_and_admins() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann");
+    let bob = app.user("bob");
+    let refused = bob
+        .get(app.url("/api/v1/realtime?channels=user:ann"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let (mut inbox, _) = open(&ann, app.url("/api/v1/realtime?channels=user:ann")).await;
+    // By default only admins publish to a user's channel.
+    let forged = bob
+        .post(app.url("/api/v1/channels/user:ann/messages"))
+        .json(&json!("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    app.post("/api/v1/channels/user:ann/messages", &json!({"notice": 1}))
+        .await;
+    let (kind, body) = next(&mut inbox).await;
+    assert_eq!(
+        (kind.as_str(), body["channel"].as_str()),
+        ("channel.message", Some("user:ann"))
+    );
+}
+
+#[tokio::test]
+async fn one_connection_carries_collections_with_filters_channels_and_presence() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    app.create_collection("comments").await;
+    let ann = app.user("ann");
+    let url = app.url(
+        "/api/v1/realtime?collections=posts,comments&filter.posts=status%3Dpublished\
+         &channels=room.1&presence=true",
+    );
+    let response = ann.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = SseClient::with_presence(response);
+    let connected: Value = serde_json::from_str(&stream.connected().await.data).unwrap();
+    assert_eq!(connected["collections"], json!(["posts", "comments"]));
+    assert_eq!(connected["channels"], json!(["room.1"]));
+
+    app.create_record("posts", json!({"id": "draft", "status": "draft"}))
+        .await;
+    app.create_record("posts", json!({"id": "live", "status": "published"}))
+        .await;
+    app.create_record("comments", json!({"id": "c1"})).await;
+    ann.post(app.url("/api/v1/channels/room.1/messages"))
+        .json(&json!("hi"))
+        .send()
+        .await
+        .unwrap();
+    app.create_collection("other").await;
+    app.create_record("other", json!({"id": "o1"})).await;
+    app.post("/api/v1/admin/broadcast", &json!({"message": "end"}))
+        .await;
+
+    let mut seen = Vec::new();
+    loop {
+        let (kind, body) = next(&mut stream).await;
+        if kind == "system.announcement" {
+            break;
+        }
+        let what = body["record_id"]
+            .as_str()
+            .or(body["channel"].as_str())
+            .or(body["data"]["user_id"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        seen.push(format!("{kind} {what}"));
+    }
+    assert_eq!(
+        seen,
+        [
+            "user.joined ann",
+            "record.created live",
+            "record.created c1",
+            "channel.message room.1",
+        ],
+        "in commit order, once each, only what was asked for"
+    );
+
+    // A bad combination is refused.
+    let refused = ann
+        .get(app.url("/api/v1/realtime/posts?collections=comments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let stray = ann
+        .get(app.url("/api/v1/realtime?collections=posts&filter.comments=a%3D1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stray.status(), 400);
+}
