@@ -27,12 +27,10 @@ type OtherFilter = fn(usize) -> String;
 const MATCHING: usize = 10;
 
 fn subscribe(hub: &Hub, filter: &str) -> Subscription {
-    let interest = Interest {
-        collection: Some(Arc::from("messages")),
-        filter: Some(Arc::new(Filter::parse(filter).unwrap())),
-        reader: None,
-        presence: None,
-    };
+    let interest = Interest::topic(
+        Some(Arc::from("messages")),
+        Some(Arc::new(Filter::parse(filter).unwrap())),
+    );
     hub.subscribe(interest, 64)
 }
 
@@ -114,12 +112,7 @@ fn per_user_rules(c: &mut Criterion) {
             Access::Matching(filter) => filter,
             other => panic!("{rule} binds to {other:?}"),
         };
-        let interest = Interest {
-            collection: Some(Arc::from("messages")),
-            filter: Some(filter),
-            reader: None,
-            presence: None,
-        };
+        let interest = Interest::topic(Some(Arc::from("messages")), Some(filter));
         hub.subscribe(interest, 64)
     };
     for (name, rule) in [
