@@ -306,6 +306,8 @@ struct HubState {
     /// Dispatch index, per collection scope (`None`: every collection).
     scopes: HashMap<Option<Arc<str>>, Scope>,
     subscribers: usize,
+    /// Topics over all subscribers (a connection may carry several).
+    topics: usize,
     /// Every collection's rules as of `cursor`: updated by each collection
     /// event just before it is dispatched. Copied on write, so a replaying
     /// stream can hold a snapshot.
@@ -448,6 +450,7 @@ impl Hub {
                     group_ids: HashMap::new(),
                     scopes: HashMap::new(),
                     subscribers: 0,
+                    topics: 0,
                     rules: Arc::new(rules),
                     revoked: HashMap::new(),
                 }),
@@ -487,9 +490,11 @@ impl Hub {
             .is_some_and(|before| issued_at.is_none_or(|iat| iat <= *before))
     }
 
-    /// Subscriptions in the hub.
-    pub fn subscriptions(&self) -> usize {
-        self.lock().subscribers
+    /// Subscriptions in the hub: `(connections, topics)` (a connection may
+    /// carry several collections and channels).
+    pub fn subscriptions(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.subscribers, state.topics)
     }
 
     /// The collections' rules as of the cursor.
@@ -533,10 +538,13 @@ impl Hub {
         };
         let id = state.next_id;
         state.next_id += 1;
+        let mut topics = 0;
         if let Some(group) = state.groups.get_mut(&group_id) {
             group.members.insert(id, sender);
+            topics = group.interest.topics.len();
         }
         state.subscribers += 1;
+        state.topics += topics;
         Subscription {
             hub: self.clone(),
             group: group_id,
@@ -659,7 +667,9 @@ fn remove_member(state: &mut HubState, group_id: GroupId, id: SubscriberId) {
     if group.members.remove(&id).is_none() {
         return;
     }
+    let topics = group.interest.topics.len();
     state.subscribers -= 1;
+    state.topics -= topics;
     if !group.members.is_empty() {
         return;
     }

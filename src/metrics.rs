@@ -112,7 +112,7 @@ impl Metrics {
         );
         registry.register(
             "subscriptions",
-            "Subscriptions in the hub",
+            "Subscriptions (collections and channels) over all streams",
             ConstGauge::new(subscriptions as i64),
         );
         registry.register(

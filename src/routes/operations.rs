@@ -22,7 +22,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = state.metrics.render(
         state.hub.stats(),
         &state.limits.counts(),
-        state.hub.subscriptions(),
+        state.hub.subscriptions().1,
     );
     (
         StatusCode::OK,
@@ -41,7 +41,7 @@ pub async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller, "read the statistics")?;
     let open = state.limits.counts();
-    let subscriptions = state.hub.subscriptions();
+    let (_, subscriptions) = state.hub.subscriptions();
     let stats = state.hub.stats();
     let load =
         |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);

@@ -142,6 +142,10 @@ async fn one_connection_carries_collections_with_filters_channels_and_presence()
     let connected: Value = serde_json::from_str(&stream.connected().await.data).unwrap();
     assert_eq!(connected["collections"], json!(["posts", "comments"]));
     assert_eq!(connected["channels"], json!(["room.1"]));
+    let stats: Value = app.get("/api/v1/stats").await.json().await.unwrap();
+    assert_eq!(stats["total_connections"], 1, "{stats}");
+    assert_eq!(stats["subscriptions"], 3, "{stats}");
+    assert_eq!(stats["subscriptions_per_connection"], 3.0, "{stats}");
 
     app.create_record("posts", json!({"id": "draft", "status": "draft"}))
         .await;
