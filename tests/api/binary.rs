@@ -184,6 +184,7 @@ fn help_documents_every_setting() {
         "--presence-ttl",
         "--presence-rule",
         "--anonymous-presence",
+        "--channel-rules",
         "--cors-origins",
         "--cors-credentials",
     ] {
