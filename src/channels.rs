@@ -89,10 +89,14 @@ impl ChannelRules {
         Ok(ChannelRules { patterns })
     }
 
-    /// The rules of the longest pattern matching `channel`.
+    /// The rules of the longest pattern matching `channel`. A private
+    /// channel is matched only by patterns that name private channels
+    /// (`user:…`), never by a broader one such as `*`.
     fn rules_for(&self, channel: &str) -> Option<&PatternRules> {
+        let private = channel.starts_with(PRIVATE_PREFIX);
         self.patterns
             .iter()
+            .filter(|(pattern, _)| !private || pattern.starts_with(PRIVATE_PREFIX))
             .filter(|(pattern, _)| match pattern.strip_suffix('*') {
                 Some(prefix) => channel.starts_with(prefix),
                 None => *pattern == channel,

@@ -12,7 +12,7 @@
 //! All presence writes of a node go through one task, in order, so a
 //! disconnect can never overtake the connect before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,6 +26,9 @@ pub struct PresentUser {
     pub user_id: String,
     pub user_name: Option<String>,
 }
+
+/// Most commands applied in one batch.
+const MAX_BATCH: usize = 4096;
 
 enum Command {
     Connect(PresentUser),
@@ -127,7 +130,18 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             command = receiver.recv() => match command {
-                Some(command) => task.handle(command).await,
+                Some(command) => {
+                    // Streams open and close in bursts: take what is queued
+                    // and write each user's count once.
+                    let mut batch = vec![command];
+                    while batch.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    task.handle(batch).await;
+                }
                 None => break,
             },
             _ = maintain.tick() => {
@@ -145,62 +159,82 @@ async fn run(
 }
 
 impl Task {
-    async fn handle(&mut self, command: Command) {
-        match command {
-            Command::Connect(user) => {
-                let local = self.users.entry(user.user_id.clone()).or_insert(Local {
-                    user_name: user.user_name.clone(),
-                    connections: 0,
-                    generation: 0,
-                });
-                local.connections += 1;
-                local.generation += 1;
-                if user.user_name.is_some() {
-                    local.user_name = user.user_name;
-                }
-                let result = if local.connections == 1 {
-                    // Joins unless another node has the user, or this one
-                    // still does (in its grace period).
-                    self.store
-                        .presence_connect(&self.entry(&user.user_id))
-                        .await
-                } else {
-                    self.store.presence_count(&self.entry(&user.user_id)).await
-                };
-                log_failure(result);
-            }
-            Command::Disconnect(user_id) => {
-                let Some(local) = self.users.get_mut(&user_id) else {
-                    return;
-                };
-                local.connections = local.connections.saturating_sub(1);
-                local.generation += 1;
-                if local.connections == 0 {
-                    let (generation, commands, grace) =
-                        (local.generation, self.commands.clone(), self.grace);
-                    let user = user_id.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(grace).await;
-                        let _ = commands.send(Command::GraceOver {
-                            user_id: user,
-                            generation,
-                        });
+    /// Applies a batch of commands to the local counts, then writes each
+    /// user's new count once.
+    async fn handle(&mut self, batch: Vec<Command>) {
+        let mut touched: Vec<String> = Vec::new();
+        let mut new_here: HashSet<String> = HashSet::new();
+        for command in batch {
+            match command {
+                Command::Connect(user) => {
+                    let local = self.users.entry(user.user_id.clone()).or_insert_with(|| {
+                        new_here.insert(user.user_id.clone());
+                        Local {
+                            user_name: None,
+                            connections: 0,
+                            generation: 0,
+                        }
                     });
+                    local.connections += 1;
+                    local.generation += 1;
+                    if user.user_name.is_some() {
+                        local.user_name = user.user_name;
+                    }
+                    touched.push(user.user_id);
                 }
-                log_failure(self.store.presence_count(&self.entry(&user_id)).await);
-            }
-            Command::GraceOver {
-                user_id,
-                generation,
-            } => {
-                let over = self
-                    .users
-                    .get(&user_id)
-                    .is_some_and(|local| local.generation == generation && local.connections == 0);
-                if over {
-                    self.write_leave(&user_id).await;
+                Command::Disconnect(user_id) => {
+                    let Some(local) = self.users.get_mut(&user_id) else {
+                        continue;
+                    };
+                    local.connections = local.connections.saturating_sub(1);
+                    local.generation += 1;
+                    if local.connections == 0 {
+                        let (generation, commands, grace) =
+                            (local.generation, self.commands.clone(), self.grace);
+                        let user = user_id.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(grace).await;
+                            let _ = commands.send(Command::GraceOver {
+                                user_id: user,
+                                generation,
+                            });
+                        });
+                    }
+                    touched.push(user_id);
+                }
+                Command::GraceOver {
+                    user_id,
+                    generation,
+                } => {
+                    let over = self.users.get(&user_id).is_some_and(|local| {
+                        local.generation == generation && local.connections == 0
+                    });
+                    if over {
+                        self.write_leave(&user_id).await;
+                    }
                 }
             }
+        }
+        let mut written = HashSet::new();
+        for user_id in touched {
+            if !written.insert(user_id.clone()) {
+                continue;
+            }
+            let Some(local) = self.users.get(&user_id) else {
+                continue;
+            };
+            let result = if new_here.contains(&user_id) {
+                if local.connections == 0 {
+                    // Opened and closed within one batch: never announced.
+                    self.users.remove(&user_id);
+                    continue;
+                }
+                // Joins unless another node has the user.
+                self.store.presence_connect(&self.entry(&user_id)).await
+            } else {
+                self.store.presence_count(&self.entry(&user_id)).await
+            };
+            log_failure(result);
         }
     }
 
