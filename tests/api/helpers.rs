@@ -43,6 +43,16 @@ pub fn test_config() -> Config {
     config
 }
 
+/// Opens a stream with `client`, checks it is accepted and reads its
+/// `connected` event (presence events are skipped, see [`SseClient::new`]).
+pub async fn open_stream(client: &reqwest::Client, url: String) -> SseClient {
+    let response = client.get(url).send().await.expect("stream request");
+    assert_eq!(response.status(), 200, "opening a stream");
+    let mut stream = SseClient::new(response);
+    stream.connected().await;
+    stream
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     livehub::auth::unix_now()

@@ -3,15 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{SseClient, TestApp, client_with_token, now_secs};
-
-async fn open(client: &reqwest::Client, url: String) -> SseClient {
-    let response = client.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = SseClient::new(response);
-    stream.connected().await;
-    stream
-}
+use crate::helpers::{SseClient, TestApp, client_with_token, now_secs, open_stream};
 
 /// The value of an unlabelled sample in a Prometheus exposition.
 fn sample(text: &str, name: &str) -> f64 {
@@ -38,7 +30,7 @@ async fn readiness_metrics_and_stats_count_what_happens() {
         .unwrap();
     let mut mine = SseClient::new(response);
     let start = mine.connected().await.id;
-    let anonymous = open(&app.anonymous, app.url("/api/v1/realtime")).await;
+    let anonymous = open_stream(&app.anonymous, app.url("/api/v1/realtime")).await;
     app.create_record("posts", json!({"id": "p1"})).await;
     assert_eq!(mine.record_event().await.id.len(), 24);
     // The anonymous stream may not read posts: it gets nothing of them.
@@ -97,10 +89,10 @@ async fn announcements_reach_every_stream_and_sign_outs_end_a_users_streams() {
     app.create_collection("posts").await;
     let ann_token = app.token(json!({"sub": "ann"}));
     let ann = client_with_token(&ann_token);
-    let mut ann_all = open(&ann, app.url("/api/v1/realtime")).await;
-    let mut ann_posts = open(&ann, app.url("/api/v1/realtime/posts")).await;
-    let mut bob = open(&app.user("bob"), app.url("/api/v1/realtime/posts")).await;
-    let mut anonymous = open(&app.anonymous, app.url("/api/v1/realtime")).await;
+    let mut ann_all = open_stream(&ann, app.url("/api/v1/realtime")).await;
+    let mut ann_posts = open_stream(&ann, app.url("/api/v1/realtime/posts")).await;
+    let mut bob = open_stream(&app.user("bob"), app.url("/api/v1/realtime/posts")).await;
+    let mut anonymous = open_stream(&app.anonymous, app.url("/api/v1/realtime")).await;
 
     let refused = ann
         .post(app.url("/api/v1/admin/broadcast"))

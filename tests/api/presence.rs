@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{SseClient, TestApp, client_with_token, test_config};
+use crate::helpers::{SseClient, TestApp, client_with_token, open_stream, test_config};
 
 /// A server whose users leave `grace` after their last stream closes.
 async fn spawn_with_grace(grace: Duration) -> TestApp {
@@ -39,20 +39,12 @@ async fn next_news(stream: &mut SseClient) -> (String, Value) {
     }
 }
 
-async fn open(client: &reqwest::Client, url: String) -> SseClient {
-    let response = client.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = SseClient::new(response);
-    stream.connected().await;
-    stream
-}
-
 #[tokio::test]
 async fn two_tabs_join_once_and_a_reload_does_not_flap() {
     let app = spawn_with_grace(Duration::from_secs(3600)).await;
     let mut watch = observer(&app).await;
     let ann = client_with_token(&app.token(json!({"sub": "ann", "name": "Ann"})));
-    let tab1 = open(&ann, app.url("/api/v1/realtime")).await;
+    let tab1 = open_stream(&ann, app.url("/api/v1/realtime")).await;
     let (kind, data) = next_news(&mut watch).await;
     assert_eq!(kind, "user.joined");
     assert_eq!(data["user_id"], "ann");
@@ -60,7 +52,7 @@ async fn two_tabs_join_once_and_a_reload_does_not_flap() {
     assert_eq!(data["connections"], 1);
     assert!(data["last_seen"].as_str().unwrap().ends_with('Z'));
 
-    let tab2 = open(&ann, app.url("/api/v1/realtime")).await;
+    let tab2 = open_stream(&ann, app.url("/api/v1/realtime")).await;
     let listed: Value = ann
         .get(app.url("/api/v1/presence"))
         .send()
@@ -80,7 +72,7 @@ async fn two_tabs_join_once_and_a_reload_does_not_flap() {
 
     // Both tabs close and one reopens (a reload) within the grace period.
     drop((tab1, tab2));
-    let _reloaded = open(&ann, app.url("/api/v1/realtime")).await;
+    let _reloaded = open_stream(&ann, app.url("/api/v1/realtime")).await;
     // An announcement marks the end: nothing about ann came before it.
     app.post("/api/v1/admin/broadcast", &json!({"message": "mark"}))
         .await;
@@ -96,7 +88,7 @@ async fn the_last_stream_closing_leaves_after_the_grace_period() {
     let app = spawn_with_grace(Duration::from_millis(200)).await;
     let mut watch = observer(&app).await;
     let bob = app.user("bob");
-    let tab = open(&bob, app.url("/api/v1/realtime")).await;
+    let tab = open_stream(&bob, app.url("/api/v1/realtime")).await;
     assert_eq!(next_news(&mut watch).await.0, "user.joined");
     drop(tab);
     let (kind, data) = next_news(&mut watch).await;
@@ -158,7 +150,7 @@ async fn who_sees_presence_follows_the_rule_and_streams_ask_for_it() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
-    let _kiosk = open(
+    let _kiosk = open_stream(
         &app.client,
         app.url("/api/v1/realtime?user_id=kiosk-7&user_name=Lobby%20screen"),
     )
