@@ -124,7 +124,7 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     // Refresh well within the TTL, so one slow round does not expire us.
-    let mut maintain = tokio::time::interval(task.ttl / 3);
+    let mut maintain = tokio::time::interval((task.ttl / 3).max(Duration::from_millis(100)));
     maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
