@@ -155,6 +155,7 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
             let mut data = change.data;
             if let Some(map) = data.as_object_mut() {
                 map.remove("id");
+                map.remove("at");
             }
             Event::new(id, EventKind::ChannelMessage, key, None, data, None)
         } else if change.table == PRESENCE_LOG_TABLE {

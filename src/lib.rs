@@ -102,8 +102,10 @@ impl Server {
             hub.revoke(&user, before);
         }
         // Checked here, so a bad rule stops the start.
-        rules::parse_rule(&config.presence_rule)
-            .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
+        if !config.presence_rule.trim().eq_ignore_ascii_case("null") {
+            rules::parse_rule(&config.presence_rule)
+                .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
+        }
         let shutdown = CancellationToken::new();
         let (presence, presence_task) = presence::Presence::start(
             store.clone(),

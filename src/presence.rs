@@ -65,7 +65,7 @@ impl Drop for PresenceGuard {
 struct Local {
     user_name: Option<String>,
     connections: u32,
-    /// Bumped by every change, so a grace timer knows it is stale.
+    /// Set anew by every change, so a grace timer knows it is stale.
     generation: u64,
 }
 
@@ -91,6 +91,7 @@ impl Presence {
                 ttl,
                 users: HashMap::new(),
                 commands,
+                generations: 0,
             },
             receiver,
             shutdown,
@@ -116,6 +117,9 @@ struct Task {
     ttl: Duration,
     users: HashMap<String, Local>,
     commands: mpsc::UnboundedSender<Command>,
+    /// The last generation handed out: one counter for every user, so a
+    /// timer of a user's earlier life here never matches a later one.
+    generations: u64,
 }
 
 async fn run(
@@ -176,7 +180,8 @@ impl Task {
                         }
                     });
                     local.connections += 1;
-                    local.generation += 1;
+                    self.generations += 1;
+                    local.generation = self.generations;
                     if user.user_name.is_some() {
                         local.user_name = user.user_name;
                     }
@@ -187,7 +192,8 @@ impl Task {
                         continue;
                     };
                     local.connections = local.connections.saturating_sub(1);
-                    local.generation += 1;
+                    self.generations += 1;
+                    local.generation = self.generations;
                     if local.connections == 0 {
                         let (generation, commands, grace) =
                             (local.generation, self.commands.clone(), self.grace);
@@ -223,24 +229,40 @@ impl Task {
             let Some(local) = self.users.get(&user_id) else {
                 continue;
             };
-            let result = if new_here.contains(&user_id) {
-                if local.connections == 0 {
-                    // Opened and closed within one batch: never announced.
-                    self.users.remove(&user_id);
-                    continue;
-                }
-                // Joins unless another node has the user.
-                self.store.presence_connect(&self.entry(&user_id)).await
-            } else {
-                self.store.presence_count(&self.entry(&user_id)).await
-            };
-            log_failure(result);
+            if new_here.contains(&user_id) && local.connections == 0 {
+                // Opened and closed within one batch: never announced.
+                self.users.remove(&user_id);
+                continue;
+            }
+            // Creates the entry if need be, and joins if the user was not
+            // present.
+            log_failure(self.store.presence_set(&self.entry(&user_id)).await);
         }
     }
 
+    /// Writes a user's leaving; if that fails, the user stays here and the
+    /// leave is tried again after another grace period.
     async fn write_leave(&mut self, user_id: &str) {
-        log_failure(self.store.presence_leave(&self.entry(user_id)).await);
-        self.users.remove(user_id);
+        match self.store.presence_leave(&self.entry(user_id)).await {
+            Ok(()) => {
+                self.users.remove(user_id);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a presence leave failed; trying again");
+                if let Some(local) = self.users.get(user_id) {
+                    let (generation, commands, grace) =
+                        (local.generation, self.commands.clone(), self.grace);
+                    let user_id = user_id.to_owned();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace.max(Duration::from_secs(1))).await;
+                        let _ = commands.send(Command::GraceOver {
+                            user_id,
+                            generation,
+                        });
+                    });
+                }
+            }
+        }
     }
 
     fn entry<'a>(&'a self, user_id: &'a str) -> PresenceEntry<'a> {
@@ -257,6 +279,6 @@ impl Task {
 
 fn log_failure(result: Result<(), crate::error::ApiError>) {
     if let Err(error) = result {
-        tracing::warn!(%error, "a presence write failed; the entry's expiry will correct it");
+        tracing::warn!(%error, "a presence write failed; the user's next change writes it again");
     }
 }

@@ -11,10 +11,20 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::rules::require_admin;
 
-/// `GET /readyz`: 200 only while the database answers.
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: 200 only while the database answers (503 otherwise,
+/// whatever the reason, within 2 s).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
-    Ok(Json(json!({"status": "ready"})))
+    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness check failed");
+            Err(ApiError::Unavailable)
+        }
+        Err(_) => Err(ApiError::Unavailable),
+    }
 }
 
 /// `GET /metrics`: counts only (no record data), for a Prometheus scraper.

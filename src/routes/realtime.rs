@@ -134,7 +134,9 @@ impl Plan {
                 .collect()
         };
         let mut names = list(&params.collections);
-        let channels = list(&params.channels);
+        let mut channels = list(&params.channels);
+        let mut seen = std::collections::HashSet::new();
+        channels.retain(|channel| seen.insert(channel.clone()));
         for channel in &channels {
             validate_channel(channel)?;
         }
@@ -144,6 +146,12 @@ impl Plan {
         let mut filters = std::collections::HashMap::new();
         for (key, text) in pairs {
             if let Some(name) = key.strip_prefix("filter.") {
+                if filters.contains_key(name) {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        format!("`filter.{name}` is given twice"),
+                    ));
+                }
                 let filter = Filter::parse(&text).map_err(|error| ApiError::InvalidFilter {
                     message: format!("`filter.{name}`: {}", error.message),
                     column: error.column,
@@ -238,6 +246,16 @@ async fn open_stream(
     });
     let (interest, subscription, watched_rules) =
         subscribe(&state, &caller, &plan, presence).await?;
+    // A sign-out published while this stream was being set up is behind its
+    // start, so it would never reach it: check again now that it is
+    // subscribed (the hub notes sign-outs as it passes them).
+    if let Some(identity) = &caller
+        && state.hub.is_revoked(&identity.user_id, identity.issued_at)
+    {
+        return Err(ApiError::Unauthorized(
+            "the token was revoked: an admin signed this user out; sign in again".into(),
+        ));
+    }
     // Counted once the stream is open; dropped with it.
     let present = present_as.map(|user| state.presence.connect(user));
     let session = Session::open(
@@ -664,15 +682,23 @@ impl Session {
         }
     }
 
-    /// Whether `event` (a `forced_logout`) signs this stream's user out.
+    /// Whether `event` (a `forced_logout`) signs this stream's user out: its
+    /// user, with a token issued at or before the sign-out.
     fn signed_out_by(&self, event: &Event) -> bool {
         let user = event
             .data
             .get("user_id")
             .and_then(serde_json::Value::as_str);
-        self.caller
-            .as_ref()
-            .is_some_and(|identity| Some(identity.user_id.as_str()) == user)
+        let before = event
+            .data
+            .get("revoked_before")
+            .and_then(serde_json::Value::as_u64);
+        self.caller.as_ref().is_some_and(|identity| {
+            Some(identity.user_id.as_str()) == user
+                && identity
+                    .issued_at
+                    .is_none_or(|iat| before.is_none_or(|before| iat <= before))
+        })
     }
 
     /// Whether `event` changes the read rule a named collection's topic was

@@ -63,6 +63,9 @@ pub const MESSAGES_TABLE: &str = "_lh_messages";
 /// Who is online: one entry per (node, user), with its connection count
 /// and an expiry that the node keeps pushing forward (no changefeed).
 const PRESENCE_TABLE: &str = "_lh_presence";
+/// Whether each user is present, across nodes: every presence write
+/// writes it, so concurrent changes to one user conflict (no changefeed).
+const PRESENCE_USERS_TABLE: &str = "_lh_presence_users";
 /// Users joining and leaving: a changefeed table, so `user.*` events have
 /// durable ids and reach every node.
 pub const PRESENCE_LOG_TABLE: &str = "_lh_presence_log";
@@ -187,6 +190,7 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {MESSAGES_TABLE} SCHEMALESS;
              ALTER TABLE {MESSAGES_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {PRESENCE_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {PRESENCE_USERS_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {PRESENCE_LOG_TABLE} SCHEMALESS;
              ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};"
         );
@@ -702,9 +706,9 @@ impl Store {
     /// of every node, through the changefeed.
     pub async fn send_notice(&self, kind: &str, data: Json) -> Result<(), ApiError> {
         let sql = format!(
-            "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: $kind, data: $data }}"
+            "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: $kind, data: $data, at: $now }}"
         );
-        let vars = serde_json::json!({ "id": new_record_id(), "kind": kind, "data": data });
+        let vars = serde_json::json!({ "id": new_record_id(), "kind": kind, "data": data, "now": unix_ms() });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
     }
@@ -716,7 +720,7 @@ impl Store {
         let sql = format!(
             "BEGIN;
              UPSERT type::record('{REVOCATIONS_TABLE}', $user) SET before = math::max([before ?? 0, $before]);
-             CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: 'logout', data: $data }};
+             CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: 'logout', data: $data, at: $now }};
              COMMIT;"
         );
         let vars = serde_json::json!({
@@ -724,6 +728,7 @@ impl Store {
             "before": before,
             "id": new_record_id(),
             "data": { "user_id": user_id, "revoked_before": before },
+            "now": unix_ms(),
         });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
@@ -747,27 +752,32 @@ impl Store {
 
     /// Publishes a message (its envelope, see `channels::envelope`).
     pub async fn publish_message(&self, envelope: &Json) -> Result<(), ApiError> {
-        let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $envelope");
-        let vars = serde_json::json!({ "id": new_record_id(), "envelope": envelope });
+        // `at` is for pruning; the feed leaves it out of the event.
+        let mut row = envelope.clone();
+        row["at"] = Json::from(unix_ms());
+        let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
+        let vars = serde_json::json!({ "id": new_record_id(), "row": row });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
     }
 
     // ----- presence -----
 
-    /// Sets this node's connection count for a user (`connections` > 0),
-    /// and logs `joined` if no node had the user before.
-    pub async fn presence_connect(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
+    /// Sets this node's connection count for a user (creating its entry if
+    /// need be), and logs `joined` if the user was not present. Every
+    /// presence write also writes the user's flag record, so two nodes
+    /// changing one user at once conflict and one runs again: each join and
+    /// leave is logged once.
+    pub async fn presence_set(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
         let sql = format!(
             "BEGIN;
-             LET $others = (SELECT VALUE connections FROM {PRESENCE_TABLE}
-                 WHERE user_id = $user AND node != $node AND expires >= $now);
-             LET $mine = (SELECT VALUE connections FROM type::record('{PRESENCE_TABLE}', $key));
              UPSERT type::record('{PRESENCE_TABLE}', $key) CONTENT {{
                  user_id: $user, user_name: $name, node: $node, connections: $n,
                  last_seen: $seen, expires: $expires }};
-             IF array::len($others) = 0 AND array::len($mine) = 0 {{
-                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'joined', data: {{
+             LET $was = (SELECT VALUE present FROM type::record('{PRESENCE_USERS_TABLE}', $user));
+             UPSERT type::record('{PRESENCE_USERS_TABLE}', $user) SET present = true, at = $now;
+             IF array::len($was) = 0 OR $was[0] != true {{
+                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'joined', at: $now, data: {{
                      user_id: $user, user_name: $name, connections: $n, last_seen: $seen }} }};
              }};
              COMMIT;"
@@ -775,25 +785,18 @@ impl Store {
         self.presence_write(sql, entry).await
     }
 
-    /// Sets this node's connection count for a user, joining or leaving
-    /// nothing (a count of 0 keeps the user present through the grace period).
-    pub async fn presence_count(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
-        let sql = format!(
-            "UPDATE type::record('{PRESENCE_TABLE}', $key) SET connections = $n, last_seen = $seen, expires = $expires;"
-        );
-        self.presence_write(sql, entry).await
-    }
-
-    /// Removes this node's entry for a user, and logs `left` if no other
-    /// node has the user.
+    /// Removes this node's entry for a user, and logs `left` if no live
+    /// entry of any node is left.
     pub async fn presence_leave(&self, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
         let sql = format!(
             "BEGIN;
              DELETE type::record('{PRESENCE_TABLE}', $key);
-             LET $others = (SELECT VALUE connections FROM {PRESENCE_TABLE}
+             LET $live = (SELECT VALUE connections FROM {PRESENCE_TABLE}
                  WHERE user_id = $user AND expires >= $now);
-             IF array::len($others) = 0 {{
-                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'left', data: {{
+             LET $was = (SELECT VALUE present FROM type::record('{PRESENCE_USERS_TABLE}', $user));
+             UPSERT type::record('{PRESENCE_USERS_TABLE}', $user) SET present = array::len($live) > 0, at = $now;
+             IF array::len($live) = 0 AND array::len($was) > 0 AND $was[0] = true {{
+                 CREATE type::record('{PRESENCE_LOG_TABLE}', $log) CONTENT {{ kind: 'left', at: $now, data: {{
                      user_id: $user, user_name: $name, connections: 0, last_seen: $seen }} }};
              }};
              COMMIT;"
@@ -819,30 +822,38 @@ impl Store {
         error.map_or(Ok(()), |error| Err(error.into()))
     }
 
-    /// Pushes this node's entries' expiry forward, and removes the entries
-    /// of nodes that stopped doing so (logging `left` for users no live node
-    /// has any more).
+    /// Pushes this node's entries' expiry forward; removes the entries of
+    /// nodes that stopped doing so, logging `left` for users no live entry
+    /// is left of; and deletes messages, notices and presence log rows older
+    /// than the changefeed keeps (their events can no longer be replayed).
     pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), ApiError> {
         let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         let sql = format!(
             "UPDATE {PRESENCE_TABLE} SET expires = $expires WHERE node = $node;
              BEGIN;
              LET $gone = (DELETE {PRESENCE_TABLE} WHERE expires < $now RETURN BEFORE);
-             FOR $entry IN $gone {{
-                 IF array::len(SELECT id FROM {PRESENCE_TABLE} WHERE user_id = $entry.user_id) = 0
-                     AND array::len(SELECT id FROM {PRESENCE_LOG_TABLE}
-                         WHERE kind = 'left' AND data.user_id = $entry.user_id AND swept = $now) = 0 {{
-                     CREATE {PRESENCE_LOG_TABLE} CONTENT {{ kind: 'left', swept: $now, data: {{
-                         user_id: $entry.user_id, user_name: $entry.user_name, connections: 0,
-                         last_seen: $entry.last_seen }} }};
+             FOR $user IN array::distinct($gone.user_id) {{
+                 LET $live = (SELECT VALUE connections FROM {PRESENCE_TABLE}
+                     WHERE user_id = $user AND expires >= $now);
+                 LET $was = (SELECT VALUE present FROM type::record('{PRESENCE_USERS_TABLE}', $user));
+                 IF array::len($live) = 0 AND array::len($was) > 0 AND $was[0] = true {{
+                     UPSERT type::record('{PRESENCE_USERS_TABLE}', $user) SET present = false, at = $now;
+                     LET $last = (SELECT user_name, last_seen FROM $gone WHERE user_id = $user)[0];
+                     CREATE {PRESENCE_LOG_TABLE} CONTENT {{ kind: 'left', at: $now, data: {{
+                         user_id: $user, user_name: $last.user_name, connections: 0,
+                         last_seen: $last.last_seen }} }};
                  }};
              }};
-             COMMIT;"
+             COMMIT;
+             DELETE {MESSAGES_TABLE} WHERE at < $cutoff;
+             DELETE {NOTICES_TABLE} WHERE at < $cutoff;
+             DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;"
         );
         let vars = serde_json::json!({
             "node": node,
             "now": now_ms,
             "expires": now_ms + ttl.as_millis() as i64,
+            "cutoff": now_ms - self.retention.as_millis() as i64,
         });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
@@ -933,6 +944,11 @@ fn is_no_collection(error: &surrealdb::Error) -> bool {
 
 fn no_collection(name: &str) -> ApiError {
     ApiError::NotFound(format!("no collection named `{name}`"))
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Checks a collection name: a letter, then letters, digits or `_`.

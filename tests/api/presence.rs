@@ -175,3 +175,54 @@ async fn who_sees_presence_follows_the_rule_and_streams_ask_for_it() {
     };
     assert_eq!(kind, "record.created", "no presence before it");
 }
+
+#[tokio::test]
+async fn a_dead_nodes_users_are_swept_and_leave_once() {
+    let app = spawn_with_grace(Duration::from_secs(3600)).await;
+    let mut watch = observer(&app).await;
+    // A node that wrote an entry with a 1 ms life, and then died.
+    let ghost = livehub::store::PresenceEntry {
+        node: "dead-node",
+        user_id: "ghost",
+        user_name: Some("Ghost"),
+        connections: 1,
+        ttl: Duration::from_millis(1),
+    };
+    app.store.presence_set(&ghost).await.unwrap();
+    let (kind, data) = next_news(&mut watch).await;
+    assert_eq!(
+        (kind.as_str(), data["user_id"].as_str()),
+        ("user.joined", Some("ghost"))
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Any live node sweeps it.
+    app.store
+        .presence_maintain("live-node", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (kind, data) = next_news(&mut watch).await;
+    assert_eq!(
+        (kind.as_str(), data["user_id"].as_str()),
+        ("user.left", Some("ghost"))
+    );
+    assert_eq!(data["user_name"], "Ghost");
+    // The dead node's own leave, had it come, would not say so again.
+    app.store.presence_leave(&ghost).await.unwrap();
+    app.store
+        .presence_maintain("live-node", Duration::from_secs(30))
+        .await
+        .unwrap();
+    app.post("/api/v1/admin/broadcast", &json!({"message": "mark"}))
+        .await;
+    let (kind, _) = next_news(&mut watch).await;
+    assert_eq!(kind, "system.announcement", "no second `user.left`");
+    let listed: Value = app.get("/api/v1/presence").await.json().await.unwrap();
+    assert!(
+        listed["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|user| user["user_id"] != "ghost"),
+        "{listed}"
+    );
+}
