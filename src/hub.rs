@@ -596,7 +596,7 @@ impl Hub {
                 for (member, sender) in &group.members {
                     // Once a queue overflowed, that subscriber gets nothing more:
                     // a later event would leave a gap before its resume point.
-                    if lagging.contains(&(group_id, *member)) {
+                    if !lagging.is_empty() && lagging.contains(&(group_id, *member)) {
                         continue;
                     }
                     match sender.try_send((event.clone(), delivery)) {

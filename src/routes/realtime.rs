@@ -636,31 +636,23 @@ impl Session {
                     let mut chunk = BytesMut::new();
                     let mut next = Some(queued);
                     let mut count = 0;
+                    // One clock read per chunk: its events are sent together.
+                    let now = time::OffsetDateTime::now_utc();
                     while let Some((event, delivery)) = next {
                         // Never send an id twice, even if the feed published
                         // it again after a restart.
                         if self.after.is_none_or(|after| event.id > after) {
-                            if event.kind == EventKind::ForcedLogout {
-                                if self.signed_out_by(&event) {
-                                    chunk.extend_from_slice(&event.frame(delivery));
-                                    self.after = Some(event.id);
-                                    self.phase = Phase::Done;
-                                    break;
-                                }
-                                count += 1;
-                                next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };
-                                continue;
-                            }
-                            let rules_changed = self.rules_change(&event);
-                            if rules_changed != Some(Visibility::Hidden) {
+                            let (send, end) = self.judge(&event);
+                            if send {
                                 chunk.extend_from_slice(&event.frame(delivery));
-                                let latency = time::OffsetDateTime::now_utc() - event.timestamp;
-                                self.metrics.commit_to_send.observe(latency.as_seconds_f64().max(0.0));
+                                let latency = (now - event.timestamp).as_seconds_f64();
+                                self.metrics.commit_to_send.observe(latency.max(0.0));
                             }
                             self.after = Some(event.id);
-                            if rules_changed.is_some() {
-                                // Reconnecting binds the new rules; the client
-                                // resumes after this event and loses nothing.
+                            if end {
+                                // A sign-out, or a rule change: reconnecting
+                                // binds the new rules, and the client resumes
+                                // after this event, losing nothing.
                                 self.phase = Phase::Done;
                                 break;
                             }
@@ -679,6 +671,21 @@ impl Session {
                     return Some(Bytes::from_static(b": heartbeat\n\n"));
                 }
             }
+        }
+    }
+
+    /// For a live event the hub delivered: whether to send it, and whether
+    /// the stream ends after it.
+    fn judge(&self, event: &Event) -> (bool, bool) {
+        if event.kind == EventKind::ForcedLogout {
+            // Only the signed-out user's streams show it, and end.
+            let ours = self.signed_out_by(event);
+            return (ours, ours);
+        }
+        match self.rules_change(event) {
+            None => (true, false),
+            Some(Visibility::Shown) => (true, true),
+            Some(Visibility::Hidden) => (false, true),
         }
     }
 
@@ -705,6 +712,10 @@ impl Session {
     /// opened with (or deletes the collection), and if so whether the event
     /// itself may still be shown.
     fn rules_change(&self, event: &Event) -> Option<Visibility> {
+        // Checked first: record events are most of the traffic.
+        if !event.kind.is_collection() {
+            return None;
+        }
         let watched = self.watched_rules.get(&event.collection)?;
         match event.kind {
             EventKind::CollectionDeleted => Some(Visibility::Shown),
