@@ -323,7 +323,7 @@ struct Group {
     members: HashMap<SubscriberId, mpsc::Sender<Queued>>,
     /// Reachable more than once per event (see
     /// [`Interest::reachable_twice`]; kept here so dispatch need not look).
-    multi_term: bool,
+    reachable_twice: bool,
 }
 
 /// The groups of one collection scope, indexed for dispatch.
@@ -476,9 +476,7 @@ impl Hub {
     /// Records that `user_id`'s tokens issued at or before `at` are revoked
     /// (the admin's node, at once; other nodes by the `forced_logout` event).
     pub fn revoke(&self, user_id: &str, at: u64) {
-        let mut state = self.lock();
-        let before = state.revoked.entry(user_id.to_owned()).or_default();
-        *before = (*before).max(at);
+        note_revocation(&mut self.lock().revoked, user_id, at);
     }
 
     /// Whether a token of `user_id` issued at `issued_at` was revoked.
@@ -528,7 +526,7 @@ impl Hub {
                 state.groups.insert(
                     id,
                     Group {
-                        multi_term: interest.reachable_twice(),
+                        reachable_twice: interest.reachable_twice(),
                         interest,
                         members: HashMap::new(),
                     },
@@ -587,7 +585,7 @@ impl Hub {
                 let Some(group) = state.groups.get(&group_id) else {
                     return;
                 };
-                if group.multi_term && !served.insert(group_id) {
+                if group.reachable_twice && !served.insert(group_id) {
                     return;
                 }
                 let Some(delivery) = group.interest.delivery(event, &state.rules) else {
@@ -654,9 +652,15 @@ fn record_revocation(revoked: &mut HashMap<String, u64>, data: &serde_json::Valu
         data.get("revoked_before")
             .and_then(serde_json::Value::as_u64),
     ) {
-        let before = revoked.entry(user.to_owned()).or_default();
-        *before = (*before).max(at);
+        note_revocation(revoked, user, at);
     }
+}
+
+/// `user`'s tokens issued at or before `at` are refused (a later sign-out
+/// only ever moves the time forward).
+fn note_revocation(revoked: &mut HashMap<String, u64>, user: &str, at: u64) {
+    let before = revoked.entry(user.to_owned()).or_default();
+    *before = (*before).max(at);
 }
 
 /// Removes one member; a group left empty is removed with its index entry.

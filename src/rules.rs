@@ -217,15 +217,18 @@ impl Access {
 /// The error for a caller whom a rule refuses outright: 401 for an
 /// anonymous caller (signing in may help), 403 for a signed-in one.
 pub fn refused(caller: &Caller, action: Action, collection: &str) -> ApiError {
+    refusal(
+        caller,
+        &format!("{} records of `{collection}`", action.as_str()),
+    )
+}
+
+/// 401 "sign in to `what`" for an anonymous caller (signing in may help),
+/// 403 "you may not `what`" for a signed-in one: every rule's refusal.
+pub fn refusal(caller: &Caller, what: &str) -> ApiError {
     match caller {
-        None => ApiError::Unauthorized(format!(
-            "sign in to {} records of `{collection}`",
-            action.as_str()
-        )),
-        Some(_) => ApiError::Forbidden(format!(
-            "you may not {} records of `{collection}`",
-            action.as_str()
-        )),
+        None => ApiError::Unauthorized(format!("sign in to {what}")),
+        Some(_) => ApiError::Forbidden(format!("you may not {what}")),
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Client, JsonBody, PathParams};
 use crate::AppState;
 use crate::channels::{envelope, validate_channel};
 use crate::error::ApiError;
-use crate::rules::Access;
+use crate::rules::{Access, refusal};
 
 /// Publishes the body (any JSON) to the channel's subscribers, on every
 /// node, as a `channel.message` event.
@@ -27,10 +27,7 @@ pub async fn publish(
         Access::Matching(rule) => !rule.matches(&message),
     };
     if refused {
-        return Err(match caller {
-            None => ApiError::Unauthorized(format!("sign in to publish to `{channel}`")),
-            Some(_) => ApiError::Forbidden(format!("you may not publish this to `{channel}`")),
-        });
+        return Err(refusal(&caller, &format!("publish to `{channel}`")));
     }
     state.store.publish_message(&message).await?;
     Ok((StatusCode::CREATED, Json(message)))

@@ -10,7 +10,7 @@ use super::{Client, JsonBody, PathParams};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::rules::{Action, Rules, RulesPatch, present, refused};
+use crate::rules::{Access, Action, Rules, RulesPatch, present, refused};
 use crate::store::validate_name;
 
 /// Body of `POST /api/v1/collections`.
@@ -42,26 +42,27 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     crate::rules::require_admin(caller, "manage collections")
 }
 
-/// A collection's metadata, if it exists and `caller` may read some of its
-/// records: 404, or 401/403.
-pub async fn readable_collection(
+/// A collection's metadata and rules, and what `caller` may do with
+/// `action` there: 404 if there is no such collection, 401/403 if the rule
+/// refuses every record.
+pub async fn collection_access(
     state: &AppState,
     caller: &Caller,
     name: &str,
-) -> Result<Value, ApiError> {
+    action: Action,
+) -> Result<(Value, Rules, Access), ApiError> {
     validate_name(name)?;
     let meta = state
         .store
         .get_collection(name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))?;
-    if Rules::of_collection(&meta)
-        .access(Action::Read, caller)
-        .is_nothing()
-    {
-        return Err(refused(caller, Action::Read, name));
+    let rules = Rules::of_collection(&meta);
+    let access = rules.access(action, caller);
+    if access.is_nothing() {
+        return Err(refused(caller, action, name));
     }
-    Ok(meta)
+    Ok((meta, rules, access))
 }
 
 const MAX_DESCRIPTION_LEN: usize = 4096;
@@ -111,7 +112,8 @@ pub async fn show(
     Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    readable_collection(&state, &caller, &name).await.map(Json)
+    let (meta, _, _) = collection_access(&state, &caller, &name, Action::Read).await?;
+    Ok(Json(meta))
 }
 
 pub async fn update(

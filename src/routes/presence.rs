@@ -10,7 +10,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::presence::PresentUser;
-use crate::rules::Access;
+use crate::rules::{Access, refusal};
 
 /// What `caller` may see of presence (the `--presence-rule`, bound to it):
 /// 401/403 if nothing.
@@ -18,10 +18,7 @@ pub fn presence_access(state: &AppState, caller: &Caller) -> Result<Access, ApiE
     let rule = state.config.presence_rule.trim();
     let rule = (!rule.eq_ignore_ascii_case("null")).then_some(rule);
     match Access::of(rule, caller) {
-        Access::Nothing if caller.is_none() => Err(ApiError::Unauthorized(
-            "sign in to see who is online".into(),
-        )),
-        Access::Nothing => Err(ApiError::Forbidden("you may not see who is online".into())),
+        Access::Nothing => Err(refusal(caller, "see who is online")),
         access => Ok(access),
     }
 }

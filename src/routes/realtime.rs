@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use super::collections::readable_collection;
+use super::collections::collection_access;
 use super::extract::redeem_ticket;
 use super::presence::{presence_access, present_as};
 use super::{Client, PathParams, QueryParams};
@@ -36,7 +36,7 @@ use crate::hub::{Hub, Interest, Reader, Subscription, Topic};
 use crate::limits::StreamPermit;
 use crate::metrics::Metrics;
 use crate::presence::PresenceGuard;
-use crate::rules::{Access, Action, Rules, both};
+use crate::rules::{Access, Action, Rules, both, refusal};
 use crate::store::{Store, validate_name};
 
 /// Query of the stream routes. Unknown parameters are ignored.
@@ -314,10 +314,7 @@ async fn subscribe(
     for channel in &plan.channels {
         let read = state.channels.read(channel, caller);
         if read.is_nothing() {
-            return Err(match caller {
-                None => ApiError::Unauthorized(format!("sign in to read channel `{channel}`")),
-                Some(_) => ApiError::Forbidden(format!("you may not read channel `{channel}`")),
-            });
+            return Err(refusal(caller, &format!("read channel `{channel}`")));
         }
         topics.push(Topic {
             scope: Some(channel_key(channel)),
@@ -337,9 +334,7 @@ async fn subscribe(
         };
         let mut watched = HashMap::new();
         for (name, filter) in &plan.collections {
-            let meta = readable_collection(state, caller, name).await?;
-            let rules = Rules::of_collection(&meta);
-            let read = rules.access(Action::Read, caller);
+            let (_, rules, read) = collection_access(state, caller, name, Action::Read).await?;
             let filter = filter.as_ref().map(|expr| expr.bind(claims));
             interest.topics.push(Topic {
                 scope: Some(Arc::from(name.as_str())),

@@ -6,35 +6,14 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::collections::collection_access;
 use super::{Client, JsonBody, PathParams, QueryParams};
 use crate::AppState;
 use crate::auth::{Caller, claims_of};
 use crate::error::ApiError;
 use crate::filter::Filter;
-use crate::rules::{Access, Action, Rules, both, refused};
+use crate::rules::{Access, Action, both};
 use crate::store::{RuleChecks, SortOrder, new_record_id, validate_id, validate_name};
-
-/// What `caller` may do with `action` in `collection`: 404 if there is no
-/// such collection, 401/403 if the rule refuses every record.
-async fn access(
-    state: &AppState,
-    caller: &Caller,
-    collection: &str,
-    action: Action,
-) -> Result<(Rules, Access), ApiError> {
-    validate_name(collection)?;
-    let meta = state
-        .store
-        .get_collection(collection)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{collection}`")))?;
-    let rules = Rules::of_collection(&meta);
-    let access = rules.access(action, caller);
-    if access.is_nothing() {
-        return Err(refused(caller, action, collection));
-    }
-    Ok((rules, access))
-}
 
 /// The checks an update or delete runs in its transaction: the record must
 /// be readable (else it is "not found") and pass the action's rule.
@@ -44,7 +23,7 @@ async fn write_checks(
     collection: &str,
     action: Action,
 ) -> Result<RuleChecks, ApiError> {
-    let (rules, write) = access(state, caller, collection, action).await?;
+    let (_, rules, write) = collection_access(state, caller, collection, action).await?;
     Ok(RuleChecks {
         read: rules.access(Action::Read, caller).condition(),
         write: write.condition(),
@@ -77,7 +56,7 @@ pub async fn create(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_name(&collection)?;
-    let (_, create) = access(&state, &caller, &collection, Action::Create).await?;
+    let (_, _, create) = collection_access(&state, &caller, &collection, Action::Create).await?;
     let mut data = record_body(body)?;
     let id = match data.remove("id") {
         None | Some(Value::Null) => new_record_id(),
@@ -107,7 +86,7 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     validate_name(&collection)?;
     validate_id(&id)?;
-    let (_, read) = access(&state, &caller, &collection, Action::Read).await?;
+    let (_, _, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let record = state.store.get_record(&collection, &id).await?;
     // A record the caller may not read does not exist, as far as it knows.
     if !read.allows(&record) {
@@ -144,7 +123,7 @@ pub async fn list(
         }
         _ => None,
     };
-    let (_, read) = access(&state, &caller, &collection, Action::Read).await?;
+    let (_, _, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let condition = both(filter, read.condition());
     let items = state
         .store
