@@ -59,45 +59,18 @@ impl Expr {
             Expr::Claim(test) => Expr::constant(compile(&test.bind(claims)).matches(claims)),
         }
     }
-
-    /// The `field = literal` terms that every matching record must satisfy,
-    /// for indexing subscribers by `(field, value)`: comparisons with `=`
-    /// against a string, integer, float or boolean literal that are the whole
-    /// filter or a conjunct of it (a child of the top-level `AND`, or of an
-    /// `AND` nested directly in it, since that is a conjunct too). A record
-    /// whose value at `field` does not have the same [`IndexKey`] cannot
-    /// match the filter.
-    ///
-    /// Not included: `= null` (a missing field matches it too), arrays and
-    /// objects, `$auth` parameters (call [`Expr::bind`] first), anything under
-    /// `OR` or `NOT`. Floats are included whatever their value, since
-    /// [`IndexKey`] gives `1` and `1.0` the same key and `=` is exact.
-    pub fn equality_terms(&self) -> Vec<(&FieldPath, &Literal)> {
-        fn collect<'e>(e: &'e Expr, out: &mut Vec<(&'e FieldPath, &'e Literal)>) {
-            match e {
-                Expr::And(items) => items.iter().for_each(|i| collect(i, out)),
-                Expr::Compare {
-                    field,
-                    op: CompareOp::Eq,
-                    value: Operand::Literal(lit),
-                } if lit.index_key().is_some() => out.push((field, lit)),
-                _ => {}
-            }
-        }
-        let mut out = Vec::new();
-        collect(self, &mut out);
-        out
-    }
 }
 
-/// The operand with its claim substituted; `None` for a claim that is missing.
 impl Expr {
     /// `field = literal` terms of which every matching record satisfies at
     /// least one, for indexing subscribers under each of them; `None` when
     /// there is no such set (the subscriber must see every event).
     ///
-    /// A `field = literal` comparison (literal as in [`Expr::equality_terms`])
-    /// is its own set; an `AND` may use the set of any of its parts (the
+    /// A `field = literal` comparison is its own set when the literal is a
+    /// string, number or boolean (not `null`, which a missing field matches
+    /// too, nor an array, object or unbound `$auth` parameter; floats are
+    /// included whatever their value, since [`IndexKey`] gives `1` and `1.0`
+    /// the same key and `=` is exact); an `AND` may use the set of any of its parts (the
     /// smallest is taken); an `OR` needs a set from every part and takes
     /// their union. So `owner = "u7" OR public = true`, a typical bound read
     /// rule, is filed under both, and an event of someone else's private
@@ -127,6 +100,7 @@ impl Expr {
     }
 }
 
+/// The operand with its claim substituted; `None` for a claim that is missing.
 fn bind_operand(operand: &Operand, claims: &Value) -> Option<Operand> {
     match operand {
         Operand::Param(path) => path
@@ -141,10 +115,10 @@ fn bind_operand(operand: &Operand, claims: &Value) -> Option<Operand> {
 /// floats share keys (`1` and `1.0` agree; so do `u64` values and the
 /// floats equal to them), strings key by content, booleans by value.
 ///
-/// Indexing subscribers: take one `(field, literal)` of
-/// `expr.bind(claims).equality_terms()` and file the subscriber under
-/// `(field.clone(), literal.index_key())` (a filter with no such term goes
-/// to the list scanned for every event). For an event, for each indexed
+/// Indexing subscribers: file the subscriber under
+/// `(field.clone(), literal.index_key())` for each term of
+/// `expr.bind(claims).index_alternatives()` (a filter with none goes to the
+/// list scanned for every event). For an event, for each indexed
 /// field `f`, look up `f.get(&record).and_then(IndexKey::from_json)`: only
 /// the subscribers under that key can match, and each is still checked with
 /// its [`Predicate`].
@@ -871,11 +845,12 @@ mod tests {
     }
 
     #[test]
-    fn equality_terms_are_top_level_conjuncts() {
+    fn only_exact_scalar_equalities_index() {
         let terms = |f: &str| -> Vec<String> {
             match parse(f) {
                 Ok(e) => e
-                    .equality_terms()
+                    .index_alternatives()
+                    .unwrap_or_default()
                     .into_iter()
                     .map(|(p, l)| format!("{p}={l}"))
                     .collect(),
@@ -883,24 +858,32 @@ mod tests {
             }
         };
         assert_eq!(terms("status=published"), ["status=\"published\""]);
+        for (one, indexed) in [
+            ("a=1", true),
+            ("b>2", false),
+            ("c=true", true),
+            ("d=null", false),
+            ("e=[1]", false),
+            ("f=2.5", true),
+            ("g=$auth.sub", false),
+            ("h==x", true),
+            ("a!=1", false),
+            ("a IN [1]", false),
+            ("!a=1", false),
+            ("{}", false),
+        ] {
+            assert_eq!(!terms(one).is_empty(), indexed, "{one}");
+        }
+        // A conjunction takes one of its parts' sets.
         assert_eq!(
             terms("a=1 && b>2 && c=true && d=null && e=[1] && f=2.5 && g=$auth.sub && h==x"),
-            ["a=1", "c=true", "f=2.5", "h=\"x\""]
+            ["a=1"]
         );
-        assert_eq!(terms("(a=1 && b=2) && c=3"), ["a=1", "b=2", "c=3"]);
-        assert!(terms("a=1 || b=2").is_empty());
-        assert!(terms("!a=1").is_empty());
-        assert!(terms("(a=1 || b=2) && !c=3").is_empty());
-        assert!(terms("a!=1").is_empty());
-        assert!(terms("a IN [1]").is_empty());
-        assert!(terms("{}").is_empty());
-        assert_eq!(
-            terms(r#"{"a": 1, "b": {"c": 1}, "d": "x"}"#),
-            ["a=1", "d=\"x\""]
-        );
+        assert_eq!(terms(r#"{"a": 1, "b": {"c": 1}, "d": "x"}"#), ["a=1"]);
+        assert!(terms("(a=1 || b>2) && !c=3").is_empty());
         let bound = parse("g=$auth.sub").map(|e| e.bind(&json!({"sub": "u1"})));
         let bound = bound.unwrap_or(Expr::True);
-        assert_eq!(bound.equality_terms().len(), 1);
+        assert_eq!(bound.index_alternatives().map(|set| set.len()), Some(1));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! any case, free whitespace) and precise in its errors (a sentence and a
 //! column). This module is pure: text in, [`Expr`] out ([`parse`]); then
 //! [`Expr::bind`] for `$auth` claims, [`compile`] to a [`Predicate`] that tests
-//! JSON records without allocating, [`Expr::equality_terms`] and [`IndexKey`]
+//! JSON records without allocating, [`Expr::index_alternatives`] and [`IndexKey`]
 //! for indexing subscribers, and [`Expr::to_surrealql`] for the same condition
 //! as a SurrealQL `WHERE` clause.
 //!
