@@ -43,7 +43,7 @@ pub struct Config {
     pub heartbeat: Duration,
 
     /// Reconnect delay suggested to clients in the SSE `retry:` field.
-    #[arg(long, env = "LIVEHUB_RETRY", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVEHUB_RETRY", default_value = "2s", value_parser = duration)]
     pub retry: Duration,
 
     /// How long changes stay replayable; older `Last-Event-ID`s get a `reset`
@@ -78,7 +78,7 @@ pub struct Config {
     pub max_body_bytes: usize,
 
     /// How long open streams get to finish on shutdown before the process exits.
-    #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = duration)]
     pub shutdown_grace: Duration,
 
     #[command(flatten)]
@@ -103,7 +103,7 @@ pub struct Config {
 
     /// How long a user stays present after its last stream closes (so a page
     /// reload does not flap `user.left`/`user.joined`).
-    #[arg(long, env = "LIVEHUB_PRESENCE_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LIVEHUB_PRESENCE_GRACE", default_value = "5s", value_parser = duration)]
     pub presence_grace: Duration,
 
     /// How long a node's presence entries outlive it if it dies without
@@ -163,13 +163,25 @@ impl Config {
     }
 }
 
-/// A duration that must be more than zero (a zero heartbeat or poll
-/// interval would spin).
-fn positive_duration(text: &str) -> Result<Duration, String> {
+/// Longest duration a setting takes: timers are set as "now + duration",
+/// which a duration of centuries would overflow.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A duration of at most a year.
+fn duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => Err("must be more than zero".into()),
+        Ok(duration) if duration > MAX_DURATION => Err("must be at most a year".into()),
         Ok(duration) => Ok(duration),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+/// A duration that must be more than zero (a zero heartbeat or poll
+/// interval would spin) and at most a year.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        duration if duration.is_zero() => Err("must be more than zero".into()),
+        duration => Ok(duration),
     }
 }
 
@@ -231,10 +243,27 @@ mod tests {
             "--heartbeat",
             "--poll-interval",
             "--retention",
-            "--ticket-ttl",
+            "--presence-ttl",
         ] {
             assert!(
                 Config::try_parse_from(["livehub", flag, "0s"]).is_err(),
+                "{flag}"
+            );
+        }
+        // Nor can any duration overflow a timer.
+        for flag in [
+            "--heartbeat",
+            "--retry",
+            "--presence-grace",
+            "--shutdown-grace",
+        ] {
+            let error = Config::try_parse_from(["livehub", flag, "500years"]).unwrap_err();
+            assert!(
+                error.to_string().contains("at most a year"),
+                "{flag}: {error}"
+            );
+            assert!(
+                Config::try_parse_from(["livehub", flag, "1h"]).is_ok(),
                 "{flag}"
             );
         }
