@@ -321,6 +321,11 @@ pub fn time_stamp(time: std::time::SystemTime) -> u64 {
     millis << 16
 }
 
+/// `time` in milliseconds since the Unix epoch.
+pub fn unix_ms(time: OffsetDateTime) -> i64 {
+    (time.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// RFC 3339 in UTC with exactly three fractional digits, so every timestamp
 /// livehub sends has the same shape (`2026-11-22T09:00:00.123Z`).
 pub fn format_time(time: OffsetDateTime) -> String {

@@ -143,7 +143,7 @@ impl Known {
                 time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
                     .ok()
             })
-            .map(|created| (created.unix_timestamp_nanos() / 1_000_000) as i64);
+            .map(crate::event::unix_ms);
         Known {
             rules: Rules::of_collection(meta),
             created_ms,

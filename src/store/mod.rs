@@ -19,7 +19,7 @@ use surrealdb::types::{RecordIdKey, Value};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::event::{format_time, time_stamp};
+use crate::event::{format_time, time_stamp, unix_ms};
 use crate::feed::WriteTracker;
 use crate::filter::Expr;
 use crate::rules::Rules;
@@ -708,7 +708,7 @@ impl Store {
         let sql = format!(
             "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: $kind, data: $data, at: $now }}"
         );
-        let vars = serde_json::json!({ "id": new_record_id(), "kind": kind, "data": data, "now": unix_ms() });
+        let vars = serde_json::json!({ "id": new_record_id(), "kind": kind, "data": data, "now": now_ms() });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
     }
@@ -728,7 +728,7 @@ impl Store {
             "before": before,
             "id": new_record_id(),
             "data": { "user_id": user_id, "revoked_before": before },
-            "now": unix_ms(),
+            "now": now_ms(),
         });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
@@ -754,7 +754,7 @@ impl Store {
     pub async fn publish_message(&self, envelope: &Json) -> Result<(), ApiError> {
         // `at` is for pruning; the feed leaves it out of the event.
         let mut row = envelope.clone();
-        row["at"] = Json::from(unix_ms());
+        row["at"] = Json::from(now_ms());
         let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
         let vars = serde_json::json!({ "id": new_record_id(), "row": row });
         let (_, error) = self.write(sql, vars).await?;
@@ -806,7 +806,7 @@ impl Store {
 
     async fn presence_write(&self, sql: String, entry: &PresenceEntry<'_>) -> Result<(), ApiError> {
         let now = time::OffsetDateTime::now_utc();
-        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = unix_ms(now);
         let vars = serde_json::json!({
             "key": format!("{}/{}", entry.node, entry.user_id),
             "user": entry.user_id,
@@ -827,7 +827,7 @@ impl Store {
     /// is left of; and deletes messages, notices and presence log rows older
     /// than the changefeed keeps (their events can no longer be replayed).
     pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), ApiError> {
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = now_ms();
         let sql = format!(
             "UPDATE {PRESENCE_TABLE} SET expires = $expires WHERE node = $node;
              BEGIN;
@@ -862,7 +862,7 @@ impl Store {
     /// Who is online: one entry per user, with connections summed over
     /// nodes.
     pub async fn presence_list(&self) -> Result<Vec<Json>, ApiError> {
-        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let now_ms = now_ms();
         let sql = format!(
             "SELECT user_id, user_name, connections, last_seen FROM {PRESENCE_TABLE}
              WHERE expires >= $now ORDER BY user_id"
@@ -946,9 +946,9 @@ fn no_collection(name: &str) -> ApiError {
     ApiError::NotFound(format!("no collection named `{name}`"))
 }
 
-/// Milliseconds since the Unix epoch.
-fn unix_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    unix_ms(time::OffsetDateTime::now_utc())
 }
 
 /// Checks a collection name: a letter, then letters, digits or `_`.
