@@ -67,7 +67,8 @@ where
 /// Who is calling and from where. Credentials are looked for as
 /// [`credential`] says; none means an anonymous caller, but a credential
 /// that does not verify is a 401, never anonymous. A ticket (`?ticket=`)
-/// is redeemed here, and only on the stream routes.
+/// is accepted on the stream routes only, and left for the stream to
+/// redeem.
 pub struct Client {
     pub caller: Caller,
     /// The peer address (the proxy's, behind a proxy).
@@ -163,7 +164,7 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, A
 }
 
 /// 401 for a token issued before an admin signed its user out.
-fn refuse_revoked(state: &AppState, identity: &Identity) -> Result<(), ApiError> {
+pub fn refuse_revoked(state: &AppState, identity: &Identity) -> Result<(), ApiError> {
     if state.hub.is_revoked(&identity.user_id, identity.issued_at) {
         return Err(ApiError::Unauthorized(
             "the token was revoked: an admin signed this user out; sign in again".into(),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use super::collections::collection_access;
-use super::extract::redeem_ticket;
+use super::extract::{redeem_ticket, refuse_revoked};
 use super::presence::{presence_access, present_as};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
@@ -249,12 +249,8 @@ async fn open_stream(
     // A sign-out published while this stream was being set up is behind its
     // start, so it would never reach it: check again now that it is
     // subscribed (the hub notes sign-outs as it passes them).
-    if let Some(identity) = &caller
-        && state.hub.is_revoked(&identity.user_id, identity.issued_at)
-    {
-        return Err(ApiError::Unauthorized(
-            "the token was revoked: an admin signed this user out; sign in again".into(),
-        ));
+    if let Some(identity) = &caller {
+        refuse_revoked(&state, identity)?;
     }
     // Counted once the stream is open; dropped with it.
     let present = present_as.map(|user| state.presence.connect(user));
