@@ -17,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use livehub::auth::Identity;
 use livehub::event::{Event, EventId, EventKind};
 use livehub::filter::Filter;
-use livehub::hub::{Hub, Interest, Subscription};
+use livehub::hub::{Hub, Interest, QueueLimit, Subscription};
 use livehub::rules::Access;
 use serde_json::json;
 
@@ -31,7 +31,13 @@ fn subscribe(hub: &Hub, filter: &str) -> Subscription {
         Some(Arc::from("messages")),
         Some(Arc::new(Filter::parse(filter).unwrap())),
     );
-    hub.subscribe(interest, 64)
+    hub.subscribe(
+        interest,
+        QueueLimit {
+            events: 64,
+            bytes: usize::MAX,
+        },
+    )
 }
 
 /// A hub with `SUBSCRIBERS` subscribers, `MATCHING` of whom match room 7.
@@ -113,7 +119,13 @@ fn per_user_rules(c: &mut Criterion) {
             other => panic!("{rule} binds to {other:?}"),
         };
         let interest = Interest::topic(Some(Arc::from("messages")), Some(filter));
-        hub.subscribe(interest, 64)
+        hub.subscribe(
+            interest,
+            QueueLimit {
+                events: 64,
+                bytes: usize::MAX,
+            },
+        )
     };
     for (name, rule) in [
         ("owner", "owner = $auth.sub"),

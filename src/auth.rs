@@ -42,6 +42,10 @@ pub struct AuthSettings {
     /// Required `aud` claim, if set.
     #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Accept tokens without an `exp` claim (they never expire). Off by
+    /// default: a token without `exp` is refused.
+    #[arg(long, env = "LIVEHUB_JWT_ALLOW_NO_EXP")]
+    pub jwt_allow_no_exp: bool,
 }
 
 /// Clock skew tolerated on `exp` and `nbf`.
@@ -91,6 +95,8 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the token is malformed: {0}")]
     Malformed(String),
+    #[error("the Authorization header must be `Bearer <token>`; no other scheme is accepted")]
+    NotBearer,
 }
 
 impl From<AuthError> for ApiError {
@@ -181,6 +187,9 @@ impl Authenticator {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.required_spec_claims.clear();
+        if !config.jwt_allow_no_exp {
+            validation.required_spec_claims.insert("exp".into());
+        }
         // A configured `aud` or `iss` must be present, not just match when
         // it is there.
         match &config.jwt_audience {
@@ -268,10 +277,24 @@ pub fn identity(claims: Json) -> Result<Identity, AuthError> {
         user_id,
         name: claims.get("name").and_then(Json::as_str).map(str::to_owned),
         admin: claims.get("role").and_then(Json::as_str) == Some("admin"),
-        expires_at: claims.get("exp").and_then(Json::as_u64),
-        issued_at: claims.get("iat").and_then(Json::as_u64),
+        expires_at: claims.get("exp").and_then(unix_seconds),
+        issued_at: claims.get("iat").and_then(unix_seconds),
         claims,
     })
+}
+
+/// A NumericDate claim in whole seconds. JWT allows fractions (and common
+/// libraries issue them), so they are rounded down: a token then expires,
+/// and counts as issued, a fraction of a second early, never late.
+fn unix_seconds(claim: &Json) -> Option<u64> {
+    match claim.as_u64() {
+        Some(seconds) => Some(seconds),
+        None => claim
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            // Saturates at u64::MAX for absurdly large values.
+            .map(|seconds| seconds.floor() as u64),
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -300,22 +323,28 @@ pub enum Credential<'a> {
 }
 
 /// Finds the caller's credential: `Authorization: Bearer`, then the cookie
-/// (when `cookie_name` is given), then `?token=`, then `?ticket=`.
+/// (when `cookie_name` is given), then `?token=`, then `?ticket=`. An
+/// `Authorization` header that is not a bearer token is refused, never
+/// ignored: a client that sends `Basic ...` must not be served as anonymous.
 pub fn credential<'a>(
     headers: &'a HeaderMap,
     cookie_name: Option<&str>,
     token_param: Option<&'a str>,
     ticket_param: Option<&'a str>,
-) -> Option<Credential<'a>> {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-        });
+) -> Result<Option<Credential<'a>>, AuthError> {
+    let bearer = match headers.get(axum::http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|value| value.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .filter(|token| !token.is_empty());
+            Some(token.ok_or(AuthError::NotBearer)?)
+        }
+    };
     let cookie = headers
         .get_all(axum::http::header::COOKIE)
         .iter()
@@ -325,11 +354,11 @@ pub fn credential<'a>(
         .find(|(name, _)| Some(*name) == cookie_name)
         .map(|(_, value)| value.trim());
     let nonempty = |value: Option<&'a str>| value.filter(|value| !value.is_empty());
-    nonempty(bearer)
+    Ok(bearer
         .or(nonempty(cookie))
         .or(nonempty(token_param))
         .map(Credential::Token)
-        .or(nonempty(ticket_param).map(Credential::Ticket))
+        .or(nonempty(ticket_param).map(Credential::Ticket)))
 }
 
 #[cfg(test)]
@@ -339,6 +368,11 @@ mod tests {
     /// Settings from `--flag value` pairs, as the command line will give them.
     fn settings(args: &[&str]) -> AuthSettings {
         let mut settings = AuthSettings::default();
+        let mut args = args.to_vec();
+        if let Some(at) = args.iter().position(|arg| *arg == "--jwt-allow-no-exp") {
+            settings.jwt_allow_no_exp = true;
+            args.remove(at);
+        }
         for pair in args.chunks(2) {
             let value = Some(pair[1].to_owned());
             match pair[0] {
@@ -534,7 +568,7 @@ mod tests {
         let (other, _) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
         assert!(
             other
-                .verify(&auth.sign(&json!({"sub": "x"})).unwrap())
+                .verify(&auth.sign(&json!({"sub": "x", "exp": now() + 60})).unwrap())
                 .is_err(),
             "secrets differ per run"
         );
@@ -558,33 +592,80 @@ mod tests {
     fn credentials_are_found_in_order() {
         let mut headers = HeaderMap::new();
         assert_eq!(
-            credential(&headers, Some("lh"), None, Some("t1")),
+            credential(&headers, Some("lh"), None, Some("t1")).unwrap(),
             Some(Credential::Ticket("t1"))
         );
         assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), Some("t1")),
+            credential(&headers, Some("lh"), Some("q"), Some("t1")).unwrap(),
             Some(Credential::Token("q"))
         );
         headers.insert("cookie", "a=1; lh=c; b=2".parse().unwrap());
         assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), None),
+            credential(&headers, Some("lh"), Some("q"), None).unwrap(),
             Some(Credential::Token("c"))
         );
         headers.insert("authorization", "Bearer h".parse().unwrap());
         assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), None),
+            credential(&headers, Some("lh"), Some("q"), None).unwrap(),
             Some(Credential::Token("h"))
         );
         assert_eq!(
-            credential(&HeaderMap::new(), Some("lh"), Some(""), None),
+            credential(&HeaderMap::new(), Some("lh"), Some(""), None).unwrap(),
             None
         );
         let mut cookie_only = HeaderMap::new();
         cookie_only.insert("cookie", "lh=c".parse().unwrap());
         assert_eq!(
-            credential(&cookie_only, None, None, None),
+            credential(&cookie_only, None, None, None).unwrap(),
             None,
             "cookies off"
+        );
+    }
+
+    #[test]
+    fn an_authorization_header_that_is_not_bearer_is_refused() {
+        for value in [
+            "Basic dXNlcjpwYXNz",
+            "Bearer",
+            "Bearer  ",
+            "Token abc",
+            "abc",
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", value.parse().unwrap());
+            assert!(
+                matches!(
+                    credential(&headers, None, Some("q"), None),
+                    Err(AuthError::NotBearer)
+                ),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn fractional_times_are_read_and_exp_is_required() {
+        let auth = with_secret(&[]);
+        let identity = auth
+            .verify(&hs(
+                Algorithm::HS256,
+                SECRET,
+                json!({"sub": "u1", "exp": now() as f64 + 60.75, "iat": now() as f64 - 0.5}),
+            ))
+            .unwrap();
+        assert_eq!(identity.expires_at, Some(now() + 60));
+        assert_eq!(identity.issued_at, Some(now() - 1));
+        assert!(matches!(
+            auth.verify(&hs(Algorithm::HS256, SECRET, json!({"sub": "u1"}))),
+            Err(AuthError::Malformed(_))
+        ));
+        let lenient = with_secret(&["--jwt-allow-no-exp"]);
+        assert_eq!(
+            lenient
+                .verify(&hs(Algorithm::HS256, SECRET, json!({"sub": "u1"})))
+                .unwrap()
+                .expires_at,
+            None
         );
     }
 }

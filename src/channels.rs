@@ -153,6 +153,44 @@ pub fn envelope(channel: &str, caller: &Caller, message: Json) -> Json {
     json!({"channel": channel, "sender": sender, "message": message})
 }
 
+/// How fast each publisher may publish: `--publish-rate` messages per
+/// second with bursts of as many, per user (or per IP address for anonymous
+/// publishers), on this node. Messages live in the database for the
+/// retention period, so an unbounded publisher would grow it (and a
+/// `mem://` node's memory) without end.
+pub struct PublishRate {
+    /// `None`: no limit.
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+}
+
+/// Publishers remembered before idle ones are forgotten.
+const PUBLISHERS_KEPT: usize = 10_000;
+
+impl PublishRate {
+    pub fn new(per_second: u32) -> PublishRate {
+        PublishRate {
+            limiter: std::num::NonZeroU32::new(per_second)
+                .map(|rate| governor::RateLimiter::keyed(governor::Quota::per_second(rate))),
+        }
+    }
+
+    /// Takes one message from `publisher`'s allowance; a 429 if none is
+    /// left.
+    pub fn check(&self, publisher: String) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        if limiter.len() > PUBLISHERS_KEPT {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&publisher).map_err(|_| {
+            ApiError::RateLimited(
+                "too many channel messages: slow down (see --publish-rate)".into(),
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -169,6 +207,23 @@ mod tests {
             expires_at: None,
             issued_at: None,
         }))
+    }
+
+    #[test]
+    fn publishers_get_their_rate_each() {
+        let rate = PublishRate::new(3);
+        for _ in 0..3 {
+            assert!(rate.check("ann".into()).is_ok());
+        }
+        assert!(matches!(
+            rate.check("ann".into()),
+            Err(ApiError::RateLimited(_))
+        ));
+        assert!(rate.check("bob".into()).is_ok(), "others are not held back");
+        let unlimited = PublishRate::new(0);
+        for _ in 0..100 {
+            assert!(unlimited.check("ann".into()).is_ok());
+        }
     }
 
     #[test]

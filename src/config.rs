@@ -68,6 +68,19 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_STREAM_BUFFER", default_value_t = 4096)]
     pub stream_buffer: usize,
 
+    /// Bytes of events queued per stream before a slow client is
+    /// disconnected (as with `--stream-buffer`; this bounds the memory a
+    /// stalled client holds when records are large).
+    #[arg(long, env = "LIVEHUB_STREAM_BUFFER_BYTES", default_value_t = 8 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub stream_buffer_bytes: u64,
+
+    /// How long a connection may accept no bytes while the server has some
+    /// to send; then it is closed (a client that stopped reading: its
+    /// stream resumes from its last event id when it reconnects).
+    #[arg(long, env = "LIVEHUB_WRITE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
+    pub write_timeout: Duration,
+
     /// Streams that may read their replay from the database at the same
     /// time; others wait their turn (live events keep queueing meanwhile).
     #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -129,6 +142,17 @@ pub struct Config {
     /// that user and admins only.
     #[arg(long, env = "LIVEHUB_CHANNEL_RULES", default_value = "{}")]
     pub channel_rules: String,
+
+    /// Largest channel message, in bytes of JSON (also bounded by
+    /// `--max-body-bytes`).
+    #[arg(long, env = "LIVEHUB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Channel messages each user (or, for anonymous publishers, each IP
+    /// address) may publish per second on this node, with bursts of as many
+    /// (0: no limit).
+    #[arg(long, env = "LIVEHUB_PUBLISH_RATE", default_value_t = 20)]
+    pub publish_rate: u32,
 
     /// Origins allowed to call the API from a browser (CORS), comma-separated,
     /// or `*` for any. Default: none (same-origin only).

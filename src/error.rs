@@ -38,7 +38,10 @@ pub enum ApiError {
     Conflict(String),
     /// 429: a limit on open streams is reached.
     #[error("{0}")]
-    TooManyRequests(String),
+    TooManyStreams(String),
+    /// 429: a publisher exceeds its rate (sent with `Retry-After: 1`).
+    #[error("{0}")]
+    RateLimited(String),
     /// 413: the body is larger than `--max-body-bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -67,7 +70,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyStreams(_) | ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -83,7 +86,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::TooManyRequests(_) => "too_many_streams",
+            ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -112,6 +116,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if let ApiError::RateLimited(_) = self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
             );
         }
         if let ApiError::Internal(cause) = self {

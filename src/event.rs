@@ -262,6 +262,13 @@ impl Event {
         sse_frame(Some(&body.id), self.kind.as_str(), &body)
     }
 
+    /// What this event counts for in a subscriber's queue: the bytes it
+    /// keeps alive (its frame, and about as much again for the decoded
+    /// record and before-image).
+    pub fn queued_size(&self) -> usize {
+        self.frame.len() * 2
+    }
+
     /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)
     /// for a subscriber that gets it as `delivery`.
     pub fn frame(&self, delivery: Delivery) -> Bytes {

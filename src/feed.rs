@@ -221,10 +221,16 @@ pub struct Batch {
 /// SurrealDB's read limit counts changefeed entries, and a transaction that
 /// wrote several tables spans several entries, so a full read may end in the
 /// middle of a transaction: the last set is then left for the next read.
-pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, surrealdb::Error> {
-    let mut sets = store.read_changes(since).await?;
+pub async fn read_batch(
+    store: &Store,
+    since: u64,
+    until: u64,
+    page: &PageSize,
+) -> Result<Batch, surrealdb::Error> {
+    let limit = page.limit();
+    let mut sets = store.read_changes(since, limit).await?;
     let entries: u32 = sets.iter().map(|set| set.entries).sum();
-    let full = entries >= CHANGES_PER_READ;
+    let full = entries >= limit;
     if full && sets.len() > 1 {
         // Possibly cut short: read it again, whole, next time. (A lone set is a
         // single transaction spanning the whole read, and is delivered.)
@@ -257,6 +263,50 @@ pub async fn read_batch(store: &Store, since: u64, until: u64) -> Result<Batch, 
             more: false,
             held_back: None,
         }),
+    }
+}
+
+/// How many changefeed entries one read asks for, so that a page of large
+/// records stays within [`PAGE_BYTES`]: judged by the size of the entries
+/// the last read returned (large records make small pages, small records
+/// pages of [`CHANGES_PER_READ`]).
+#[derive(Debug, Clone)]
+pub struct PageSize {
+    limit: u32,
+}
+
+/// About how many bytes of events one changefeed read may bring in.
+pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Entries the first read asks for, before any size is known: at the
+/// largest body (`--max-body-bytes`, 1 MiB by default), a few tens of
+/// megabytes.
+const FIRST_PAGE_ENTRIES: u32 = 16;
+
+impl Default for PageSize {
+    fn default() -> Self {
+        PageSize {
+            limit: FIRST_PAGE_ENTRIES,
+        }
+    }
+}
+
+impl PageSize {
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Sizes the next read from what the last one returned: `entries`
+    /// entries holding `events`.
+    pub fn observe<'e>(&mut self, entries: u32, events: impl IntoIterator<Item = &'e Arc<Event>>) {
+        if entries == 0 {
+            return;
+        }
+        let bytes: usize = events.into_iter().map(|event| event.queued_size()).sum();
+        let per_entry = (bytes / entries as usize).max(1);
+        self.limit = u32::try_from(PAGE_BYTES / per_entry)
+            .unwrap_or(u32::MAX)
+            .clamp(1, CHANGES_PER_READ);
     }
 }
 
@@ -351,6 +401,7 @@ impl Feed {
         let lookback = self.settle.saturating_mul(4).max(Duration::from_secs(1));
         let mut audit = LateAudit::new(cursor, lookback);
         let mut last_audit = tokio::time::Instant::now();
+        let mut page = PageSize::default();
         loop {
             let wait = match held_back.take() {
                 Some(stamp) => self.until_deliverable(stamp),
@@ -370,7 +421,7 @@ impl Feed {
                 }
                 let batch = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    batch = read_batch(&self.store, cursor, watermark) => batch,
+                    batch = read_batch(&self.store, cursor, watermark, &page) => batch,
                 };
                 match batch {
                     Ok(batch) => {
@@ -381,8 +432,10 @@ impl Feed {
                         for set in &batch.sets {
                             audit.record(set.stamp);
                         }
+                        let entries = batch.sets.iter().map(|set| set.entries).sum();
                         let events: Vec<Arc<Event>> =
                             batch.sets.into_iter().flat_map(events_of).collect();
+                        page.observe(entries, &events);
                         cursor = batch.next_since;
                         held_back = held_back.or(batch.held_back);
                         self.hub.publish(&events, cursor);
@@ -408,7 +461,7 @@ impl Feed {
                 last_audit = tokio::time::Instant::now();
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    read = self.store.read_changes(audit.since(cursor)) => read,
+                    read = self.store.read_changes(audit.since(cursor), CHANGES_PER_READ) => read,
                 };
                 // A failed audit read is retried at the next audit.
                 if let Ok(sets) = read {

@@ -12,7 +12,7 @@
 //! its last event id, so a slow client loses nothing and slows no one.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::auth::Caller;
 use crate::event::{Delivery, Event, EventKind};
 use crate::filter::{FieldPath, Filter, IndexKey};
+use crate::revocations::{Revocation, Revocations};
 use crate::rules::{Access, Action, Rules};
 
 /// What a subscription wants to receive: one or more topics (collections
@@ -213,12 +214,14 @@ impl Interest {
         if event.kind.is_collection() {
             return Some(Delivery::Match);
         }
+        // The rule first: a caller's filter never runs on a record the
+        // caller may not read.
         let visible = |record: &serde_json::Value| {
-            topic
-                .filter
-                .as_ref()
-                .is_none_or(|filter| filter.matches(record))
-                && access.allows(record)
+            access.allows(record)
+                && topic
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(record))
         };
         if visible(&event.data) {
             Some(Delivery::Match)
@@ -284,6 +287,13 @@ struct HubInner {
     /// never held across an `.await`.
     state: Mutex<HubState>,
     stats: HubStats,
+    /// Kept out of `state`, so that checking a token never waits for a
+    /// batch's dispatch.
+    revocations: Revocations,
+    /// Connections and topics in the hub, readable without the lock (for
+    /// `/metrics`).
+    subscribers: AtomicUsize,
+    topics: AtomicUsize,
 }
 
 /// Counters, readable without the lock.
@@ -305,25 +315,36 @@ struct HubState {
     group_ids: HashMap<GroupKey, GroupId>,
     /// Dispatch index, per collection scope (`None`: every collection).
     scopes: HashMap<Option<Arc<str>>, Scope>,
-    subscribers: usize,
-    /// Topics over all subscribers (a connection may carry several).
-    topics: usize,
     /// Every collection's rules as of `cursor`: updated by each collection
     /// event just before it is dispatched. Copied on write, so a replaying
     /// stream can hold a snapshot.
     rules: Arc<RuleBook>,
-    /// Users signed out by an admin: tokens issued at or before this time
-    /// (Unix seconds) are refused. Kept up to date by `forced_logout`
-    /// events, so every node sharing the database learns of it.
-    revoked: HashMap<String, u64>,
 }
 
 struct Group {
     interest: Interest,
-    members: HashMap<SubscriberId, mpsc::Sender<Queued>>,
+    members: HashMap<SubscriberId, Member>,
     /// Reachable more than once per event (see
     /// [`Interest::reachable_twice`]; kept here so dispatch need not look).
     reachable_twice: bool,
+}
+
+/// One subscriber's end of its queue.
+struct Member {
+    sender: mpsc::Sender<Queued>,
+    /// Bytes of events in the queue (see [`Event::queued_size`]), shared
+    /// with the [`Subscription`], which takes off what it receives.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// How much a subscription's queue may hold before the subscriber is
+/// dropped as lagging: a count of events, and their bytes (events of large
+/// records would otherwise let one stalled client hold gigabytes).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimit {
+    pub events: usize,
+    pub bytes: usize,
 }
 
 /// The groups of one collection scope, indexed for dispatch.
@@ -413,6 +434,7 @@ pub struct Subscription {
     group: GroupId,
     id: SubscriberId,
     receiver: mpsc::Receiver<Queued>,
+    queued_bytes: Arc<AtomicUsize>,
     /// The hub's cursor when the subscription started: every change below it
     /// was published before, every change from it on arrives here.
     pub start: u64,
@@ -422,12 +444,20 @@ impl Subscription {
     /// The next event, or `None` once the hub has dropped this subscription
     /// (its queue overflowed) and the queue is drained.
     pub async fn recv(&mut self) -> Option<Queued> {
-        self.receiver.recv().await
+        let queued = self.receiver.recv().await?;
+        Some(self.dequeued(queued))
     }
 
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Option<Queued> {
-        self.receiver.try_recv().ok()
+        let queued = self.receiver.try_recv().ok()?;
+        Some(self.dequeued(queued))
+    }
+
+    fn dequeued(&self, queued: Queued) -> Queued {
+        self.queued_bytes
+            .fetch_sub(queued.0.queued_size(), Ordering::Relaxed);
+        queued
     }
 }
 
@@ -449,12 +479,12 @@ impl Hub {
                     groups: HashMap::new(),
                     group_ids: HashMap::new(),
                     scopes: HashMap::new(),
-                    subscribers: 0,
-                    topics: 0,
                     rules: Arc::new(rules),
-                    revoked: HashMap::new(),
                 }),
                 stats: HubStats::default(),
+                revocations: Revocations::default(),
+                subscribers: AtomicUsize::new(0),
+                topics: AtomicUsize::new(0),
             }),
         }
     }
@@ -473,26 +503,19 @@ impl Hub {
         self.lock().cursor
     }
 
-    /// Records that `user_id`'s tokens issued at or before `at` are revoked
-    /// (the admin's node, at once; other nodes by the `forced_logout` event).
-    pub fn revoke(&self, user_id: &str, at: u64) {
-        note_revocation(&mut self.lock().revoked, user_id, at);
-    }
-
-    /// Whether a token of `user_id` issued at `issued_at` was revoked.
-    pub fn is_revoked(&self, user_id: &str, issued_at: Option<u64>) -> bool {
-        let state = self.lock();
-        state
-            .revoked
-            .get(user_id)
-            .is_some_and(|before| issued_at.is_none_or(|iat| iat <= *before))
+    /// Users signed out by an admin (the admin's node notes it at once,
+    /// every node by the `forced_logout` event).
+    pub fn revocations(&self) -> &Revocations {
+        &self.inner.revocations
     }
 
     /// Subscriptions in the hub: `(connections, topics)` (a connection may
     /// carry several collections and channels).
     pub fn subscriptions(&self) -> (usize, usize) {
-        let state = self.lock();
-        (state.subscribers, state.topics)
+        (
+            self.inner.subscribers.load(Ordering::Relaxed),
+            self.inner.topics.load(Ordering::Relaxed),
+        )
     }
 
     /// The collections' rules as of the cursor.
@@ -504,10 +527,11 @@ impl Hub {
         &self.inner.stats
     }
 
-    /// Subscribes; `buffer` events may queue before the subscription is
+    /// Subscribes; what `limit` allows may queue before the subscription is
     /// dropped as lagging.
-    pub fn subscribe(&self, interest: Interest, buffer: usize) -> Subscription {
-        let (sender, receiver) = mpsc::channel(buffer.max(1));
+    pub fn subscribe(&self, interest: Interest, limit: QueueLimit) -> Subscription {
+        let (sender, receiver) = mpsc::channel(limit.events.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut state = self.lock();
         let key = interest.group_key();
         let group_id = match state.group_ids.get(&key) {
@@ -538,23 +562,31 @@ impl Hub {
         state.next_id += 1;
         let mut topics = 0;
         if let Some(group) = state.groups.get_mut(&group_id) {
-            group.members.insert(id, sender);
+            group.members.insert(
+                id,
+                Member {
+                    sender,
+                    queued_bytes: queued_bytes.clone(),
+                    max_bytes: limit.bytes,
+                },
+            );
             topics = group.interest.topics.len();
         }
-        state.subscribers += 1;
-        state.topics += topics;
+        self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
+        self.inner.topics.fetch_add(topics, Ordering::Relaxed);
         Subscription {
             hub: self.clone(),
             group: group_id,
             id,
             receiver,
+            queued_bytes,
             start: state.cursor,
         }
     }
 
     fn leave(&self, group_id: GroupId, id: SubscriberId) {
         let mut state = self.lock();
-        remove_member(&mut state, group_id, id);
+        self.remove_member(&mut state, group_id, id);
     }
 
     /// Publishes events (in order) and moves the cursor to `cursor`, as one
@@ -569,8 +601,10 @@ impl Hub {
         let mut served: HashSet<GroupId> = HashSet::new();
         for event in events {
             served.clear();
-            if event.kind == EventKind::ForcedLogout {
-                record_revocation(&mut state.revoked, &event.data);
+            if event.kind == EventKind::ForcedLogout
+                && let Some(revocation) = Revocation::of_event(&event.data)
+            {
+                self.inner.revocations.note(&revocation);
             }
             if event.kind.is_collection() {
                 let rules = Arc::make_mut(&mut state.rules);
@@ -591,17 +625,24 @@ impl Hub {
                 let Some(delivery) = group.interest.delivery(event, &state.rules) else {
                     return;
                 };
-                for (member, sender) in &group.members {
+                let size = event.queued_size();
+                for (id, member) in &group.members {
                     // Once a queue overflowed, that subscriber gets nothing more:
                     // a later event would leave a gap before its resume point.
-                    if !lagging.is_empty() && lagging.contains(&(group_id, *member)) {
+                    if !lagging.is_empty() && lagging.contains(&(group_id, *id)) {
                         continue;
                     }
-                    match sender.try_send((event.clone(), delivery)) {
-                        Ok(()) => delivered += 1,
-                        Err(_) => {
-                            lagging.insert((group_id, *member));
-                        }
+                    // Counted before sending, so the subscriber never takes
+                    // off more than was added. An event larger than the whole
+                    // budget still goes to an empty queue, so a reader that
+                    // keeps up never lags.
+                    let queued = member.queued_bytes.fetch_add(size, Ordering::Relaxed);
+                    let fits = queued == 0 || queued + size <= member.max_bytes;
+                    if fits && member.sender.try_send((event.clone(), delivery)).is_ok() {
+                        delivered += 1;
+                    } else {
+                        member.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                        lagging.insert((group_id, *id));
                     }
                 }
             };
@@ -623,7 +664,7 @@ impl Hub {
         }
         state.cursor = state.cursor.max(cursor);
         for (group_id, id) in &lagging {
-            remove_member(&mut state, *group_id, *id);
+            self.remove_member(&mut state, *group_id, *id);
         }
         drop(state);
         let stats = &self.inner.stats;
@@ -645,45 +686,30 @@ impl Hub {
     }
 }
 
-/// Notes the revocation a `forced_logout` event carries.
-fn record_revocation(revoked: &mut HashMap<String, u64>, data: &serde_json::Value) {
-    if let (Some(user), Some(at)) = (
-        data.get("user_id").and_then(serde_json::Value::as_str),
-        data.get("revoked_before")
-            .and_then(serde_json::Value::as_u64),
-    ) {
-        note_revocation(revoked, user, at);
-    }
-}
-
-/// `user`'s tokens issued at or before `at` are refused (a later sign-out
-/// only ever moves the time forward).
-fn note_revocation(revoked: &mut HashMap<String, u64>, user: &str, at: u64) {
-    let before = revoked.entry(user.to_owned()).or_default();
-    *before = (*before).max(at);
-}
-
-/// Removes one member; a group left empty is removed with its index entry.
-fn remove_member(state: &mut HubState, group_id: GroupId, id: SubscriberId) {
-    let Some(group) = state.groups.get_mut(&group_id) else {
-        return;
-    };
-    if group.members.remove(&id).is_none() {
-        return;
-    }
-    let topics = group.interest.topics.len();
-    state.subscribers -= 1;
-    state.topics -= topics;
-    if !group.members.is_empty() {
-        return;
-    }
-    if let Some(group) = state.groups.remove(&group_id) {
-        state.group_ids.remove(&group.interest.group_key());
-        for topic in &group.interest.topics {
-            if let Some(scope) = state.scopes.get_mut(&topic.scope) {
-                scope.remove(group_id, topic);
-                if scope.is_empty() {
-                    state.scopes.remove(&topic.scope);
+impl Hub {
+    /// Removes one member; a group left empty is removed with its index
+    /// entry.
+    fn remove_member(&self, state: &mut HubState, group_id: GroupId, id: SubscriberId) {
+        let Some(group) = state.groups.get_mut(&group_id) else {
+            return;
+        };
+        if group.members.remove(&id).is_none() {
+            return;
+        }
+        let topics = group.interest.topics.len();
+        self.inner.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.inner.topics.fetch_sub(topics, Ordering::Relaxed);
+        if !group.members.is_empty() {
+            return;
+        }
+        if let Some(group) = state.groups.remove(&group_id) {
+            state.group_ids.remove(&group.interest.group_key());
+            for topic in &group.interest.topics {
+                if let Some(scope) = state.scopes.get_mut(&topic.scope) {
+                    scope.remove(group_id, topic);
+                    if scope.is_empty() {
+                        state.scopes.remove(&topic.scope);
+                    }
                 }
             }
         }
@@ -719,6 +745,72 @@ mod tests {
             })
     }
 
+    fn record_event(index: u32, data: Value) -> Arc<Event> {
+        Arc::new(Event::new(
+            EventId {
+                stamp: 1 << 20,
+                index,
+            },
+            EventKind::RecordCreated,
+            Arc::from("c"),
+            Some(format!("r{index}")),
+            data,
+            None,
+        ))
+    }
+
+    #[test]
+    fn checking_a_token_does_not_wait_for_dispatch() {
+        let hub = Hub::new(0, RuleBook::new());
+        // Dispatch holds the state lock; a token check must not need it.
+        let _dispatching = hub.lock();
+        let (done, checked) = std::sync::mpsc::channel();
+        let revocations = hub.revocations().clone();
+        std::thread::spawn(move || {
+            done.send(revocations.is_revoked("u1", Some(1))).unwrap();
+        });
+        assert_eq!(
+            checked.recv_timeout(std::time::Duration::from_secs(20)),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes() {
+        let hub = Hub::new(0, RuleBook::new());
+        let big = json!({"blob": "x".repeat(10_000)});
+        let limit = QueueLimit {
+            events: 1000,
+            bytes: 50_000,
+        };
+        let mut slow = hub.subscribe(Interest::topic(Some(Arc::from("c")), None), limit);
+        let mut fast = hub.subscribe(Interest::topic(Some(Arc::from("c")), None), limit);
+        let mut received = 0;
+        for index in 0..10 {
+            hub.publish(&[record_event(index, big.clone())], 2 << 20);
+            // One reader keeps up: an event larger than what is left of the
+            // budget still goes to an empty queue.
+            assert!(fast.try_recv().is_some());
+            received += 1;
+        }
+        assert_eq!(received, 10);
+        assert_eq!(hub.subscriptions().0, 1, "the slow one was dropped");
+        let mut queued = 0;
+        while slow.try_recv().is_some() {
+            queued += 1;
+        }
+        let size = record_event(0, big.clone()).queued_size();
+        assert!(
+            queued >= 1 && queued * size <= 50_000,
+            "{queued} events of {size} bytes"
+        );
+        // A single event larger than the whole budget reaches an idle reader.
+        let huge = json!({"blob": "x".repeat(100_000)});
+        hub.publish(&[record_event(11, huge)], 3 << 20);
+        assert!(fast.try_recv().is_some());
+        assert_eq!(hub.subscriptions().0, 1);
+    }
+
     proptest! {
         /// The hub's indexed, grouped dispatch delivers to a subscriber
         /// exactly what `Interest::delivery` says, once per event.
@@ -737,7 +829,7 @@ mod tests {
                     if let Some(m) = second {
                         interest.topics.push(Topic { scope: Some(Arc::from("d")), filter: filter(m) });
                     }
-                    let subscription = hub.subscribe(interest.clone(), 1024);
+                    let subscription = hub.subscribe(interest.clone(), QueueLimit { events: 1024, bytes: 1 << 30 });
                     (interest, subscription)
                 })
                 .collect();

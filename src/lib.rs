@@ -31,6 +31,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod revocations;
 pub mod routes;
 pub mod rules;
 pub mod store;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +73,8 @@ pub struct AppState {
     pub presence: presence::Presence,
     /// Who may read and publish to which channels.
     pub channels: Arc<channels::ChannelRules>,
+    /// How fast each publisher may publish to channels.
+    pub publish_rate: Arc<channels::PublishRate>,
 }
 
 /// The router, without a socket (tests can drive it directly).
@@ -99,7 +103,10 @@ impl Server {
         let rules = rules_at(&store, start).await?;
         let hub = Hub::new(start, rules);
         for (user, before) in store.revocations().await? {
-            hub.revoke(&user, before);
+            hub.revocations().note(&revocations::Revocation {
+                user_id: &user,
+                revoked_before: before,
+            });
         }
         // Checked here, so a bad rule stops the start.
         if !config.presence_rule.trim().eq_ignore_ascii_case("null") {
@@ -119,6 +126,7 @@ impl Server {
             state: AppState {
                 presence,
                 channels: Arc::new(channel_rules),
+                publish_rate: Arc::new(channels::PublishRate::new(config.publish_rate)),
                 store,
                 hub,
                 replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),
@@ -186,6 +194,12 @@ impl Server {
         let router = app(state);
         let stop = token.clone();
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let listener = StallingClients {
+            listener,
+            write_timeout: config.write_timeout,
+        }
+        // `tap_io` gives the connections their peer address as `ConnectInfo`.
+        .tap_io(|_| {});
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: ending open streams");
@@ -218,6 +232,30 @@ impl Server {
     }
 }
 
+/// Accepts connections whose writes time out: a client that stops reading
+/// (a zero TCP window) is disconnected after `write_timeout` without progress,
+/// rather than holding its stream's buffers for ever.
+struct StallingClients {
+    listener: TcpListener,
+    write_timeout: std::time::Duration,
+}
+
+impl axum::serve::Listener for StallingClients {
+    type Io = std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, address) = axum::serve::Listener::accept(&mut self.listener).await;
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(self.write_timeout));
+        (Box::pin(stream), address)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
 /// Every collection as it was at `start`, where the feed begins: the
 /// collections of now, with the changes committed since `start` undone
 /// (the feed publishes those again, in order, and each updates the hub's
@@ -236,7 +274,7 @@ async fn rules_at(store: &Store, start: u64) -> anyhow::Result<RuleBook> {
     let mut since = start;
     // The window is the settle window, so this is a page or two.
     for _ in 0..64 {
-        let sets = store.read_changes(since).await?;
+        let sets = store.read_changes(since, store::CHANGES_PER_READ).await?;
         let Some(last) = sets.last() else { break };
         since = last.stamp + 1;
         for change in sets.iter().flat_map(|set| &set.changes) {

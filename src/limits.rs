@@ -57,7 +57,7 @@ impl StreamLimits {
         let reached = |open: usize, max: usize| max != 0 && open >= max;
         let mut open = self.lock();
         if reached(open.total, self.max_total) {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::TooManyStreams(format!(
                 "the server has {} open streams, its limit",
                 self.max_total
             )));
@@ -68,7 +68,7 @@ impl StreamLimits {
                 self.max_per_user,
             )
         {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::TooManyStreams(format!(
                 "this user has {} open streams, the limit per user; close one first",
                 self.max_per_user
             )));
@@ -76,7 +76,7 @@ impl StreamLimits {
         if let Some(ip) = ip
             && reached(open.by_ip.get(&ip).copied().unwrap_or(0), self.max_per_ip)
         {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(ApiError::TooManyStreams(format!(
                 "this address has {} open streams, the limit per address; close one first",
                 self.max_per_ip
             )));

@@ -269,28 +269,48 @@ fn fold_str(s: &str) -> String {
     s.chars().flat_map(fold).collect()
 }
 
-/// Whether `haystack`, folded, contains `needle` (already folded). Does not
-/// allocate: ASCII text is compared byte-wise, anything else through the
-/// characters' lower-case iterators.
-fn contains_folded(haystack: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return true;
-    }
-    if haystack.is_ascii() {
-        // ASCII folds to ASCII, so a non-ASCII needle cannot occur.
-        if !needle.is_ascii() {
-            return false;
+/// A `~` needle, folded once when compiling, with a substring searcher
+/// built for it: a search costs time linear in the haystack, whatever the
+/// needle (a naive scan costs haystack x needle, which a hostile filter
+/// could use to stall dispatch).
+#[derive(Debug, Clone)]
+pub(super) struct Needle {
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Needle {
+    fn new(text: &str) -> Needle {
+        Needle {
+            finder: memchr::memmem::Finder::new(fold_str(text).as_bytes()).into_owned(),
         }
-        let n = needle.as_bytes();
-        return haystack
-            .as_bytes()
-            .windows(n.len())
-            .any(|w| w.iter().zip(n).all(|(h, n)| h.to_ascii_lowercase() == *n));
     }
-    haystack.char_indices().any(|(start, _)| {
-        let mut folded = haystack.get(start..).unwrap_or("").chars().flat_map(fold);
-        needle.chars().all(|n| folded.next() == Some(n))
-    })
+
+    /// Whether `haystack`, folded with [`fold`], contains the needle.
+    fn found_in(&self, haystack: &str) -> bool {
+        if !haystack
+            .bytes()
+            .any(|byte| byte >= 0x80 || byte.is_ascii_uppercase())
+        {
+            // Already folded: search it as it is.
+            return self.finder.find(haystack.as_bytes()).is_some();
+        }
+        // Folded into a buffer kept per thread, so matching does not
+        // allocate once the buffer has grown to the largest text seen.
+        thread_local! {
+            static FOLDED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        FOLDED.with(|buffer| {
+            let mut folded = buffer.borrow_mut();
+            folded.clear();
+            folded.extend(haystack.chars().flat_map(fold));
+            let found = self.finder.find(folded.as_bytes()).is_some();
+            // A buffer grown by one huge text is not kept for ever.
+            if folded.capacity() > 1 << 20 {
+                *folded = String::new();
+            }
+            found
+        })
+    }
 }
 
 /// A compiled filter: [`Predicate::matches`] tests a record without
@@ -325,10 +345,11 @@ enum Test {
     NotEqual(Literal),
     /// `> < >= <=` against a number or a string.
     Order { op: CompareOp, bound: Bound },
-    /// `~` / `!~`. `needle` is the folded string when the value is a string.
+    /// `~` / `!~`. `needle` is set when the value is a string.
     Tilde {
         value: Literal,
-        needle: Option<Box<str>>,
+        /// Boxed: a searcher is large, and most tests are not `~`.
+        needle: Option<Box<Needle>>,
         negated: bool,
     },
     /// `IN` / `NOT IN`.
@@ -386,7 +407,7 @@ fn node(expr: &Expr) -> Node {
                 }
                 (CompareOp::Contains | CompareOp::NotContains, value) => {
                     let needle = match &value {
-                        Literal::String(s) => Some(fold_str(s).into_boxed_str()),
+                        Literal::String(s) => Some(Box::new(Needle::new(s))),
                         _ => None,
                     };
                     Test::Tilde {
@@ -479,7 +500,7 @@ impl Test {
             } => {
                 let Some(v) = v else { return false };
                 let hit = match v {
-                    Value::String(s) => needle.as_deref().is_some_and(|n| contains_folded(s, n)),
+                    Value::String(s) => needle.as_ref().is_some_and(|n| n.found_in(s)),
                     Value::Array(items) => items.iter().any(|item| json_eq(item, value)),
                     _ => false,
                 };
@@ -737,7 +758,7 @@ mod tests {
             ("", "a", false),
         ] {
             assert_eq!(
-                contains_folded(hay, &fold_str(needle)),
+                Needle::new(needle).found_in(hay),
                 expected,
                 "{hay} ~ {needle}"
             );

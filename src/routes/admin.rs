@@ -67,7 +67,13 @@ pub async fn disconnect(
     state.store.force_logout(&user_id, now).await?;
     // This node refuses the user's tokens at once; others when the notice
     // reaches them (milliseconds).
-    state.hub.revoke(&user_id, now);
+    state
+        .hub
+        .revocations()
+        .note(&crate::revocations::Revocation {
+            user_id: &user_id,
+            revoked_before: now,
+        });
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "user_id": user_id, "revoked_before": now })),

@@ -15,11 +15,18 @@ use crate::rules::{Access, refusal};
 /// node, as a `channel.message` event.
 pub async fn publish(
     State(state): State<AppState>,
-    Client { caller, .. }: Client,
+    Client { caller, ip, .. }: Client,
     PathParams(channel): PathParams<String>,
     JsonBody(message): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_channel(&channel)?;
+    let size = serde_json::to_vec(&message).map_or(0, |json| json.len());
+    if size > state.config.max_message_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the message is {size} bytes of JSON; the most a channel message may be is {} (--max-message-bytes)",
+            state.config.max_message_bytes
+        )));
+    }
     let message = envelope(&channel, &caller, message);
     let refused = match state.channels.publish(&channel, &caller) {
         Access::All => false,
@@ -29,6 +36,12 @@ pub async fn publish(
     if refused {
         return Err(refusal(&caller, &format!("publish to `{channel}`")));
     }
+    let publisher = match (&caller, ip) {
+        (Some(identity), _) => format!("user {}", identity.user_id),
+        (None, Some(ip)) => format!("ip {ip}"),
+        (None, None) => "anonymous".to_owned(),
+    };
+    state.publish_rate.check(publisher)?;
     state.store.publish_message(&message).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }

@@ -52,11 +52,16 @@ pub async fn collection_access(
     action: Action,
 ) -> Result<(Value, Rules, Access), ApiError> {
     validate_name(name)?;
-    let meta = state
-        .store
-        .get_collection(name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))?;
+    let Some(meta) = state.store.get_collection(name).await? else {
+        // A missing collection is judged by the default rules first, so a
+        // caller they refuse (anyone anonymous) gets the same answer for a
+        // collection that does not exist as for one it may not use, and
+        // cannot probe which names exist.
+        if Rules::default().access(action, caller).is_nothing() {
+            return Err(refused(caller, action, name));
+        }
+        return Err(ApiError::NotFound(format!("no collection named `{name}`")));
+    };
     let rules = Rules::of_collection(&meta);
     let access = rules.access(action, caller);
     if access.is_nothing() {

@@ -112,7 +112,7 @@ impl FromRequestParts<AppState> for Client {
             reading.then_some(state.config.auth_cookie.as_str()),
             params.token.as_deref(),
             params.ticket.as_deref(),
-        );
+        )?;
         let mut ticket = None;
         let caller = match found {
             None => None,
@@ -165,7 +165,11 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, A
 
 /// 401 for a token issued before an admin signed its user out.
 pub fn refuse_revoked(state: &AppState, identity: &Identity) -> Result<(), ApiError> {
-    if state.hub.is_revoked(&identity.user_id, identity.issued_at) {
+    if state
+        .hub
+        .revocations()
+        .is_revoked(&identity.user_id, identity.issued_at)
+    {
         return Err(ApiError::Unauthorized(
             "the token was revoked: an admin signed this user out; sign in again".into(),
         ));

@@ -30,12 +30,13 @@ use crate::auth::{Caller, claims_of, unix_now};
 use crate::channels::validate_channel;
 use crate::error::ApiError;
 use crate::event::{Event, EventId, EventKind, channel_key, sse_frame};
-use crate::feed::{events_of, read_batch};
+use crate::feed::{PageSize, events_of, read_batch};
 use crate::filter::{Expr, Filter};
-use crate::hub::{Hub, Interest, Reader, Subscription, Topic};
+use crate::hub::{Hub, Interest, QueueLimit, Reader, Subscription, Topic};
 use crate::limits::StreamPermit;
 use crate::metrics::Metrics;
 use crate::presence::PresenceGuard;
+use crate::revocations::Revocation;
 use crate::rules::{Access, Action, Rules, both, refusal};
 use crate::store::{Store, validate_name};
 
@@ -64,6 +65,9 @@ pub struct StreamParams {
 
 /// Live events are written in chunks of at most this many.
 const EVENTS_PER_CHUNK: usize = 256;
+/// Bytes past which a live chunk takes no more events (one large event
+/// still goes whole).
+const CHUNK_BYTES: usize = 256 * 1024;
 
 pub async fn stream_all(
     State(state): State<AppState>,
@@ -338,9 +342,13 @@ async fn subscribe(
             });
             watched.insert(Arc::from(name.as_str()), rules);
         }
-        let subscription = state
-            .hub
-            .subscribe(interest.clone(), state.config.stream_buffer);
+        let subscription = state.hub.subscribe(
+            interest.clone(),
+            QueueLimit {
+                events: state.config.stream_buffer,
+                bytes: usize::try_from(state.config.stream_buffer_bytes).unwrap_or(usize::MAX),
+            },
+        );
         for (name, rules) in &watched {
             let now = state.store.get_collection(name).await?;
             if now.as_ref().map(Rules::of_collection).as_ref() != Some(rules) {
@@ -424,6 +432,8 @@ struct Session {
     heartbeat: Interval,
     shutdown: CancellationToken,
     replays: Arc<tokio::sync::Semaphore>,
+    /// How much each replay read asks for (bounded in bytes).
+    page: PageSize,
     hub: Hub,
     metrics: Arc<Metrics>,
 }
@@ -509,6 +519,7 @@ impl Session {
             heartbeat,
             shutdown: state.shutdown.clone(),
             replays: state.replays.clone(),
+            page: PageSize::default(),
             hub: state.hub.clone(),
             metrics: state.metrics.clone(),
         }
@@ -545,7 +556,7 @@ impl Session {
         let read = async {
             // Held for one read, so long replays take turns with short ones.
             let _permit = self.replays.acquire().await;
-            read_batch(&self.store, since, until).await
+            read_batch(&self.store, since, until, &self.page).await
         };
         let batch = tokio::select! {
             _ = self.shutdown.cancelled() => {
@@ -574,7 +585,10 @@ impl Session {
         // Replayed events are judged by the rules in force now.
         let rules = self.hub.rules();
         let mut chunk = BytesMut::new();
-        for event in batch.sets.into_iter().flat_map(events_of) {
+        let entries = batch.sets.iter().map(|set| set.entries).sum();
+        let events: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
+        self.page.observe(entries, &events);
+        for event in events {
             if self.after.is_some_and(|after| event.id <= after) {
                 continue;
             }
@@ -589,6 +603,18 @@ impl Session {
                 && rules
                     .get(&event.collection)
                     .is_some_and(|known| known.predates(&event))
+            {
+                continue;
+            }
+            // A collection event carries the collection's rules as they were
+            // then: one from a time this caller could not read the
+            // collection is not replayed to it (a named collection's topic
+            // holds its read rule in its filter, which collection events
+            // skip).
+            if event.kind.is_collection()
+                && Rules::of_collection(&event.data)
+                    .access(Action::Read, &self.caller)
+                    .is_nothing()
             {
                 continue;
             }
@@ -649,7 +675,13 @@ impl Session {
                             }
                         }
                         count += 1;
-                        next = if count < EVENTS_PER_CHUNK { self.subscription.try_recv() } else { None };
+                        // Bounded in bytes too: a chunk is a copy, held until
+                        // the socket takes it.
+                        next = if count < EVENTS_PER_CHUNK && chunk.len() < CHUNK_BYTES {
+                            self.subscription.try_recv()
+                        } else {
+                            None
+                        };
                     }
                     if !chunk.is_empty() {
                         return Some(chunk.freeze());
@@ -683,20 +715,12 @@ impl Session {
     /// Whether `event` (a `forced_logout`) signs this stream's user out: its
     /// user, with a token issued at or before the sign-out.
     fn signed_out_by(&self, event: &Event) -> bool {
-        let user = event
-            .data
-            .get("user_id")
-            .and_then(serde_json::Value::as_str);
-        let before = event
-            .data
-            .get("revoked_before")
-            .and_then(serde_json::Value::as_u64);
-        self.caller.as_ref().is_some_and(|identity| {
-            Some(identity.user_id.as_str()) == user
-                && identity
-                    .issued_at
-                    .is_none_or(|iat| before.is_none_or(|before| iat <= before))
-        })
+        let Some(revocation) = Revocation::of_event(&event.data) else {
+            return false;
+        };
+        self.caller
+            .as_ref()
+            .is_some_and(|identity| revocation.refuses(&identity.user_id, identity.issued_at))
     }
 
     /// Whether `event` changes the read rule a named collection's topic was

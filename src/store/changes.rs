@@ -37,6 +37,25 @@ pub struct Change {
     pub before: Option<Json>,
 }
 
+impl Change {
+    /// Folds `next`, a later change of the same record in the same commit,
+    /// into this one when it is an update: a transaction's intermediate
+    /// states were never visible, so clients see one change from the
+    /// record before the commit to the record after it (livehub's own
+    /// writes of long strings take two steps, see `Store::write_record`).
+    /// Anything else is given back, to stay a change of its own.
+    fn absorb(&mut self, next: Change) -> Option<Change> {
+        match (self.op, next.op) {
+            (ChangeOp::Create | ChangeOp::Update, ChangeOp::Update) => {
+                self.data = next.data;
+                // A create keeps no before-image; an update keeps the first.
+                None
+            }
+            _ => Some(next),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeOp {
     Create,
@@ -57,11 +76,17 @@ pub(super) fn parse_change_set(value: Value) -> Option<ChangeSet> {
         return None;
     };
     let entries = u32::try_from(items.len()).unwrap_or(u32::MAX).max(1);
-    let changes = items
-        .into_inner()
-        .into_iter()
-        .filter_map(parse_change)
-        .collect();
+    let mut changes: Vec<Change> = Vec::with_capacity(items.len());
+    for change in items.into_inner().into_iter().filter_map(parse_change) {
+        match changes.last_mut() {
+            Some(last) if last.table == change.table && last.key == change.key => {
+                if let Some(unmerged) = last.absorb(change) {
+                    changes.push(unmerged);
+                }
+            }
+            _ => changes.push(change),
+        }
+    }
     Some(ChangeSet {
         stamp,
         changes,
@@ -193,6 +218,62 @@ fn locate<'v>(mut value: &'v mut Json, parts: &[&str]) -> Option<&'v mut Json> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn change(op: ChangeOp, key: &str, data: Json, before: Option<Json>) -> Change {
+        Change {
+            table: "t".into(),
+            key: key.into(),
+            op,
+            data,
+            before,
+        }
+    }
+
+    #[test]
+    fn a_commit_that_changes_a_record_twice_is_one_change() {
+        let mut first = change(
+            ChangeOp::Update,
+            "a",
+            json!({"s": null}),
+            Some(json!({"s": "old"})),
+        );
+        assert!(
+            first
+                .absorb(change(
+                    ChangeOp::Update,
+                    "a",
+                    json!({"s": "new"}),
+                    Some(json!({"s": null}))
+                ))
+                .is_none()
+        );
+        assert_eq!(first.data, json!({"s": "new"}));
+        assert_eq!(first.before, Some(json!({"s": "old"})));
+        let mut created = change(ChangeOp::Create, "a", json!({"n": 1}), None);
+        assert!(
+            created
+                .absorb(change(
+                    ChangeOp::Update,
+                    "a",
+                    json!({"n": 2}),
+                    Some(json!({"n": 1}))
+                ))
+                .is_none()
+        );
+        assert_eq!(
+            (created.op, created.data, created.before),
+            (ChangeOp::Create, json!({"n": 2}), None)
+        );
+        // A delete stays a change of its own.
+        let mut updated = change(
+            ChangeOp::Update,
+            "a",
+            json!({"n": 2}),
+            Some(json!({"n": 1})),
+        );
+        let delete = change(ChangeOp::Delete, "a", json!({"n": 2}), None);
+        assert!(updated.absorb(delete).is_some());
+    }
 
     #[test]
     fn reverse_patches_rebuild_the_previous_record() {

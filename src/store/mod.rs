@@ -184,6 +184,7 @@ impl Store {
              SELECT retention_secs, horizon FROM ONLY type::record('{META_TABLE}', 'retention');
              SELECT VALUE name FROM {COLLECTIONS_TABLE};
              DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;
+             DEFINE INDEX IF NOT EXISTS expires ON {TICKETS_TABLE} FIELDS expires;
              DEFINE TABLE IF NOT EXISTS {NOTICES_TABLE} SCHEMALESS;
              ALTER TABLE {NOTICES_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;
@@ -505,6 +506,12 @@ impl Store {
     /// collection exists (so SurrealDB never creates an undefined table), and
     /// then the caller's rules (see [`RuleChecks`]), so that no concurrent
     /// write can slip between the check and the change.
+    ///
+    /// An update whose data holds long strings first sets each of them to
+    /// `null` (see [`long_strings_cleared`]), in the same transaction: the
+    /// changefeed then stores whole values for them, not string diffs, which
+    /// SurrealDB computes in time quadratic in the length and inside the
+    /// write. The feed merges the two steps into one change.
     async fn write_record(
         &self,
         collection: &str,
@@ -514,6 +521,18 @@ impl Store {
         checks: &RuleChecks,
     ) -> Result<Option<Json>, ApiError> {
         let mut vars = serde_json::json!({ "tb": collection, "id": id });
+        let clear = match &data {
+            Some(data) if statement.starts_with("UPDATE") => long_strings_cleared(data),
+            _ => None,
+        };
+        let statement = match clear {
+            Some(cleared) => {
+                vars["cleared"] = Json::Object(cleared);
+                format!("UPDATE type::record($tb, $id) MERGE $cleared RETURN NONE;\n{statement}")
+            }
+            None => statement.to_owned(),
+        };
+        let steps = statement.matches(';').count() + 1;
         let mut check = |name: &str, condition: &Expr, error: &str| {
             let (sql, params) = condition.to_surrealql_named(name);
             for (param, value) in params {
@@ -579,8 +598,9 @@ impl Store {
             }
             return Err(error.into());
         }
-        // Statement 0 is BEGIN, 1 the collection check, then the rule checks.
-        let rows: Vec<Value> = response.take(2 + before.len())?;
+        // Statement 0 is BEGIN, 1 the collection check, then the rule
+        // checks, then the write's steps, the last of which returns it.
+        let rows: Vec<Value> = response.take(1 + before.len() + steps)?;
         Ok(rows.into_iter().next().map(|row| record_json(row).2))
     }
 
@@ -658,8 +678,9 @@ impl Store {
     // ----- stream tickets -----
 
     /// Stores a single-use ticket for `claims`, valid until `expires` (Unix
-    /// seconds), and clears out expired ones. In the database, so that any
-    /// node sharing it can redeem the ticket.
+    /// seconds). In the database, so that any node sharing it can redeem the
+    /// ticket. Expired tickets are cleared by [`Store::presence_maintain`],
+    /// not here: a request must not cost a scan of every ticket.
     pub async fn create_ticket(
         &self,
         ticket: &str,
@@ -667,13 +688,10 @@ impl Store {
         expires: u64,
     ) -> Result<(), ApiError> {
         let sql = format!(
-            "DELETE {TICKETS_TABLE} WHERE expires < $now;
-             CREATE type::record('{TICKETS_TABLE}', $ticket) CONTENT {{ claims: $claims, expires: $expires }};"
+            "CREATE type::record('{TICKETS_TABLE}', $ticket) CONTENT {{ claims: $claims, expires: $expires }};"
         );
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.db
             .query(sql)
-            .bind(("now", now))
             .bind(("ticket", ticket.to_owned()))
             .bind(("claims", claims.clone()))
             .bind(("expires", expires as i64))
@@ -824,8 +842,9 @@ impl Store {
 
     /// Pushes this node's entries' expiry forward; removes the entries of
     /// nodes that stopped doing so, logging `left` for users no live entry
-    /// is left of; and deletes messages, notices and presence log rows older
-    /// than the changefeed keeps (their events can no longer be replayed).
+    /// is left of; deletes messages, notices and presence log rows older
+    /// than the changefeed keeps (their events can no longer be replayed);
+    /// and deletes expired tickets (through their index).
     pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), ApiError> {
         let now_ms = now_ms();
         let sql = format!(
@@ -847,13 +866,15 @@ impl Store {
              COMMIT;
              DELETE {MESSAGES_TABLE} WHERE at < $cutoff;
              DELETE {NOTICES_TABLE} WHERE at < $cutoff;
-             DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;"
+             DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;
+             DELETE {TICKETS_TABLE} WHERE expires < $now_secs;"
         );
         let vars = serde_json::json!({
             "node": node,
             "now": now_ms,
             "expires": now_ms + ttl.as_millis() as i64,
             "cutoff": now_ms - self.retention.as_millis() as i64,
+            "now_secs": now_ms / 1000,
         });
         let (_, error) = self.write(sql, vars).await?;
         error.map_or(Ok(()), |error| Err(error.into()))
@@ -896,8 +917,13 @@ impl Store {
 
     /// Reads committed transactions with stamps at or after `since`
     /// (SurrealDB's `SINCE` is inclusive), oldest first.
-    pub async fn read_changes(&self, since: u64) -> Result<Vec<ChangeSet>, surrealdb::Error> {
-        let sql = format!("SHOW CHANGES FOR DATABASE SINCE {since} LIMIT {CHANGES_PER_READ}");
+    pub async fn read_changes(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<ChangeSet>, surrealdb::Error> {
+        let limit = limit.clamp(1, CHANGES_PER_READ);
+        let sql = format!("SHOW CHANGES FOR DATABASE SINCE {since} LIMIT {limit}");
         let sets: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
         Ok(sets
             .into_iter()
@@ -1007,6 +1033,40 @@ pub fn new_record_id() -> String {
         .to_ascii_lowercase()
 }
 
+/// Strings longer than this are written without a string diff (see
+/// [`Store::write_record`]): SurrealDB's diff of two strings costs up to
+/// length squared, about 5 ms at this length and seconds at 30,000.
+pub const LONG_STRING_BYTES: usize = 1024;
+
+/// `data` with `null` at every field a merge would set to a long string (or
+/// to an array holding one anywhere), and nothing else; `None` if there is
+/// no such field. Nested objects keep their nesting, since a merge into an
+/// object keeps the fields it does not name.
+fn long_strings_cleared(data: &Map<String, Json>) -> Option<Map<String, Json>> {
+    fn holds_long_string(value: &Json) -> bool {
+        match value {
+            Json::String(text) => text.len() > LONG_STRING_BYTES,
+            Json::Array(items) => items.iter().any(holds_long_string),
+            Json::Object(fields) => fields.values().any(holds_long_string),
+            _ => false,
+        }
+    }
+    let cleared: Map<String, Json> = data
+        .iter()
+        .filter_map(|(key, value)| {
+            let value = match value {
+                Json::Object(fields) if !fields.is_empty() => {
+                    Json::Object(long_strings_cleared(fields)?)
+                }
+                value if holds_long_string(value) => Json::Null,
+                _ => return None,
+            };
+            Some((key.clone(), value))
+        })
+        .collect();
+    (!cleared.is_empty()).then_some(cleared)
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
@@ -1073,6 +1133,25 @@ fn collection_json(value: Value) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_strings_are_found_where_a_merge_puts_them() {
+        let long = "x".repeat(LONG_STRING_BYTES + 1);
+        let data = serde_json::json!({
+            "short": "s", "n": 1, "long": long,
+            "list": ["a", long], "plain": ["a"],
+            "nested": {"deep": {"long": long, "short": "s"}, "other": 2},
+            "flat": {"short": "s"},
+        });
+        assert_eq!(
+            long_strings_cleared(data.as_object().unwrap()).map(Json::Object),
+            Some(serde_json::json!({
+                "long": null, "list": null, "nested": {"deep": {"long": null}},
+            }))
+        );
+        let short = serde_json::json!({"a": "s", "b": {"c": [1, "d"]}});
+        assert_eq!(long_strings_cleared(short.as_object().unwrap()), None);
+    }
 
     #[test]
     fn collection_names_are_checked() {
