@@ -29,11 +29,17 @@ fn letters(seed: u64, len: usize) -> String {
 /// Writes to `other` and waits for its event on `stream`: an ordinary
 /// client going about its business.
 async fn ordinary_event_arrives(app: &TestApp, stream: &mut SseClient, marker: &str) {
-    app.create_record("other", json!({ "marker": marker }))
-        .await;
+    guarded(app.create_record("other", json!({ "marker": marker }))).await;
     let event = stream.record_event().await;
     let data: Value = serde_json::from_str(&event.data).unwrap();
     assert_eq!(data["data"]["marker"], marker);
+}
+
+/// `request`, within the hang guard.
+async fn guarded<T>(request: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, request)
+        .await
+        .expect("the server answers")
 }
 
 async fn public_collection(app: &TestApp, name: &str) {
@@ -52,7 +58,8 @@ async fn public_collection(app: &TestApp, name: &str) {
 /// streams may not read is never searched at all.
 #[tokio::test]
 async fn substring_filters_cannot_stall_dispatch() {
-    let app = TestApp::spawn().await;
+    // Isolated: if the server stalls, the hang guard still fires.
+    let app = TestApp::spawn_isolated(test_config()).await;
     public_collection(&app, "posts").await;
     app.create_collection("private").await;
     app.create_collection("other").await;
@@ -73,14 +80,14 @@ async fn substring_filters_cannot_stall_dispatch() {
     }
     let haystack = "a".repeat(900_000);
     // Readable by the hostile streams: searched, in linear time.
-    app.create_record("posts", json!({ "body": haystack }))
-        .await;
+    guarded(app.create_record("posts", json!({ "body": haystack }))).await;
     ordinary_event_arrives(&app, &mut ordinary, "after a readable large record").await;
     // Not readable by them: the rule refuses it before any search.
-    app.create_record("private", json!({ "body": haystack }))
-        .await;
+    guarded(app.create_record("private", json!({ "body": haystack }))).await;
     ordinary_event_arrives(&app, &mut ordinary, "after a private large record").await;
-    let health = app.anonymous.get(app.url("/healthz")).send().await.unwrap();
+    let health = guarded(app.anonymous.get(app.url("/healthz")).send())
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     drop(hostile);
 }
@@ -92,7 +99,8 @@ async fn substring_filters_cannot_stall_dispatch() {
 /// leaving a filter is still told.
 #[tokio::test]
 async fn updating_long_strings_does_not_hold_back_other_clients() {
-    let app = TestApp::spawn().await;
+    // Isolated: if the server stalls, the hang guard still fires.
+    let app = TestApp::spawn_isolated(test_config()).await;
     app.create_collection("images").await;
     app.create_collection("other").await;
     let created = app
@@ -141,7 +149,7 @@ async fn updating_long_strings_does_not_hold_back_other_clients() {
     assert_eq!(left["left"], true);
     assert_eq!(left["record_id"], id.as_str());
     // Nothing else came: the next event on `all` is the next change.
-    app.create_record("images", json!({ "kind": "c" })).await;
+    guarded(app.create_record("images", json!({ "kind": "c" }))).await;
     let (kind, next) = all.json_event().await;
     assert_eq!(kind, "record.created");
     assert_eq!(next["data"]["kind"], "c");

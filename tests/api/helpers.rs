@@ -122,6 +122,50 @@ impl TestApp {
         }
     }
 
+    /// A server on a runtime and thread of its own, for tests of what could
+    /// stall it: the test's own timers (the hang guard) then keep running
+    /// even if every worker of the server is stuck (the hub's lock is a std
+    /// mutex, which blocks a worker that waits for it). A stalled server's
+    /// thread is left behind when the test ends.
+    pub async fn spawn_isolated(config: Config) -> TestApp {
+        let (ready, started) = oneshot::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::bind(config.addr).await.expect("bind");
+                let address = format!("http://{}", listener.local_addr().unwrap());
+                let server = build_server(config).await;
+                let state = server.state().clone();
+                let (shutdown, signal) = oneshot::channel::<()>();
+                let _ = ready.send((address, state, shutdown));
+                let _ = server
+                    .serve(listener, async move {
+                        let _ = signal.await;
+                    })
+                    .await;
+            });
+        });
+        let (address, state, shutdown) = started.await.expect("the server starts");
+        let admin_token = state
+            .auth
+            .sign(&json!({"sub": "admin", "role": "admin", "exp": now_secs() + 3600}))
+            .unwrap();
+        TestApp {
+            address,
+            client: client_with_token(&admin_token),
+            anonymous: reqwest::Client::new(),
+            auth: state.auth.clone(),
+            store: state.store.clone(),
+            hub: state.hub.clone(),
+            shutdown: Some(shutdown),
+            server: None,
+        }
+    }
+
     /// A token for `claims`, signed as the server expects; valid for an hour
     /// unless `claims` has its own `exp`.
     pub fn token(&self, claims: Value) -> String {
