@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Client, JsonBody, PathParams};
+use super::{Client, ObjectBody, PathParams};
 use crate::AppState;
 use crate::auth::unix_now;
 use crate::error::ApiError;
@@ -32,7 +32,7 @@ pub struct Announcement {
 pub async fn broadcast(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
-    JsonBody(body): JsonBody<Announcement>,
+    ObjectBody(body): ObjectBody<Announcement>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&caller, "broadcast")?;
     if body.message.trim().is_empty() || body.message.len() > MAX_MESSAGE_LEN {

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Client, JsonBody, PathParams};
+use super::{Client, ObjectBody, PathParams};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::rules::{Access, Action, Rules, RulesPatch, present, refused};
+use crate::rules::{Access, Action, Rules, RulesPatch, object, present, refused, some_object};
 use crate::store::validate_name;
 
 /// Body of `POST /api/v1/collections`.
@@ -21,7 +21,7 @@ pub struct NewCollection {
     #[serde(default)]
     description: Option<String>,
     /// Rules given here replace the defaults; absent ones keep them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     rules: RulesPatch,
 }
 
@@ -33,7 +33,7 @@ pub struct CollectionPatch {
     #[serde(default, deserialize_with = "present")]
     description: Option<Option<String>>,
     /// Rules present are replaced.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_object")]
     rules: Option<RulesPatch>,
 }
 
@@ -85,7 +85,7 @@ fn check_description(description: Option<&str>) -> Result<(), ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
-    JsonBody(body): JsonBody<NewCollection>,
+    ObjectBody(body): ObjectBody<NewCollection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&caller)?;
     validate_name(&body.name)?;
@@ -125,7 +125,7 @@ pub async fn update(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
-    JsonBody(patch): JsonBody<CollectionPatch>,
+    ObjectBody(patch): ObjectBody<CollectionPatch>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
     validate_name(&name)?;

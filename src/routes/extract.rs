@@ -30,6 +30,30 @@ where
     }
 }
 
+/// Like [`JsonBody`], for a body that must be a JSON object (a struct):
+/// serde reads a struct from an array too, filling its fields in order, so
+/// `[null, null]` would pass for one.
+pub struct ObjectBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for ObjectBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(fields) =
+            axum::Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, state)
+                .await?;
+        T::deserialize(serde_json::Value::Object(fields))
+            .map(ObjectBody)
+            .map_err(|error| {
+                ApiError::bad_request("invalid_body", format!("the body does not fit: {error}"))
+            })
+    }
+}
+
 /// Like `axum::extract::Path`.
 pub struct PathParams<T>(pub T);
 

@@ -25,7 +25,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::{json_method_not_allowed, log_internal_errors, route_not_found};
 use crate::{AppState, Config};
 
-pub use extract::{Client, JsonBody, PathParams, QueryParams};
+pub use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 
 /// Every route of the service.
 pub fn router(state: AppState) -> Router {

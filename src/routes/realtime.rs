@@ -371,17 +371,21 @@ fn resume_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>
         })?),
         None => None,
     };
-    // An empty header means "no id yet" (as browsers send it), not "reset".
-    let header = header.map(str::trim).filter(|text| !text.is_empty());
-    match header.or(query).map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|error: crate::event::InvalidEventId| {
-                ApiError::bad_request("invalid_event_id", error.to_string())
-            }),
-    }
+    // Both are checked, so a malformed id is a 400 wherever it is sent; an
+    // empty one means "no id yet" (as browsers send it), not "reset".
+    let parse = |text: Option<&str>| -> Result<Option<EventId>, ApiError> {
+        match text.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|error: crate::event::InvalidEventId| {
+                    ApiError::bad_request("invalid_event_id", error.to_string())
+                }),
+        }
+    };
+    let (header, query) = (parse(header)?, parse(query)?);
+    Ok(header.or(query))
 }
 
 /// Where a stream is in its life.

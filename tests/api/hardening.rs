@@ -527,3 +527,48 @@ async fn a_thousand_random_disconnects_lose_nothing() {
         "{total_disconnects} disconnects"
     );
 }
+
+/// serde reads a struct from a JSON array, filling its fields in order: a
+/// body (or its `rules`) given as `[null, null]` used to reset rules with a
+/// 200 or 201. Objects are required where the contract says object.
+#[tokio::test]
+async fn arrays_are_not_read_as_objects() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    for (method, path, body) in [
+        ("PATCH", "/api/v1/collections/posts", json!([null, null])),
+        (
+            "PATCH",
+            "/api/v1/collections/posts",
+            json!({"rules": [null, null]}),
+        ),
+        (
+            "POST",
+            "/api/v1/collections",
+            json!({"name": "other", "rules": [null, null]}),
+        ),
+        ("POST", "/api/v1/collections", json!(["other"])),
+        ("POST", "/api/v1/admin/broadcast", json!(["hello"])),
+    ] {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{method} {path} {body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "invalid_body", "{error}");
+    }
+    let collection: Value = app
+        .get("/api/v1/collections/posts")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        collection["rules"]["read"], "$auth.sub != null",
+        "the rules are untouched"
+    );
+}
