@@ -1134,6 +1134,54 @@ fn collection_json(value: Value) -> Json {
 mod tests {
     use super::*;
 
+    /// Expired tickets used to be deleted by every ticket request, with a
+    /// scan of the whole table. They are pruned by the maintenance pass now,
+    /// through an index on `expires`.
+    #[tokio::test]
+    async fn expired_tickets_are_pruned_through_an_index() {
+        let store = Store::connect(&Config::defaults(), WriteTracker::new())
+            .await
+            .unwrap();
+        let claims = serde_json::json!({"sub": "ann"});
+        store.create_ticket("old", &claims, 1).await.unwrap();
+        store
+            .create_ticket("new", &claims, u64::MAX >> 12)
+            .await
+            .unwrap();
+        let plan: Vec<Value> = store
+            .db
+            .query(format!(
+                "SELECT * FROM {TICKETS_TABLE} WHERE expires < $now EXPLAIN"
+            ))
+            .bind(("now", 1_000_i64))
+            .await
+            .unwrap()
+            .take(0)
+            .unwrap();
+        let plan = serde_json::to_string(&Value::Array(plan.into())).unwrap();
+        assert!(plan.contains("IndexScan"), "{plan}");
+        // Creating a ticket left the expired one; maintenance removes it.
+        let count = |store: &Store| {
+            let db = store.db.clone();
+            async move {
+                let keys: Vec<Value> = db
+                    .query(format!("SELECT VALUE id FROM {TICKETS_TABLE}"))
+                    .await
+                    .unwrap()
+                    .take(0)
+                    .unwrap();
+                keys.len()
+            }
+        };
+        assert_eq!(count(&store).await, 2);
+        store
+            .presence_maintain("node", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(count(&store).await, 1);
+        assert!(store.redeem_ticket("new").await.unwrap().is_some());
+    }
+
     #[test]
     fn long_strings_are_found_where_a_merge_puts_them() {
         let long = "x".repeat(LONG_STRING_BYTES + 1);
