@@ -13,9 +13,10 @@
 //! * `long-string`: a record with a 30,000-character string updated to
 //!   another one; reports the update's duration and how late an ordinary
 //!   client's event on another collection arrives.
-//! * `stalled`: 64 streams that never read, then 64 records of 1 MB; reports
-//!   the server's resident memory before and after (needs `--pid`), and
-//!   again after `--settle`.
+//! * `stalled`: 64 records of 1 MB with no stream (the control), then 64
+//!   streams that never read and 64 more such records; reports how much
+//!   each grew the server's resident memory (needs `--pid`), again after
+//!   `--settle`, and the open streams before and after.
 //!
 //! Loopback only: the tool refuses any other address.
 
@@ -278,19 +279,23 @@ async fn long_string(
     Ok(())
 }
 
-async fn stalled(
-    admin: &reqwest::Client,
-    base: &str,
-    tag: u32,
-    options: &Options,
-) -> anyhow::Result<()> {
-    let pid = options
-        .pid
-        .context("`stalled` reads the server's memory: give --pid")?;
+async fn stalled(admin: &reqwest::Client, base: &str, tag: u32, options: &Options) -> anyhow::Result<()> {
+    let pid = options.pid.context("`stalled` reads the server's memory: give --pid")?;
+    let blob = "x".repeat(1_000_000);
+    // The control: the same writes with nobody stalled, so what the
+    // database itself keeps is not counted against the streams.
+    let control = format!("control{tag}");
+    create_collection(admin, base, &control, json!({})).await?;
+    let before = rss_mib(pid)?;
+    for n in 0..64 {
+        create_record(admin, base, &control, &json!({ "n": n, "blob": blob })).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let control_growth = rss_mib(pid)? - before;
+
     let blobs = format!("blobs{tag}");
     create_collection(admin, base, &blobs, json!({})).await?;
     let address: std::net::SocketAddr = base.trim_start_matches("http://").parse()?;
-    let before = rss_mib(pid)?;
     let mut sockets = Vec::new();
     for _ in 0..64 {
         let socket = tokio::net::TcpSocket::new_v4()?;
@@ -308,20 +313,35 @@ async fn stalled(
         sockets.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let blob = "x".repeat(1_000_000);
+    let open_before = open_streams(admin, base).await?;
+    let start = rss_mib(pid)?;
     for n in 0..64 {
         create_record(admin, base, &blobs, &json!({ "n": n, "blob": blob })).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let loaded = rss_mib(pid)?;
+    let loaded = rss_mib(pid)? - start;
     tokio::time::sleep(options.settle).await;
-    let settled = rss_mib(pid)?;
+    let settled = rss_mib(pid)? - start;
+    let open_after = open_streams(admin, base).await?;
     println!(
-        "stalled: server RSS {before:.0} MiB before, {loaded:.0} MiB with 64 stalled streams after 64 x 1 MB records, {settled:.0} MiB {:?} later",
+        "stalled: 64 x 1 MB records grew the server by {control_growth:.0} MiB with no stream; \
+         with 64 stalled streams by {loaded:.0} MiB, {settled:.0} MiB {:?} later; \
+         open streams {open_before} then {open_after}",
         options.settle
     );
     drop(sockets);
     Ok(())
+}
+
+/// `livehub_streams_open` from `/metrics`.
+async fn open_streams(admin: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    let text = admin.get(format!("{base}/metrics")).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix("livehub_streams_open "))
+        .unwrap_or("?")
+        .trim()
+        .to_owned())
 }
 
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
