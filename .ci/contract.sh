@@ -36,6 +36,7 @@ fi
     --checks all \
     --exclude-path '/api/v1/admin/users/{id}/disconnect' \
     --max-examples "$examples" \
+    --seed "${SCHEMATHESIS_SEED:-20261201}" \
     --request-timeout 3 \
     --workers 2 \
     --no-color
