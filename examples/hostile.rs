@@ -279,8 +279,15 @@ async fn long_string(
     Ok(())
 }
 
-async fn stalled(admin: &reqwest::Client, base: &str, tag: u32, options: &Options) -> anyhow::Result<()> {
-    let pid = options.pid.context("`stalled` reads the server's memory: give --pid")?;
+async fn stalled(
+    admin: &reqwest::Client,
+    base: &str,
+    tag: u32,
+    options: &Options,
+) -> anyhow::Result<()> {
+    let pid = options
+        .pid
+        .context("`stalled` reads the server's memory: give --pid")?;
     let blob = "x".repeat(1_000_000);
     // The control: the same writes with nobody stalled, so what the
     // database itself keeps is not counted against the streams.
@@ -335,7 +342,12 @@ async fn stalled(admin: &reqwest::Client, base: &str, tag: u32, options: &Option
 
 /// `livehub_streams_open` from `/metrics`.
 async fn open_streams(admin: &reqwest::Client, base: &str) -> anyhow::Result<String> {
-    let text = admin.get(format!("{base}/metrics")).send().await?.text().await?;
+    let text = admin
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .find_map(|line| line.strip_prefix("livehub_streams_open "))

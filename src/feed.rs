@@ -488,6 +488,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_are_sized_by_the_bytes_of_the_last_one() {
+        let event = |bytes: usize| {
+            Arc::new(Event::new(
+                crate::event::EventId { stamp: 1, index: 0 },
+                crate::event::EventKind::RecordCreated,
+                Arc::from("c"),
+                Some("r".into()),
+                serde_json::json!({ "blob": "x".repeat(bytes) }),
+                None,
+            ))
+        };
+        let mut page = PageSize::default();
+        assert_eq!(page.limit(), FIRST_PAGE_ENTRIES);
+        // Small records: full pages.
+        page.observe(10, &vec![event(100); 10]);
+        assert_eq!(page.limit(), CHANGES_PER_READ);
+        // 1 MB records: a page stays within its byte budget.
+        let large = event(1_000_000);
+        page.observe(4, &vec![large.clone(); 4]);
+        assert!(page.limit() >= 1);
+        assert!(page.limit() as usize * large.queued_size() <= PAGE_BYTES);
+        // Nothing read: the size stands.
+        let limit = page.limit();
+        page.observe(0, &[]);
+        assert_eq!(page.limit(), limit);
+    }
+
+    #[test]
     fn watermark_is_held_back_by_writes_in_flight() {
         let tracker = WriteTracker::new();
         let before = tracker.watermark(Duration::ZERO);
