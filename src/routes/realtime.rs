@@ -338,7 +338,9 @@ async fn subscribe(
             let filter = filter.as_ref().map(|expr| expr.bind(claims));
             interest.topics.push(Topic {
                 scope: Some(Arc::from(name.as_str())),
-                filter: compiled(both(filter, read.condition())),
+                // The rule first: the caller's filter never runs on a
+                // record the caller may not read.
+                filter: compiled(both(read.condition(), filter)),
             });
             watched.insert(Arc::from(name.as_str()), rules);
         }
