@@ -43,8 +43,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(fields) =
-            axum::Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, state)
+        let JsonBody(fields) =
+            JsonBody::<serde_json::Map<String, serde_json::Value>>::from_request(request, state)
                 .await?;
         T::deserialize(serde_json::Value::Object(fields))
             .map(ObjectBody)
