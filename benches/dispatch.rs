@@ -14,10 +14,11 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use livehub::auth::Identity;
-use livehub::event::{Event, EventId, EventKind};
+use livehub::clock::Stamp;
+use livehub::event::{Event, EventId, EventKind, Source};
 use livehub::filter::Filter;
-use livehub::hub::{Hub, Interest, QueueLimit, Subscription};
+use livehub::hub::{Hub, Interest, QueueLimit, Scope, Subscription};
+use livehub::identity::Identity;
 use livehub::rules::Access;
 use serde_json::json;
 
@@ -28,7 +29,7 @@ const MATCHING: usize = 10;
 
 fn subscribe(hub: &Hub, filter: &str) -> Subscription {
     let interest = Interest::topic(
-        Some(Arc::from("messages")),
+        Scope::Collection(Arc::from("messages")),
         Some(Arc::new(Filter::parse(filter).unwrap())),
     );
     hub.subscribe(
@@ -42,7 +43,7 @@ fn subscribe(hub: &Hub, filter: &str) -> Subscription {
 
 /// A hub with `SUBSCRIBERS` subscribers, `MATCHING` of whom match room 7.
 fn crowd(others: impl Fn(usize) -> String) -> (Hub, Vec<Subscription>, Vec<Subscription>) {
-    let hub = Hub::new(0, Default::default());
+    let hub = Hub::new(Stamp(0), Default::default());
     let matching = (0..MATCHING)
         .map(|n| {
             subscribe(
@@ -65,11 +66,11 @@ fn crowd(others: impl Fn(usize) -> String) -> (Hub, Vec<Subscription>, Vec<Subsc
 fn event(data: serde_json::Value) -> Arc<Event> {
     Arc::new(Event::new(
         EventId {
-            stamp: 1 << 40,
+            stamp: Stamp(1 << 40),
             index: 0,
         },
         EventKind::RecordCreated,
-        Arc::from("messages"),
+        Source::Collection(Arc::from("messages")),
         Some("m1".into()),
         data,
         None,
@@ -89,7 +90,7 @@ fn dispatch(c: &mut Criterion) {
         )];
         group.bench_function(name, |b| {
             b.iter(|| {
-                hub.publish(black_box(&events), 1);
+                hub.publish(black_box(&events), Stamp(1));
                 // Drain, so the queues never fill.
                 for subscription in &mut matching {
                     assert!(subscription.try_recv().is_some());
@@ -118,7 +119,7 @@ fn per_user_rules(c: &mut Criterion) {
             Access::Matching(filter) => filter,
             other => panic!("{rule} binds to {other:?}"),
         };
-        let interest = Interest::topic(Some(Arc::from("messages")), Some(filter));
+        let interest = Interest::topic(Scope::Collection(Arc::from("messages")), Some(filter));
         hub.subscribe(
             interest,
             QueueLimit {
@@ -131,7 +132,7 @@ fn per_user_rules(c: &mut Criterion) {
         ("owner", "owner = $auth.sub"),
         ("owner_or_public", "owner = $auth.sub || public = true"),
     ] {
-        let hub = Hub::new(0, Default::default());
+        let hub = Hub::new(Stamp(0), Default::default());
         let mut matching: Vec<_> = (0..MATCHING).map(|_| subscribe_as(&hub, rule, 7)).collect();
         let _rest: Vec<_> = (0..SUBSCRIBERS - MATCHING)
             .map(|n| subscribe_as(&hub, rule, n + 1000))
@@ -141,7 +142,7 @@ fn per_user_rules(c: &mut Criterion) {
         )];
         group.bench_function(name, |b| {
             b.iter(|| {
-                hub.publish(black_box(&events), 1);
+                hub.publish(black_box(&events), Stamp(1));
                 for subscription in &mut matching {
                     assert!(subscription.try_recv().is_some());
                 }

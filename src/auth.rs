@@ -10,100 +10,20 @@
 //! signed with it, for local use.
 //!
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value as Json, json};
 
-use crate::config::Secret;
-use crate::error::ApiError;
-
-/// What verification needs to know (the `--jwt-*` flags).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AuthSettings {
-    /// Secret for HS256/384/512 tokens (32 bytes or more). With neither this
-    /// nor `--jwt-public-key`, a random secret is made at start and an admin
-    /// token for it is printed.
-    #[arg(long, env = "LIVEHUB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<Secret>,
-    /// Public key for RS256/ES256 tokens: PEM text or a path to a PEM file.
-    #[arg(long, env = "LIVEHUB_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<String>,
-    /// HS256, HS384, HS512, RS256 or ES256. Default: HS256 with a secret,
-    /// RS256 with a public key. Tokens signed otherwise are refused.
-    #[arg(long, env = "LIVEHUB_JWT_ALGORITHM")]
-    pub jwt_algorithm: Option<String>,
-    /// Required `iss` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-    /// Required `aud` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-    /// Accept tokens without an `exp` claim (they never expire). Off by
-    /// default: a token without `exp` is refused.
-    #[arg(long, env = "LIVEHUB_JWT_ALLOW_NO_EXP")]
-    pub jwt_allow_no_exp: bool,
-}
+use crate::config::AuthSettings;
+use crate::identity::{AuthError, Identity};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
 /// How long the development admin token lives.
 const DEV_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-
-/// A verified caller.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
-    /// `sub`, or `ID` for SurrealDB record-access tokens.
-    pub user_id: String,
-    /// The `name` claim, if any.
-    pub name: Option<String>,
-    /// Whether the `role` claim is `admin`: admins pass every rule.
-    pub admin: bool,
-    /// Every claim, as rules see them (`$auth.<claim>`).
-    pub claims: Json,
-    /// `exp`, in seconds since the Unix epoch.
-    pub expires_at: Option<u64>,
-    /// `iat`, in seconds since the Unix epoch: a sign-out by an admin
-    /// refuses the tokens issued at or before it.
-    pub issued_at: Option<u64>,
-}
-
-/// Who is calling: a verified identity, or nobody.
-pub type Caller = Option<Arc<Identity>>;
-
-/// The claims rules see as `$auth`: none for an anonymous caller.
-pub fn claims_of(caller: &Caller) -> &Json {
-    static NONE: Json = Json::Null;
-    caller.as_ref().map_or(&NONE, |identity| &identity.claims)
-}
-
-/// Why a token was refused. The message never contains the token.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum AuthError {
-    #[error("the token has expired")]
-    Expired,
-    #[error("the token is not valid yet")]
-    NotYetValid,
-    #[error("the token's signature or algorithm does not match this server's key")]
-    BadSignature,
-    #[error("the token is for another audience")]
-    WrongAudience,
-    #[error("the token is from another issuer")]
-    WrongIssuer,
-    #[error("the token is malformed: {0}")]
-    Malformed(String),
-    #[error("the Authorization header must be `Bearer <token>`; no other scheme is accepted")]
-    NotBearer,
-}
-
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        ApiError::Unauthorized(error.to_string())
-    }
-}
 
 /// Verifies tokens with the configured key and algorithm.
 pub struct Authenticator {
@@ -209,10 +129,10 @@ impl Authenticator {
             signer,
         };
         let dev_token = if dev {
-            let expires = SystemTime::now() + DEV_TOKEN_LIFETIME;
+            let expires = crate::clock::unix_now() + DEV_TOKEN_LIFETIME.as_secs();
             Some(authenticator.sign(&json!({
                 "sub": "admin", "name": "Local admin", "role": "admin",
-                "exp": expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs(),
+                "exp": expires,
             }))?)
         } else {
             None
@@ -248,61 +168,8 @@ impl Authenticator {
                     _ => AuthError::Malformed("not a JWT this server can read".into()),
                 }
             })?;
-        identity(data.claims)
+        Identity::from_claims(data.claims)
     }
-}
-
-/// The identity a verified token's claims describe.
-pub fn identity(claims: Json) -> Result<Identity, AuthError> {
-    if !claims.is_object() {
-        return Err(AuthError::Malformed("the claims are not an object".into()));
-    }
-    // SurrealDB record-access tokens carry the record id in `ID`.
-    let user_id = match (claims.get("sub"), claims.get("ID")) {
-        (Some(Json::String(sub)), _) if !sub.is_empty() => sub.clone(),
-        (_, Some(Json::String(id))) if !id.is_empty() => id.clone(),
-        _ => {
-            return Err(AuthError::Malformed(
-                "it names no user (`sub` or `ID`)".into(),
-            ));
-        }
-    };
-    // Rules read the user id as `$auth.sub` whichever claim carried it.
-    let mut claims = claims;
-    if let Some(map) = claims.as_object_mut() {
-        map.entry("sub")
-            .or_insert_with(|| Json::String(user_id.clone()));
-    }
-    Ok(Identity {
-        user_id,
-        name: claims.get("name").and_then(Json::as_str).map(str::to_owned),
-        admin: claims.get("role").and_then(Json::as_str) == Some("admin"),
-        expires_at: claims.get("exp").and_then(unix_seconds),
-        issued_at: claims.get("iat").and_then(unix_seconds),
-        claims,
-    })
-}
-
-/// A NumericDate claim in whole seconds. JWT allows fractions (and common
-/// libraries issue them), so they are rounded down: a token then expires,
-/// and counts as issued, a fraction of a second early, never late.
-fn unix_seconds(claim: &Json) -> Option<u64> {
-    match claim.as_u64() {
-        Some(seconds) => Some(seconds),
-        None => claim
-            .as_f64()
-            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-            // Saturates at u64::MAX for absurdly large values.
-            .map(|seconds| seconds.floor() as u64),
-    }
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 /// A PEM given inline or as a path to a file.
@@ -364,6 +231,7 @@ pub fn credential<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     /// Settings from `--flag value` pairs, as the command line will give them.
     fn settings(args: &[&str]) -> AuthSettings {
@@ -390,10 +258,7 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        crate::clock::unix_now()
     }
 
     fn with_secret(extra: &[&str]) -> Authenticator {

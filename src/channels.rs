@@ -19,9 +19,10 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::rules::{Access, DEFAULT_READ_RULE, parse_rule, present};
+use crate::identity::Caller;
+use crate::fields::present;
+use crate::rules::{Access, DEFAULT_READ_RULE, parse_rule};
 
 /// Longest channel name.
 pub const MAX_CHANNEL_LEN: usize = 128;
@@ -196,7 +197,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::auth::Identity;
+    use crate::identity::Identity;
 
     fn user(sub: &str, admin: bool) -> Caller {
         Some(Arc::new(Identity {

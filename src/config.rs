@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use crate::auth::AuthSettings;
-
 /// Real-time streams of SurrealDB changes over plain HTTP (Server-Sent Events).
 #[derive(Parser, Clone, Debug)]
 #[command(name = "livehub", version, about, long_about = None)]
@@ -217,6 +215,33 @@ fn settle_duration(text: &str) -> Result<Duration, String> {
         return Err("must be at most 1h".into());
     }
     Ok(duration)
+}
+
+/// What verification needs to know (the `--jwt-*` flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthSettings {
+    /// Secret for HS256/384/512 tokens (32 bytes or more). With neither this
+    /// nor `--jwt-public-key`, a random secret is made at start and an admin
+    /// token for it is printed.
+    #[arg(long, env = "LIVEHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// Public key for RS256/ES256 tokens: PEM text or a path to a PEM file.
+    #[arg(long, env = "LIVEHUB_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// HS256, HS384, HS512, RS256 or ES256. Default: HS256 with a secret,
+    /// RS256 with a public key. Tokens signed otherwise are refused.
+    #[arg(long, env = "LIVEHUB_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "LIVEHUB_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Accept tokens without an `exp` claim (they never expire). Off by
+    /// default: a token without `exp` is refused.
+    #[arg(long, env = "LIVEHUB_JWT_ALLOW_NO_EXP")]
+    pub jwt_allow_no_exp: bool,
 }
 
 /// A secret setting: its value never appears in `Debug` output or logs.

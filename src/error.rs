@@ -61,6 +61,11 @@ impl ApiError {
         }
     }
 
+    /// 404 for a collection that does not exist: the one wording.
+    pub fn no_collection(name: &str) -> Self {
+        ApiError::NotFound(format!("no collection named `{name}`"))
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
@@ -144,12 +149,48 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
     response
 }
 
+impl From<crate::identity::AuthError> for ApiError {
+    fn from(error: crate::identity::AuthError) -> Self {
+        ApiError::Unauthorized(error.to_string())
+    }
+}
+
 impl From<crate::filter::FilterError> for ApiError {
     fn from(error: crate::filter::FilterError) -> Self {
         ApiError::InvalidFilter {
             message: error.message,
             column: error.column,
         }
+    }
+}
+
+/// The one place where the store's failures become HTTP answers.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match error {
+            StoreError::NoCollection(name) => ApiError::no_collection(name.as_str()),
+            StoreError::NoRecord { .. } => ApiError::NotFound(error.to_string()),
+            StoreError::CollectionExists(_)
+            | StoreError::RecordExists { .. }
+            | StoreError::Conflict => ApiError::Conflict(error.to_string()),
+            StoreError::Refused { .. } => ApiError::Forbidden(error.to_string()),
+            StoreError::Unavailable => ApiError::Unavailable,
+            StoreError::Database(error) => error.into(),
+            StoreError::Unexpected(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        }
+    }
+}
+
+/// Names that do not check out are the client's mistake.
+impl From<crate::collection::InvalidName> for ApiError {
+    fn from(error: crate::collection::InvalidName) -> Self {
+        use crate::collection::InvalidName;
+        let code = match error {
+            InvalidName::Collection(_) => "invalid_name",
+            InvalidName::Record(_) => "invalid_id",
+        };
+        ApiError::bad_request(code, error.to_string())
     }
 }
 

@@ -13,6 +13,10 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use time::OffsetDateTime;
 
+use crate::clock::{Stamp, format_time};
+use crate::collection::CollectionMeta;
+use crate::revocations::SignOut;
+
 /// The durable position of an event in SurrealDB's changefeed.
 ///
 /// `stamp` is the changefeed versionstamp of the commit and `index` the
@@ -25,27 +29,30 @@ use time::OffsetDateTime;
 /// JSON numbers in a browser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId {
-    pub stamp: u64,
+    pub stamp: Stamp,
     pub index: u32,
 }
 
 impl EventId {
     /// The position just before every event of commit `stamp`: resuming from
     /// it replays commit `stamp` and everything after.
-    pub fn before_stamp(stamp: u64) -> Self {
-        match stamp.checked_sub(1) {
+    pub fn before_stamp(stamp: Stamp) -> Self {
+        match stamp.0.checked_sub(1) {
             Some(previous) => EventId {
-                stamp: previous,
+                stamp: Stamp(previous),
                 index: u32::MAX,
             },
-            None => EventId { stamp: 0, index: 0 },
+            None => EventId {
+                stamp: Stamp(0),
+                index: 0,
+            },
         }
     }
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}{:08x}", self.stamp, self.index)
+        write!(f, "{:016x}{:08x}", self.stamp.0, self.index)
     }
 }
 
@@ -64,7 +71,10 @@ impl FromStr for EventId {
         }
         let stamp = u64::from_str_radix(&text[..16], 16).map_err(|_| invalid())?;
         let index = u32::from_str_radix(&text[16..], 16).map_err(|_| invalid())?;
-        Ok(EventId { stamp, index })
+        Ok(EventId {
+            stamp: Stamp(stamp),
+            index,
+        })
     }
 }
 
@@ -118,42 +128,65 @@ impl EventKind {
         }
     }
 
-    /// Whether the event is an admin's notice (to every stream), not a
-    /// change of data.
-    pub fn is_notice(self) -> bool {
-        matches!(
-            self,
-            EventKind::SystemAnnouncement | EventKind::ForcedLogout
-        )
-    }
-
-    /// Whether the event is a channel message.
-    pub fn is_channel(self) -> bool {
-        self == EventKind::ChannelMessage
-    }
-
-    /// Whether the event is about who is online.
-    pub fn is_presence(self) -> bool {
-        matches!(self, EventKind::UserJoined | EventKind::UserLeft)
-    }
-
-    /// Whether the event is about a collection itself.
-    pub fn is_collection(self) -> bool {
-        matches!(
-            self,
+    /// Who may receive events of this kind: every place that routes or
+    /// judges an event matches on this, so a new kind must be placed.
+    pub fn audience(self) -> Audience {
+        match self {
+            EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted => {
+                Audience::Record
+            }
             EventKind::CollectionCreated
-                | EventKind::CollectionUpdated
-                | EventKind::CollectionDeleted
-        )
+            | EventKind::CollectionUpdated
+            | EventKind::CollectionDeleted => Audience::Collection,
+            EventKind::ChannelMessage => Audience::Channel,
+            EventKind::UserJoined | EventKind::UserLeft => Audience::Presence,
+            EventKind::SystemAnnouncement | EventKind::ForcedLogout => Audience::Everyone,
+        }
     }
+}
 
-    /// Whether the event is about a record (as opposed to a collection).
-    pub fn is_record(self) -> bool {
-        matches!(
-            self,
-            EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted
-        )
-    }
+/// Who an event is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Admins' notices: every stream (each decides what a sign-out means
+    /// for it).
+    Everyone,
+    /// `user.*`: streams that asked for presence, as the presence rule
+    /// lets them see it.
+    Presence,
+    /// A channel message: streams of that channel, as its rule allows.
+    Channel,
+    /// A change to a collection itself: streams of that collection (or of
+    /// every collection) whose caller may read it; filters do not apply.
+    Collection,
+    /// A change to a record: streams of its collection (or of every
+    /// collection) whose caller's rule and filter match it.
+    Record,
+}
+
+/// Where an event comes from: the topics it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// A collection (one of its records, or the collection itself).
+    Collection(Arc<str>),
+    /// A channel.
+    Channel(Arc<str>),
+    /// livehub itself: presence and admins' notices.
+    Service,
+}
+
+/// What the feed decoded from a change of livehub's own tables, for the
+/// parts that act on it (the hub's rule book, revocations, sessions). Not
+/// sent as such: clients see `data`.
+#[derive(Debug, Clone)]
+pub enum Detail {
+    None,
+    /// A collection event: the collection's metadata after the change
+    /// (before it, for a delete).
+    Collection(Arc<CollectionMeta>),
+    /// A `forced_logout`: who was signed out, and which tokens that
+    /// refuses.
+    SignOut(SignOut),
 }
 
 /// One change, ready to send.
@@ -161,8 +194,8 @@ impl EventKind {
 pub struct Event {
     pub id: EventId,
     pub kind: EventKind,
-    /// The collection the change belongs to.
-    pub collection: Arc<str>,
+    /// The collection or channel the event belongs to.
+    pub source: Source,
     /// The bare record id (`"abc123"`); `None` for collection events.
     pub record_id: Option<String>,
     /// The record after the change; for a delete, the record as it was.
@@ -170,6 +203,8 @@ pub struct Event {
     /// For an update, the record before it: filters use it to tell a record
     /// that leaves a subscriber's view. Not sent.
     pub before: Option<Json>,
+    /// What the feed decoded from it, for those that act on it.
+    pub detail: Detail,
     /// When the change was committed (from the versionstamp).
     pub timestamp: OffsetDateTime,
     /// The complete SSE frame, encoded once.
@@ -214,19 +249,33 @@ impl Event {
     pub fn new(
         id: EventId,
         kind: EventKind,
-        collection: Arc<str>,
+        source: Source,
         record_id: Option<String>,
         data: Json,
         before: Option<Json>,
     ) -> Self {
+        Event::with_detail(id, kind, source, record_id, data, before, Detail::None)
+    }
+
+    /// An event with what the feed decoded of it.
+    pub fn with_detail(
+        id: EventId,
+        kind: EventKind,
+        source: Source,
+        record_id: Option<String>,
+        data: Json,
+        before: Option<Json>,
+        detail: Detail,
+    ) -> Self {
         let mut event = Event {
             id,
             kind,
-            collection,
+            source,
             record_id,
             data,
             before,
-            timestamp: stamp_time(id.stamp),
+            detail,
+            timestamp: id.stamp.time(),
             frame: Bytes::new(),
             left_frame: OnceLock::new(),
         };
@@ -247,19 +296,41 @@ impl Event {
         let body = EventBody {
             id: self.id.to_string(),
             kind: self.kind,
-            collection: (!self.collection.is_empty() && !self.kind.is_channel())
-                .then_some(&*self.collection),
-            channel: self.kind.is_channel().then(|| {
-                self.collection
-                    .strip_prefix('#')
-                    .unwrap_or(&self.collection)
-            }),
+            collection: self.collection().map(|name| &**name),
+            channel: match &self.source {
+                Source::Channel(channel) => Some(&**channel),
+                Source::Collection(_) | Source::Service => None,
+            },
             record_id: self.record_id.as_deref(),
             data,
             timestamp: format_time(self.timestamp),
             left,
         };
         sse_frame(Some(&body.id), self.kind.as_str(), &body)
+    }
+
+    /// The collection the event belongs to, if any.
+    pub fn collection(&self) -> Option<&Arc<str>> {
+        match &self.source {
+            Source::Collection(name) => Some(name),
+            Source::Channel(_) | Source::Service => None,
+        }
+    }
+
+    /// The collection's metadata a collection event carries.
+    pub fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
+        match &self.detail {
+            Detail::Collection(meta) => Some(meta),
+            Detail::None | Detail::SignOut(_) => None,
+        }
+    }
+
+    /// The sign-out a `forced_logout` event carries.
+    pub fn sign_out(&self) -> Option<&SignOut> {
+        match &self.detail {
+            Detail::SignOut(sign_out) => Some(sign_out),
+            Detail::None | Detail::Collection(_) => None,
+        }
     }
 
     /// What this event counts for in a subscriber's queue: the bytes it
@@ -277,12 +348,6 @@ impl Event {
             Delivery::Left => self.left_frame.get_or_init(|| self.encode(true)).clone(),
         }
     }
-}
-
-/// The routing key of a channel's messages (held where a collection's name
-/// would be): `#` cannot start a collection name, so the two never meet.
-pub fn channel_key(channel: &str) -> Arc<str> {
-    Arc::from(format!("#{channel}"))
 }
 
 /// Encodes one SSE message.
@@ -311,39 +376,6 @@ pub fn sse_frame(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes 
     Bytes::from(frame)
 }
 
-/// The commit time encoded in a versionstamp: SurrealDB's stamps are
-/// `(unix_ms << 16) | counter`.
-pub fn stamp_time(stamp: u64) -> OffsetDateTime {
-    let millis = i128::from(stamp >> 16);
-    OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// The lowest versionstamp a commit made at or after `time` can have.
-pub fn time_stamp(time: std::time::SystemTime) -> u64 {
-    let millis = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    millis << 16
-}
-
-/// `time` in milliseconds since the Unix epoch.
-pub fn unix_ms(time: OffsetDateTime) -> i64 {
-    (time.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// RFC 3339 in UTC with exactly three fractional digits, so every timestamp
-/// livehub sends has the same shape (`2026-11-22T09:00:00.123Z`).
-pub fn format_time(time: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    time.to_offset(time::UtcOffset::UTC)
-        .format(FORMAT)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,11 +384,11 @@ mod tests {
     #[test]
     fn event_ids_round_trip_and_sort_as_strings() {
         let a = EventId {
-            stamp: 0x0199_aabb_ccdd_0001,
+            stamp: Stamp(0x0199_aabb_ccdd_0001),
             index: 2,
         };
         let b = EventId {
-            stamp: 0x0199_aabb_ccdd_0001,
+            stamp: Stamp(0x0199_aabb_ccdd_0001),
             index: 10,
         };
         assert_eq!(a.to_string(), "0199aabbccdd000100000002");
@@ -380,18 +412,18 @@ mod tests {
 
     #[test]
     fn before_stamp_precedes_every_event_of_the_stamp() {
-        let position = EventId::before_stamp(100);
+        let position = EventId::before_stamp(Stamp(100));
         assert!(
             position
                 < EventId {
-                    stamp: 100,
+                    stamp: Stamp(100),
                     index: 0
                 }
         );
         assert!(
             position
                 > EventId {
-                    stamp: 99,
+                    stamp: Stamp(99),
                     index: 7
                 }
         );
@@ -402,11 +434,11 @@ mod tests {
         let data = json!({"title": "x\n\nevent: forged\ndata: {}\r\rid: 1", "cr": "\r"});
         let event = Event::new(
             EventId {
-                stamp: 1 << 16,
+                stamp: Stamp(1 << 16),
                 index: 0,
             },
             EventKind::RecordCreated,
-            Arc::from("posts"),
+            Source::Collection(Arc::from("posts")),
             Some("abc".into()),
             data.clone(),
             None,
@@ -430,15 +462,5 @@ mod tests {
         .unwrap();
         assert_eq!(left["left"], true);
         assert_eq!(left["data"], serde_json::json!({"id": "abc"}), "no content");
-    }
-
-    #[test]
-    fn stamps_map_to_commit_times() {
-        let stamp = (1_700_000_000_123u64 << 16) | 5;
-        assert_eq!(format_time(stamp_time(stamp)), "2023-11-14T22:13:20.123Z");
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
-        assert_eq!(time_stamp(time), 1_700_000_000_123u64 << 16);
-        let whole_second = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        assert_eq!(format_time(whole_second), "2023-11-14T22:13:20.000Z");
     }
 }

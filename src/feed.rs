@@ -8,8 +8,8 @@
 //! A tailer that simply advanced past the highest stamp it saw would skip it
 //! for good. So the feed only delivers changes below a watermark:
 //!
-//! * every write livehub makes is registered in the [`WriteTracker`] before
-//!   it starts; its stamp will be at least the clock at that moment
+//! * every write livehub makes is registered in the store's
+//!   [`WriteTracker`](crate::store::WriteTracker) before it starts; its stamp will be at least the clock at that moment
 //!   (SurrealDB's stamps are `(unix_ms << 16) | counter`, minted from the
 //!   same system clock and never below it);
 //! * the watermark is the smallest start of the writes still in flight, or
@@ -22,106 +22,18 @@
 //! cursor moves up to the watermark and never past a change still to come.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{Event, EventId, EventKind, channel_key, time_stamp};
+use crate::clock::Stamp;
+use crate::event::{Detail, Event, EventId, EventKind, Source};
 use crate::hub::Hub;
-use crate::store::{
-    CHANGES_PER_READ, COLLECTIONS_TABLE, ChangeOp, ChangeSet, MESSAGES_TABLE, NOTICES_TABLE,
-    PRESENCE_LOG_TABLE, Store,
-};
-use serde_json::Value as Json;
+use crate::store::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError};
 
 /// The shortest wait before reading again after holding changes back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
-
-/// Registers the writes livehub makes, so the feed knows how far it may read.
-/// Cloning is shallow.
-#[derive(Clone, Default)]
-pub struct WriteTracker {
-    inner: Arc<TrackerInner>,
-}
-
-#[derive(Default)]
-struct TrackerInner {
-    /// `(lowest possible stamp, ticket)` of every write in flight, so the
-    /// first element is the one that holds the watermark back. A std mutex:
-    /// it guards a few set operations and is never held across an `.await`.
-    in_flight: Mutex<InFlight>,
-    /// Woken when a write completes, so the feed reads at once.
-    completed: Notify,
-}
-
-#[derive(Default)]
-struct InFlight {
-    writes: BTreeSet<(u64, u64)>,
-    next_ticket: u64,
-}
-
-/// A write in flight; dropping it marks the write complete and wakes the feed.
-#[must_use = "the write counts as complete as soon as the guard is dropped"]
-pub struct WriteGuard {
-    tracker: WriteTracker,
-    key: (u64, u64),
-}
-
-impl WriteTracker {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers a write that is about to start.
-    pub fn begin(&self) -> WriteGuard {
-        let mut in_flight = self.lock();
-        // Read the clock under the lock, so that a watermark taken before this
-        // registration is never above this write's stamp.
-        let key = (time_stamp(SystemTime::now()), in_flight.next_ticket);
-        in_flight.next_ticket += 1;
-        in_flight.writes.insert(key);
-        WriteGuard {
-            tracker: self.clone(),
-            key,
-        }
-    }
-
-    /// The stamp below which every commit is visible: see the module docs.
-    pub fn watermark(&self, settle: Duration) -> u64 {
-        let in_flight = self.lock();
-        let now = SystemTime::now()
-            .checked_sub(settle)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let clock = time_stamp(now);
-        match in_flight.writes.first() {
-            Some((oldest_start, _)) => clock.min(*oldest_start),
-            None => clock,
-        }
-    }
-
-    /// Resolves when a write has completed since the last call.
-    pub async fn completed(&self) {
-        self.inner.completed.notified().await
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
-        // A panic while holding this lock leaves the set consistent (each
-        // operation is a single insert or remove), so poisoning is ignored.
-        self.inner
-            .in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Drop for WriteGuard {
-    fn drop(&mut self) {
-        self.tracker.lock().writes.remove(&self.key);
-        self.tracker.inner.completed.notify_one();
-    }
-}
 
 /// Turns one committed transaction into events, in the order of its changes.
 /// Live delivery and replay both use this, so an event has the same id and
@@ -133,71 +45,60 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
             stamp: set.stamp,
             index: index as u32,
         };
-        let event = if change.table == COLLECTIONS_TABLE {
-            let kind = match change.op {
-                ChangeOp::Create => EventKind::CollectionCreated,
-                ChangeOp::Update => EventKind::CollectionUpdated,
-                ChangeOp::Delete => EventKind::CollectionDeleted,
-            };
-            let mut data = change.data;
-            if let Some(map) = data.as_object_mut() {
-                map.remove("id");
+        let event = match change {
+            Change::Record {
+                collection,
+                key,
+                op,
+                data,
+                before,
+            } => {
+                let kind = match op {
+                    ChangeOp::Create => EventKind::RecordCreated,
+                    ChangeOp::Update => EventKind::RecordUpdated,
+                    ChangeOp::Delete => EventKind::RecordDeleted,
+                };
+                let source = Source::Collection(collection);
+                Event::new(id, kind, source, Some(key), data, before)
             }
-            Event::new(id, kind, Arc::from(change.key.as_str()), None, data, None)
-        } else if change.table == MESSAGES_TABLE {
-            let Some(channel) = change.data.get("channel").and_then(Json::as_str) else {
-                continue;
-            };
-            if change.op != ChangeOp::Create {
-                continue;
+            Change::Collection {
+                name,
+                op,
+                data,
+                meta,
+                before: _,
+            } => {
+                let kind = match op {
+                    ChangeOp::Create => EventKind::CollectionCreated,
+                    ChangeOp::Update => EventKind::CollectionUpdated,
+                    ChangeOp::Delete => EventKind::CollectionDeleted,
+                };
+                let detail = meta.map_or(Detail::None, Detail::Collection);
+                let source = Source::Collection(name);
+                Event::with_detail(id, kind, source, None, data, None, detail)
             }
-            let key = channel_key(channel);
-            let mut data = change.data;
-            if let Some(map) = data.as_object_mut() {
-                map.remove("id");
-                map.remove("at");
+            Change::Message { channel, data } => {
+                let source = Source::Channel(channel);
+                Event::new(id, EventKind::ChannelMessage, source, None, data, None)
             }
-            Event::new(id, EventKind::ChannelMessage, key, None, data, None)
-        } else if change.table == PRESENCE_LOG_TABLE {
-            if change.op != ChangeOp::Create {
-                continue;
+            Change::Presence { joined, data } => {
+                let kind = if joined {
+                    EventKind::UserJoined
+                } else {
+                    EventKind::UserLeft
+                };
+                Event::new(id, kind, Source::Service, None, data, None)
             }
-            let kind = match change.data.get("kind").and_then(Json::as_str) {
-                Some("joined") => EventKind::UserJoined,
-                Some("left") => EventKind::UserLeft,
-                _ => continue,
-            };
-            let data = change.data.get("data").cloned().unwrap_or(Json::Null);
-            Event::new(id, kind, Arc::from(""), None, data, None)
-        } else if change.table == NOTICES_TABLE {
-            // Only created notices are events (they are never changed).
-            if change.op != ChangeOp::Create {
-                continue;
+            Change::Notice(Notice::Announcement(data)) => {
+                let kind = EventKind::SystemAnnouncement;
+                Event::new(id, kind, Source::Service, None, data, None)
             }
-            let kind = match change.data.get("kind").and_then(Json::as_str) {
-                Some("announcement") => EventKind::SystemAnnouncement,
-                Some("logout") => EventKind::ForcedLogout,
-                _ => continue,
-            };
-            let data = change.data.get("data").cloned().unwrap_or(Json::Null);
-            Event::new(id, kind, Arc::from(""), None, data, None)
-        } else if change.table.starts_with('_') {
-            // livehub's own tables other than collections carry no events.
-            continue;
-        } else {
-            let kind = match change.op {
-                ChangeOp::Create => EventKind::RecordCreated,
-                ChangeOp::Update => EventKind::RecordUpdated,
-                ChangeOp::Delete => EventKind::RecordDeleted,
-            };
-            Event::new(
-                id,
-                kind,
-                Arc::from(change.table.as_str()),
-                Some(change.key),
-                change.data,
-                change.before,
-            )
+            Change::Notice(Notice::SignOut { data, sign_out }) => {
+                let detail = sign_out.map_or(Detail::None, Detail::SignOut);
+                let kind = EventKind::ForcedLogout;
+                Event::with_detail(id, kind, Source::Service, None, data, None, detail)
+            }
+            Change::Other => continue,
         };
         events.push(Arc::new(event));
     }
@@ -208,12 +109,12 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
 pub struct Batch {
     pub sets: Vec<ChangeSet>,
     /// Where the next read starts.
-    pub next_since: u64,
+    pub next_since: Stamp,
     /// Whether the read may have left changes below its bound unread.
     pub more: bool,
     /// The first stamp at or above its bound that it saw (left for a later
     /// read), if any.
-    pub held_back: Option<u64>,
+    pub held_back: Option<Stamp>,
 }
 
 /// Reads the changes with stamps in `since..until`, at most one read's worth.
@@ -223,10 +124,10 @@ pub struct Batch {
 /// middle of a transaction: the last set is then left for the next read.
 pub async fn read_batch(
     store: &Store,
-    since: u64,
-    until: u64,
+    since: Stamp,
+    until: Stamp,
     page: &PageSize,
-) -> Result<Batch, surrealdb::Error> {
+) -> Result<Batch, StoreError> {
     let limit = page.limit();
     let mut sets = store.read_changes(since, limit).await?;
     let entries: u32 = sets.iter().map(|set| set.entries).sum();
@@ -249,7 +150,7 @@ pub async fn read_batch(
     }
     match sets.last() {
         Some(last) if full => {
-            let next_since = last.stamp + 1;
+            let next_since = last.stamp.next();
             Ok(Batch {
                 sets,
                 next_since,
@@ -316,39 +217,36 @@ impl PageSize {
 /// got through anyway (into `HubStats::late_changes`, with a warning).
 struct LateAudit {
     /// Stamps below this were never the feed's to read.
-    floor: u64,
-    /// How far below the cursor an audit looks, in stamp units.
-    lookback: u64,
+    floor: Stamp,
+    /// How far below the cursor an audit looks.
+    lookback: Duration,
     /// Stamps of the commits the feed has read, within the lookback.
-    seen: BTreeSet<u64>,
+    seen: BTreeSet<Stamp>,
 }
 
 impl LateAudit {
-    fn new(start: u64, lookback: Duration) -> Self {
+    fn new(start: Stamp, lookback: Duration) -> Self {
         LateAudit {
             floor: start,
-            lookback: u64::try_from(lookback.as_millis())
-                .unwrap_or(u64::MAX >> 16)
-                .min(u64::MAX >> 16)
-                << 16,
+            lookback,
             seen: BTreeSet::new(),
         }
     }
 
-    fn record(&mut self, stamp: u64) {
+    fn record(&mut self, stamp: Stamp) {
         self.seen.insert(stamp);
     }
 
     /// Where an audit read starts.
-    fn since(&self, cursor: u64) -> u64 {
-        cursor.saturating_sub(self.lookback).max(self.floor)
+    fn since(&self, cursor: Stamp) -> Stamp {
+        cursor.earlier_by(self.lookback).max(self.floor)
     }
 
     /// Of the stamps an audit read found, those below `cursor` that the feed
     /// never read: each is reported once.
-    fn late(&mut self, stamps: impl IntoIterator<Item = u64>, cursor: u64) -> Vec<u64> {
+    fn late(&mut self, stamps: impl IntoIterator<Item = Stamp>, cursor: Stamp) -> Vec<Stamp> {
         let floor = self.floor;
-        let late: Vec<u64> = stamps
+        let late: Vec<Stamp> = stamps
             .into_iter()
             .filter(|stamp| *stamp >= floor && *stamp < cursor && !self.seen.contains(stamp))
             .collect();
@@ -367,7 +265,6 @@ const AUDIT_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Feed {
     pub store: Store,
     pub hub: Hub,
-    pub writes: WriteTracker,
     pub poll_interval: Duration,
     pub settle: Duration,
 }
@@ -377,10 +274,10 @@ impl Feed {
     /// be delivered: once the clock (less the settle window) has passed it.
     /// At least a millisecond, at most a poll interval; a write completing
     /// wakes the feed sooner anyway.
-    fn until_deliverable(&self, stamp: u64) -> Duration {
-        let stamp_ms = stamp >> 16;
+    fn until_deliverable(&self, stamp: Stamp) -> Duration {
+        let stamp_ms = stamp.millis();
         let settle_ms = u64::try_from(self.settle.as_millis()).unwrap_or(u64::MAX);
-        let now_ms = time_stamp(SystemTime::now()) >> 16;
+        let now_ms = Stamp::now().millis();
         let wait_ms = stamp_ms
             .saturating_add(settle_ms)
             .saturating_add(1)
@@ -397,7 +294,8 @@ impl Feed {
         // watermark's clock has millisecond steps, so a commit of the current
         // millisecond is held back: read again at the next one rather than
         // at the next poll.
-        let mut held_back: Option<u64> = None;
+        let mut held_back: Option<Stamp> = None;
+        let writes = self.store.writes().clone();
         let lookback = self.settle.saturating_mul(4).max(Duration::from_secs(1));
         let mut audit = LateAudit::new(cursor, lookback);
         let mut last_audit = tokio::time::Instant::now();
@@ -409,11 +307,11 @@ impl Feed {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.writes.completed() => {}
+                _ = writes.completed() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
             loop {
-                let watermark = self.writes.watermark(self.settle);
+                let watermark = writes.watermark(self.settle);
                 if watermark <= cursor {
                     // Nothing can be delivered yet; look again shortly.
                     held_back = Some(cursor);
@@ -473,7 +371,7 @@ impl Feed {
                             .fetch_add(late.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(
                             count = late.len(),
-                            first_stamp = first,
+                            first_stamp = first.0,
                             "changes became visible after the feed had passed them (written outside livehub?); raise --settle"
                         );
                     }
@@ -491,9 +389,12 @@ mod tests {
     fn reads_are_sized_by_the_bytes_of_the_last_one() {
         let event = |bytes: usize| {
             Arc::new(Event::new(
-                crate::event::EventId { stamp: 1, index: 0 },
-                crate::event::EventKind::RecordCreated,
-                Arc::from("c"),
+                EventId {
+                    stamp: Stamp(1),
+                    index: 0,
+                },
+                EventKind::RecordCreated,
+                Source::Collection(Arc::from("c")),
                 Some("r".into()),
                 serde_json::json!({ "blob": "x".repeat(bytes) }),
                 None,
@@ -516,21 +417,8 @@ mod tests {
     }
 
     #[test]
-    fn watermark_is_held_back_by_writes_in_flight() {
-        let tracker = WriteTracker::new();
-        let before = tracker.watermark(Duration::ZERO);
-        let write = tracker.begin();
-        std::thread::sleep(Duration::from_millis(3));
-        let held = tracker.watermark(Duration::ZERO);
-        assert!(held >= before);
-        assert_eq!(held, write.key.0);
-        drop(write);
-        assert!(tracker.watermark(Duration::ZERO) > held);
-    }
-
-    #[test]
     fn the_audit_reports_commits_the_feed_never_read_once() {
-        let ms = |n: u64| n << 16;
+        let ms = Stamp::of_millis;
         let mut audit = LateAudit::new(ms(1_000), Duration::from_millis(100));
         for stamp in [ms(1_010), ms(1_020), ms(1_040)] {
             audit.record(stamp);
@@ -551,13 +439,5 @@ mod tests {
         assert_eq!(audit.since(ms(2_000)), ms(1_900));
         audit.late([], ms(2_000));
         assert!(audit.seen.is_empty());
-    }
-
-    #[test]
-    fn settle_window_lowers_the_watermark() {
-        let tracker = WriteTracker::new();
-        let now = tracker.watermark(Duration::ZERO);
-        let settled = tracker.watermark(Duration::from_millis(250));
-        assert!(now - settled >= 250 << 16);
     }
 }

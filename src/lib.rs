@@ -7,38 +7,49 @@
 //! subscription's stream writes it to its client. A client that reconnects
 //! with `Last-Event-ID` has the gap replayed from the changefeed first.
 //!
-//! Layout, in reading order:
+//! Layout, in reading order (ARCHITECTURE.md has the map and the rules):
 //!
 //! * [`config`]: flags and environment.
-//! * [`event`]: events, their ids and their SSE encoding.
+//! * [`clock`]: changefeed stamps and times.
+//! * [`identity`]: who is calling; [`auth`]: verifying tokens.
+//! * [`collection`]: collection names, record keys and metadata.
+//! * [`event`]: events, their audiences, ids and SSE encoding.
 //! * [`store`]: the only SurrealQL: collections, records, changefeed reads.
 //! * [`feed`]: the changefeed tailer and its watermark.
-//! * [`hub`]: fan-out to subscriptions, grouped and indexed by filter.
-//! * [`filter`]: the filter language.
-//! * [`auth`]: tokens and where they come from; [`rules`]: access rules;
+//! * [`hub`]: fan-out to subscriptions, grouped and indexed by filter;
+//!   [`rulebook`]: every collection's rules as of the hub's cursor;
+//!   [`revocations`]: sign-outs.
+//! * [`session`]: one open stream: replay, then live events.
+//! * [`filter`]: the filter language; [`rules`]: access rules;
 //!   [`limits`]: limits on open streams.
 //! * [`routes`]: the HTTP API, one module per resource.
 //! * [`error`]: API errors and their JSON shape.
 
+pub mod access;
 pub mod auth;
 pub mod channels;
+pub mod clock;
+pub mod collection;
 pub mod config;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod fields;
 pub mod filter;
 pub mod hub;
+pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
 pub mod revocations;
-pub mod routes;
+mod routes;
+pub mod rulebook;
 pub mod rules;
+pub mod session;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -48,10 +59,11 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 
 use crate::auth::Authenticator;
-use crate::feed::{Feed, WriteTracker};
-use crate::hub::{Hub, Known, RuleBook};
+use crate::feed::Feed;
+use crate::hub::Hub;
 use crate::limits::StreamLimits;
-use crate::store::Store;
+use crate::rulebook::RuleBook;
+use crate::store::{Store, WriteTracker};
 
 /// What every handler can reach. Cloning is shallow.
 #[derive(Clone)]
@@ -71,21 +83,19 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Who is online: streams count their user here.
     pub presence: presence::Presence,
+    /// Who may see presence (`--presence-rule`, parsed once).
+    pub presence_rule: presence::PresenceRule,
     /// Who may read and publish to which channels.
     pub channels: Arc<channels::ChannelRules>,
     /// How fast each publisher may publish to channels.
     pub publish_rate: Arc<channels::PublishRate>,
 }
 
-/// The router, without a socket (tests can drive it directly).
-pub fn app(state: AppState) -> axum::Router {
-    routes::router(state)
-}
-
 /// A server that has connected to its database and is ready to serve.
 pub struct Server {
     state: AppState,
-    writes: WriteTracker,
+    /// Built (and checked) once, at start.
+    cors: Option<tower_http::cors::CorsLayer>,
     dev_token: Option<String>,
     presence_task: tokio::task::JoinHandle<()>,
 }
@@ -94,24 +104,20 @@ impl Server {
     /// Connects to the database and prepares the hub.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
         let (auth, dev_token) = Authenticator::from_settings(&config.auth)?;
-        // Checked here so a bad setting stops the start; applied by the router.
-        routes::cors_layer(&config)?;
-        let writes = WriteTracker::new();
-        let store = Store::connect(&config, writes.clone()).await?;
+        // Built here so a bad setting stops the start.
+        let cors = routes::cors_layer(&config)?;
+        let presence_rule = presence::PresenceRule::parse(&config.presence_rule)
+            .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
+        let store = Store::connect(&config, WriteTracker::new()).await?;
         // The feed starts at the present: older changes reach clients by replay.
-        let start = writes.watermark(config.settle_window()).max(store.epoch());
-        let rules = rules_at(&store, start).await?;
+        let start = store
+            .writes()
+            .watermark(config.settle_window())
+            .max(store.epoch());
+        let rules = RuleBook::at(&store, start).await?;
         let hub = Hub::new(start, rules);
-        for (user, before) in store.revocations().await? {
-            hub.revocations().note(&revocations::Revocation {
-                user_id: &user,
-                revoked_before: before,
-            });
-        }
-        // Checked here, so a bad rule stops the start.
-        if !config.presence_rule.trim().eq_ignore_ascii_case("null") {
-            rules::parse_rule(&config.presence_rule)
-                .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
+        for sign_out in store.sign_outs().await? {
+            hub.revocations().note(&sign_out);
         }
         let shutdown = CancellationToken::new();
         let (presence, presence_task) = presence::Presence::start(
@@ -123,8 +129,10 @@ impl Server {
         let channel_rules = channels::ChannelRules::parse(&config.channel_rules)?;
         Ok(Server {
             presence_task,
+            cors,
             state: AppState {
                 presence,
+                presence_rule,
                 channels: Arc::new(channel_rules),
                 publish_rate: Arc::new(channels::PublishRate::new(config.publish_rate)),
                 store,
@@ -140,7 +148,6 @@ impl Server {
                 config: Arc::new(config),
                 shutdown,
             },
-            writes,
             dev_token,
         })
     }
@@ -172,7 +179,6 @@ impl Server {
             Feed {
                 store: state.store.clone(),
                 hub: state.hub.clone(),
-                writes: self.writes,
                 poll_interval: config.poll_interval,
                 settle: config.settle_window(),
             },
@@ -191,7 +197,7 @@ impl Server {
                 }
             })
         };
-        let router = app(state);
+        let router = routes::router(state, self.cors);
         let stop = token.clone();
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let listener = StallingClients {
@@ -256,55 +262,6 @@ impl axum::serve::Listener for StallingClients {
     }
 }
 
-/// Every collection as it was at `start`, where the feed begins: the
-/// collections of now, with the changes committed since `start` undone
-/// (the feed publishes those again, in order, and each updates the hub's
-/// book just before it is dispatched).
-async fn rules_at(store: &Store, start: u64) -> anyhow::Result<RuleBook> {
-    let mut book: RuleBook = store
-        .list_collections()
-        .await?
-        .iter()
-        .filter_map(|meta| {
-            let name = meta.get("name")?.as_str()?;
-            Some((Arc::from(name), Arc::new(Known::of(meta))))
-        })
-        .collect();
-    let mut undone = std::collections::HashSet::new();
-    let mut since = start;
-    // The window is the settle window, so this is a page or two.
-    for _ in 0..64 {
-        let sets = store.read_changes(since, store::CHANGES_PER_READ).await?;
-        let Some(last) = sets.last() else { break };
-        since = last.stamp + 1;
-        for change in sets.iter().flat_map(|set| &set.changes) {
-            if change.table != store::COLLECTIONS_TABLE || !undone.insert(change.key.clone()) {
-                continue;
-            }
-            // The first change of a collection in the window says what it
-            // was before.
-            // (`None`: an update whose before-image could not be rebuilt;
-            // the present rules stand.)
-            let before = match change.op {
-                store::ChangeOp::Create => Some(None),
-                store::ChangeOp::Update => change.before.as_ref().map(Some),
-                store::ChangeOp::Delete => Some(Some(&change.data)),
-            };
-            let name: Arc<str> = Arc::from(change.key.as_str());
-            match before {
-                Some(Some(meta)) => {
-                    book.insert(name, Arc::new(Known::of(meta)));
-                }
-                Some(None) => {
-                    book.remove(&name);
-                }
-                None => {}
-            }
-        }
-    }
-    Ok(book)
-}
-
 /// Runs the feed until shutdown, restarting it (from the hub's cursor, so
 /// nothing is skipped) if it ever panics: live delivery must not silently
 /// stop while the server keeps answering.
@@ -324,18 +281,4 @@ async fn supervise(feed: Feed, shutdown: CancellationToken) {
             Err(_) => return,
         }
     }
-}
-
-/// Builds a server and serves until `shutdown` resolves.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    Server::build(config).await?.serve(listener, shutdown).await
-}
-
-/// The current time as a changefeed stamp.
-pub fn now_stamp() -> u64 {
-    event::time_stamp(SystemTime::now())
 }

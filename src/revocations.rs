@@ -18,20 +18,20 @@ pub struct Revocations {
     revoked: Arc<Mutex<HashMap<String, u64>>>,
 }
 
-/// One sign-out, as a `forced_logout` event carries it.
+/// One sign-out by an admin, as a `forced_logout` event carries it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Revocation<'e> {
-    pub user_id: &'e str,
+pub struct SignOut {
+    pub user_id: String,
     /// Tokens issued at or before this time (Unix seconds) are refused.
     pub revoked_before: u64,
 }
 
-impl<'e> Revocation<'e> {
-    /// The sign-out a `forced_logout` event's data describes; `None` if the
-    /// data lacks the user or the time (such an event revokes nothing).
-    pub fn of_event(data: &'e Json) -> Option<Revocation<'e>> {
-        Some(Revocation {
-            user_id: data.get("user_id")?.as_str()?,
+impl SignOut {
+    /// The sign-out a `forced_logout` notice's data describes; `None` if the
+    /// data lacks the user or the time (such a notice revokes nothing).
+    pub fn decode(data: &Json) -> Option<SignOut> {
+        Some(SignOut {
+            user_id: data.get("user_id")?.as_str()?.to_owned(),
             revoked_before: data.get("revoked_before")?.as_u64()?,
         })
     }
@@ -51,10 +51,10 @@ fn refuses(revoked_before: u64, issued_at: Option<u64>) -> bool {
 
 impl Revocations {
     /// Notes a sign-out (a later one only ever moves the time forward).
-    pub fn note(&self, revocation: &Revocation<'_>) {
+    pub fn note(&self, sign_out: &SignOut) {
         let mut revoked = self.lock();
-        let before = revoked.entry(revocation.user_id.to_owned()).or_default();
-        *before = (*before).max(revocation.revoked_before);
+        let before = revoked.entry(sign_out.user_id.clone()).or_default();
+        *before = (*before).max(sign_out.revoked_before);
     }
 
     /// Whether a token of `user_id` issued at `issued_at` was revoked.
@@ -82,7 +82,7 @@ mod tests {
     fn a_sign_out_refuses_older_and_undated_tokens_only() {
         let revocations = Revocations::default();
         let data = json!({"user_id": "u1", "revoked_before": 100});
-        let revocation = Revocation::of_event(&data).unwrap();
+        let revocation = SignOut::decode(&data).unwrap();
         revocations.note(&revocation);
         assert!(revocations.is_revoked("u1", Some(100)));
         assert!(revocations.is_revoked("u1", None));
@@ -92,12 +92,12 @@ mod tests {
         assert!(revocation.refuses("u1", None));
         assert!(!revocation.refuses("u1", Some(101)));
         // An earlier sign-out does not move the time back.
-        revocations.note(&Revocation {
-            user_id: "u1",
+        revocations.note(&SignOut {
+            user_id: "u1".into(),
             revoked_before: 50,
         });
         assert!(revocations.is_revoked("u1", Some(100)));
         // Without a time, an event revokes nothing (as the hub always read it).
-        assert_eq!(Revocation::of_event(&json!({"user_id": "u1"})), None);
+        assert_eq!(SignOut::decode(&json!({"user_id": "u1"})), None);
     }
 }

@@ -14,22 +14,22 @@
 //! Admins (`role: admin`) pass every rule. A rule is bound to one caller's
 //! claims and folded to an [`Access`]: everything, nothing, or the records a
 //! filter matches. REST handlers turn it into a SurrealQL condition; streams
-//! fold it into their subscription's filter.
+//! fold it into their subscription's filter. What a refusal answers over
+//! HTTP is decided in `access`.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::auth::{Caller, claims_of};
-use crate::error::ApiError;
 use crate::filter::{Expr, Filter, FilterError, parse};
+use crate::identity::{Caller, claims_of};
 
 /// The rule new collections get for `read`: any signed-in user.
 pub const DEFAULT_READ_RULE: &str = "$auth.sub != null";
 
 /// The rules of one collection, as stored and shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rules {
     pub read: Option<String>,
     pub create: Option<String>,
@@ -69,85 +69,7 @@ impl Action {
     }
 }
 
-/// Body field `rules` of the collection routes: rules present are set (an
-/// explicit `null` means admins only), absent ones keep their value.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RulesPatch {
-    #[serde(default, deserialize_with = "present")]
-    read: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    create: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    update: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
-    delete: Option<Option<String>>,
-}
-
-/// Reads `T` from a JSON object only. serde reads a struct from an array
-/// too, filling its fields in order (`[null, null]` would reset two rules),
-/// which no client means.
-pub fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    let fields = serde_json::Map::<String, Json>::deserialize(deserializer)?;
-    T::deserialize(Json::Object(fields)).map_err(serde::de::Error::custom)
-}
-
-/// [`object`], for an optional field: present, it must be an object
-/// (`null` is refused rather than read as absent, as the contract says).
-pub fn some_object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::de::DeserializeOwned,
-{
-    object(deserializer).map(Some)
-}
-
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
-impl RulesPatch {
-    /// `rules` with this patch applied; every rule set must parse.
-    pub fn apply(self, mut rules: Rules) -> Result<Rules, ApiError> {
-        let fields = [
-            ("read", self.read, &mut rules.read),
-            ("create", self.create, &mut rules.create),
-            ("update", self.update, &mut rules.update),
-            ("delete", self.delete, &mut rules.delete),
-        ];
-        for (name, change, slot) in fields {
-            let Some(change) = change else { continue };
-            if let Some(text) = &change {
-                parse_rule(text).map_err(|error| {
-                    ApiError::bad_request("invalid_rule", format!("rule `{name}`: {error}"))
-                })?;
-            }
-            *slot = change;
-        }
-        Ok(rules)
-    }
-}
-
 impl Rules {
-    /// The rules stored in a collection's metadata (`rules`), or the
-    /// defaults for collections made before rules existed. Rules that do not
-    /// read (written by another client) grant admins only: never open.
-    pub fn of_collection(meta: &Json) -> Rules {
-        match meta.get("rules") {
-            None => Rules::default(),
-            Some(rules) => serde_json::from_value(rules.clone()).unwrap_or(Rules::ADMINS_ONLY),
-        }
-    }
-
     /// Every rule `null`.
     pub const ADMINS_ONLY: Rules = Rules {
         read: None,
@@ -236,36 +158,6 @@ impl Access {
     }
 }
 
-/// The error for a caller whom a rule refuses outright: 401 for an
-/// anonymous caller (signing in may help), 403 for a signed-in one.
-pub fn refused(caller: &Caller, action: Action, collection: &str) -> ApiError {
-    refusal(
-        caller,
-        &format!("{} records of `{collection}`", action.as_str()),
-    )
-}
-
-/// 401 "sign in to `what`" for an anonymous caller (signing in may help),
-/// 403 "you may not `what`" for a signed-in one: every rule's refusal.
-pub fn refusal(caller: &Caller, what: &str) -> ApiError {
-    match caller {
-        None => ApiError::Unauthorized(format!("sign in to {what}")),
-        Some(_) => ApiError::Forbidden(format!("you may not {what}")),
-    }
-}
-
-/// Lets admins through: 401 for an anonymous caller, 403 for anyone else,
-/// saying that only admins may `what` ("manage collections").
-pub fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    match caller {
-        Some(identity) if identity.admin => Ok(()),
-        Some(_) => Err(ApiError::Forbidden(format!("only admins {what}"))),
-        None => Err(ApiError::Unauthorized(format!(
-            "only admins {what}: send an admin token"
-        ))),
-    }
-}
-
 /// `a AND b`, either of which may be absent.
 pub fn both(a: Option<Expr>, b: Option<Expr>) -> Option<Expr> {
     match (a, b) {
@@ -277,7 +169,7 @@ pub fn both(a: Option<Expr>, b: Option<Expr>) -> Option<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Identity;
+    use crate::identity::Identity;
     use serde_json::json;
 
     fn user(sub: &str, role: Option<&str>) -> Caller {
@@ -322,37 +214,5 @@ mod tests {
             Access::of(Some("$auth.role = editor"), &user("e", Some("editor"))),
             Access::All
         ));
-    }
-
-    #[test]
-    fn patches_set_rules_and_refuse_bad_ones() {
-        let patch: RulesPatch =
-            serde_json::from_value(json!({"read": "true", "delete": "owner = $auth.sub"})).unwrap();
-        let rules = patch.apply(Rules::default()).unwrap();
-        assert_eq!(rules.read.as_deref(), Some("true"));
-        assert_eq!(rules.create, None);
-        assert_eq!(rules.delete.as_deref(), Some("owner = $auth.sub"));
-        let clear: RulesPatch = serde_json::from_value(json!({"read": null})).unwrap();
-        assert_eq!(clear.apply(rules).unwrap().read, None);
-        let bad: RulesPatch = serde_json::from_value(json!({"update": "owner = "})).unwrap();
-        let error = bad.apply(Rules::default()).unwrap_err().to_string();
-        assert!(
-            error.starts_with("rule `update`: expected a value"),
-            "{error}"
-        );
-        assert!(serde_json::from_value::<RulesPatch>(json!({"write": "true"})).is_err());
-    }
-
-    #[test]
-    fn collections_without_rules_get_the_defaults() {
-        assert_eq!(
-            Rules::of_collection(&json!({"name": "x"})),
-            Rules::default()
-        );
-        let meta =
-            json!({"rules": {"read": null, "create": "true", "update": null, "delete": null}});
-        assert_eq!(Rules::of_collection(&meta).read, None);
-        let garbled = json!({"rules": {"read": 7}});
-        assert_eq!(Rules::of_collection(&garbled), Rules::ADMINS_ONLY);
     }
 }

@@ -69,6 +69,14 @@ fn conj(parts: Vec<String>) -> String {
     format!("({})", parts.join(" AND "))
 }
 
+impl FieldPath {
+    /// The field as SurrealQL (see [`path_sql`]): what the store splices
+    /// wherever it names a field, in a condition or an `ORDER BY`.
+    pub fn to_surrealql(&self) -> String {
+        path_sql(self.segments())
+    }
+}
+
 /// The field as SurrealQL: `` `a`.`b` ``. A top-level `id` is the record's
 /// bare id (a string in the JSON that filters see), so it reads as
 /// `record::id(id)` rather than the record id itself.

@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 
 use super::{Client, ObjectBody, PathParams};
 use crate::AppState;
-use crate::auth::unix_now;
+use crate::access::require_admin;
+use crate::clock::unix_now;
 use crate::error::ApiError;
-use crate::rules::require_admin;
+use crate::revocations::SignOut;
 
 /// Longest announcement text.
 const MAX_MESSAGE_LEN: usize = 4096;
@@ -42,16 +43,14 @@ pub async fn broadcast(
         ));
     }
     let notice = json!({ "message": body.message, "data": body.data });
-    state
-        .store
-        .send_notice("announcement", notice.clone())
-        .await?;
+    state.store.announce(notice.clone()).await?;
     Ok((StatusCode::ACCEPTED, Json(notice)))
 }
 
-/// Signs a user out: its open streams get `forced_logout` and end, and its
-/// tokens issued until now are refused from now on.
-pub async fn disconnect(
+/// Signs a user out (`POST .../disconnect`): its open streams get
+/// `forced_logout` and end, and its tokens issued until now are refused
+/// from now on.
+pub async fn sign_out(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
     PathParams(user_id): PathParams<String>,
@@ -64,16 +63,13 @@ pub async fn disconnect(
         ));
     }
     let now = unix_now();
-    state.store.force_logout(&user_id, now).await?;
+    state.store.sign_out(&user_id, now).await?;
     // This node refuses the user's tokens at once; others when the notice
     // reaches them (milliseconds).
-    state
-        .hub
-        .revocations()
-        .note(&crate::revocations::Revocation {
-            user_id: &user_id,
-            revoked_before: now,
-        });
+    state.hub.revocations().note(&SignOut {
+        user_id: user_id.clone(),
+        revoked_before: now,
+    });
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "user_id": user_id, "revoked_before": now })),

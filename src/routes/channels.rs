@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use super::{Client, JsonBody, PathParams};
 use crate::AppState;
+use crate::access::refusal;
 use crate::channels::{envelope, validate_channel};
 use crate::error::ApiError;
-use crate::rules::{Access, refusal};
+use crate::rules::Access;
 
 /// Publishes the body (any JSON) to the channel's subscribers, on every
 /// node, as a `channel.message` event.

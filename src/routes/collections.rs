@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::{Client, ObjectBody, PathParams};
 use crate::AppState;
-use crate::auth::Caller;
+use crate::collection::{CollectionMeta, CollectionName};
 use crate::error::ApiError;
-use crate::rules::{Access, Action, Rules, RulesPatch, object, present, refused, some_object};
-use crate::store::validate_name;
+use crate::fields::{object, present, some_object};
+use crate::identity::Caller;
+use crate::rules::{Access, Action, Rules, parse_rule};
 
 /// Body of `POST /api/v1/collections`.
 #[derive(Deserialize)]
@@ -39,35 +40,61 @@ pub struct CollectionPatch {
 
 /// Only admins manage collections.
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    crate::rules::require_admin(caller, "manage collections")
+    crate::access::require_admin(caller, "manage collections")
 }
 
-/// A collection's metadata and rules, and what `caller` may do with
-/// `action` there: 404 if there is no such collection, 401/403 if the rule
-/// refuses every record.
+/// A collection's metadata, and what `caller` may do with `action` there:
+/// 404 if there is no such collection, 401/403 if the rule refuses every
+/// record.
 pub async fn collection_access(
     state: &AppState,
     caller: &Caller,
-    name: &str,
+    name: &CollectionName,
     action: Action,
-) -> Result<(Value, Rules, Access), ApiError> {
-    validate_name(name)?;
-    let Some(meta) = state.store.get_collection(name).await? else {
-        // A missing collection is judged by the default rules first, so a
-        // caller they refuse (anyone anonymous) gets the same answer for a
-        // collection that does not exist as for one it may not use, and
-        // cannot probe which names exist.
-        if Rules::default().access(action, caller).is_nothing() {
-            return Err(refused(caller, action, name));
+) -> Result<(CollectionMeta, Access), ApiError> {
+    let meta = state.store.get_collection(name).await?;
+    let rules = meta.as_ref().map(|meta| &meta.rules);
+    let access = crate::access::collection_access(rules, name.as_str(), caller, action)?;
+    // A missing collection was refused just above.
+    let meta = meta.ok_or_else(|| ApiError::no_collection(name.as_str()))?;
+    Ok((meta, access))
+}
+
+/// Body field `rules` of the collection routes: rules present are set (an
+/// explicit `null` means admins only), absent ones keep their value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesPatch {
+    #[serde(default, deserialize_with = "present")]
+    read: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    create: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    update: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    delete: Option<Option<String>>,
+}
+
+impl RulesPatch {
+    /// `rules` with this patch applied; every rule set must parse.
+    pub fn apply(self, mut rules: Rules) -> Result<Rules, ApiError> {
+        let fields = [
+            ("read", self.read, &mut rules.read),
+            ("create", self.create, &mut rules.create),
+            ("update", self.update, &mut rules.update),
+            ("delete", self.delete, &mut rules.delete),
+        ];
+        for (name, change, slot) in fields {
+            let Some(change) = change else { continue };
+            if let Some(text) = &change {
+                parse_rule(text).map_err(|error| {
+                    ApiError::bad_request("invalid_rule", format!("rule `{name}`: {error}"))
+                })?;
+            }
+            *slot = change;
         }
-        return Err(ApiError::NotFound(format!("no collection named `{name}`")));
-    };
-    let rules = Rules::of_collection(&meta);
-    let access = rules.access(action, caller);
-    if access.is_nothing() {
-        return Err(refused(caller, action, name));
+        Ok(rules)
     }
-    Ok((meta, rules, access))
 }
 
 const MAX_DESCRIPTION_LEN: usize = 4096;
@@ -88,14 +115,14 @@ pub async fn create(
     ObjectBody(body): ObjectBody<NewCollection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_admin(&caller)?;
-    validate_name(&body.name)?;
+    let name = CollectionName::new(&body.name)?;
     check_description(body.description.as_deref())?;
     let rules = body.rules.apply(Rules::default())?;
     let collection = state
         .store
-        .create_collection(&body.name, body.description.as_deref(), &rules)
+        .create_collection(&name, body.description.as_deref(), &rules)
         .await?;
-    Ok((StatusCode::CREATED, Json(collection)))
+    Ok((StatusCode::CREATED, Json(json!(collection))))
 }
 
 /// The collections whose records the caller may read (some of them).
@@ -104,11 +131,7 @@ pub async fn list(
     Client { caller, .. }: Client,
 ) -> Result<Json<Value>, ApiError> {
     let mut collections = state.store.list_collections().await?;
-    collections.retain(|meta| {
-        !Rules::of_collection(meta)
-            .access(Action::Read, &caller)
-            .is_nothing()
-    });
+    collections.retain(|meta| !meta.rules.access(Action::Read, &caller).is_nothing());
     Ok(Json(json!({ "items": collections })))
 }
 
@@ -117,8 +140,9 @@ pub async fn show(
     Client { caller, .. }: Client,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (meta, _, _) = collection_access(&state, &caller, &name, Action::Read).await?;
-    Ok(Json(meta))
+    let name = CollectionName::new(&name)?;
+    let (meta, _) = collection_access(&state, &caller, &name, Action::Read).await?;
+    Ok(Json(json!(meta)))
 }
 
 pub async fn update(
@@ -128,23 +152,23 @@ pub async fn update(
     ObjectBody(patch): ObjectBody<CollectionPatch>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&caller)?;
-    validate_name(&name)?;
+    let name = CollectionName::new(&name)?;
     check_description(patch.description.as_ref().and_then(|d| d.as_deref()))?;
     let rules = match patch.rules {
         None => None,
         Some(rules_patch) => {
             let Some(current) = state.store.get_collection(&name).await? else {
-                return Err(ApiError::NotFound(format!("no collection named `{name}`")));
+                return Err(ApiError::no_collection(name.as_str()));
             };
-            Some(rules_patch.apply(Rules::of_collection(&current))?)
+            Some(rules_patch.apply(current.rules)?)
         }
     };
     state
         .store
         .update_collection(&name, patch.description, rules.as_ref())
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no collection named `{name}`")))
+        .map(|meta| Json(json!(meta)))
+        .ok_or_else(|| ApiError::no_collection(name.as_str()))
 }
 
 pub async fn remove(
@@ -153,10 +177,35 @@ pub async fn remove(
     PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
-    validate_name(&name)?;
+    let name = CollectionName::new(&name)?;
     if state.store.delete_collection(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("no collection named `{name}`")))
+        Err(ApiError::no_collection(name.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patches_set_rules_and_refuse_bad_ones() {
+        let patch: RulesPatch =
+            serde_json::from_value(json!({"read": "true", "delete": "owner = $auth.sub"})).unwrap();
+        let rules = patch.apply(Rules::default()).unwrap();
+        assert_eq!(rules.read.as_deref(), Some("true"));
+        assert_eq!(rules.create, None);
+        assert_eq!(rules.delete.as_deref(), Some("owner = $auth.sub"));
+        let clear: RulesPatch = serde_json::from_value(json!({"read": null})).unwrap();
+        assert_eq!(clear.apply(rules).unwrap().read, None);
+        let bad: RulesPatch = serde_json::from_value(json!({"update": "owner = "})).unwrap();
+        let error = bad.apply(Rules::default()).unwrap_err().to_string();
+        assert!(
+            error.starts_with("rule `update`: expected a value"),
+            "{error}"
+        );
+        assert!(serde_json::from_value::<RulesPatch>(json!({"write": "true"})).is_err());
     }
 }

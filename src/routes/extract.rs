@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
-use crate::auth::{AuthError, Caller, Credential, Identity, credential, identity};
+use crate::auth::{Credential, credential};
 use crate::error::ApiError;
+use crate::identity::{AuthError, Caller, Identity};
 
 /// Like `axum::Json`.
 pub struct JsonBody<T>(pub T);
@@ -175,11 +176,11 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, A
         .redeem_ticket(ticket)
         .await?
         .ok_or_else(refused)?;
-    let now = crate::auth::unix_now();
+    let now = crate::clock::unix_now();
     if expires < now {
         return Err(refused());
     }
-    let identity = identity(claims).map_err(|_| refused())?;
+    let identity = Identity::from_claims(claims).map_err(|_| refused())?;
     if identity.expires_at.is_some_and(|exp| exp < now) {
         return Err(AuthError::Expired.into());
     }

@@ -25,10 +25,11 @@ use tower_http::trace::TraceLayer;
 use crate::error::{json_method_not_allowed, log_internal_errors, route_not_found};
 use crate::{AppState, Config};
 
-pub use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
+use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 
-/// Every route of the service.
-pub fn router(state: AppState) -> Router {
+/// Every route of the service, behind `cors` (built once, at start, by
+/// [`cors_layer`]).
+pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let router = Router::new()
         .route("/", get(health::demo_page))
@@ -39,10 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/presence", get(presence::list))
         .route("/api/v1/channels/{name}/messages", post(channels::publish))
         .route("/api/v1/admin/broadcast", post(admin::broadcast))
-        .route(
-            "/api/v1/admin/users/{id}/disconnect",
-            post(admin::disconnect),
-        )
+        .route("/api/v1/admin/users/{id}/disconnect", post(admin::sign_out))
         .route("/openapi.yaml", get(health::openapi))
         .route(
             "/api/v1/collections",
@@ -83,9 +81,9 @@ pub fn router(state: AppState) -> Router {
                 .on_failure(()),
         );
     // Outermost, so preflight requests are answered before any route logic.
-    let router = match cors_layer(&state.config) {
-        Ok(Some(cors)) => router.layer(cors),
-        _ => router,
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
     };
     router.with_state(state)
 }

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::Client;
 use crate::AppState;
+use crate::access::require_admin;
 use crate::error::ApiError;
-use crate::rules::require_admin;
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -9,23 +9,24 @@ use serde_json::{Map, Value, json};
 use super::collections::collection_access;
 use super::{Client, JsonBody, PathParams, QueryParams};
 use crate::AppState;
-use crate::auth::{Caller, claims_of};
+use crate::collection::{CollectionName, RecordKey};
 use crate::error::ApiError;
-use crate::filter::Filter;
+use crate::filter::{FieldPath, Filter};
+use crate::identity::{Caller, claims_of};
 use crate::rules::{Access, Action, both};
-use crate::store::{RuleChecks, SortOrder, new_record_id, validate_id, validate_name};
+use crate::store::{RuleChecks, SortOrder};
 
 /// The checks an update or delete runs in its transaction: the record must
 /// be readable (else it is "not found") and pass the action's rule.
 async fn write_checks(
     state: &AppState,
     caller: &Caller,
-    collection: &str,
+    collection: &CollectionName,
     action: Action,
 ) -> Result<RuleChecks, ApiError> {
-    let (_, rules, write) = collection_access(state, caller, collection, action).await?;
+    let (meta, write) = collection_access(state, caller, collection, action).await?;
     Ok(RuleChecks {
-        read: rules.access(Action::Read, caller).condition(),
+        read: meta.rules.access(Action::Read, caller).condition(),
         write: write.condition(),
         write_after: action == Action::Update,
     })
@@ -55,20 +56,17 @@ pub async fn create(
     PathParams(collection): PathParams<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    validate_name(&collection)?;
-    let (_, _, create) = collection_access(&state, &caller, &collection, Action::Create).await?;
+    let collection = CollectionName::new(&collection)?;
+    let (_, create) = collection_access(&state, &caller, &collection, Action::Create).await?;
     let mut data = record_body(body)?;
     let id = match data.remove("id") {
-        None | Some(Value::Null) => new_record_id(),
-        Some(Value::String(id)) => {
-            validate_id(&id)?;
-            id
-        }
+        None | Some(Value::Null) => RecordKey::generate(),
+        Some(Value::String(id)) => RecordKey::new(&id)?,
         Some(_) => return Err(ApiError::bad_request("invalid_id", "`id` must be a string")),
     };
     if let Access::Matching(rule) = &create {
         let mut candidate = data.clone();
-        candidate.insert("id".into(), Value::String(id.clone()));
+        candidate.insert("id".into(), Value::String(id.to_string()));
         if !rule.matches(&Value::Object(candidate)) {
             return Err(ApiError::Forbidden(format!(
                 "the record does not pass the `create` rule of `{collection}`"
@@ -84,9 +82,9 @@ pub async fn show(
     Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    validate_name(&collection)?;
-    validate_id(&id)?;
-    let (_, _, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
+    let collection = CollectionName::new(&collection)?;
+    let id = RecordKey::new(&id)?;
+    let (_, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let record = state.store.get_record(&collection, &id).await?;
     // A record the caller may not read does not exist, as far as it knows.
     if !read.allows(&record) {
@@ -101,7 +99,7 @@ pub async fn list(
     PathParams(collection): PathParams<String>,
     QueryParams(params): QueryParams<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    validate_name(&collection)?;
+    let collection = CollectionName::new(&collection)?;
     let limit = match params.limit {
         None => DEFAULT_PAGE,
         Some(limit @ 1..=MAX_PAGE) => limit,
@@ -123,7 +121,7 @@ pub async fn list(
         }
         _ => None,
     };
-    let (_, _, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
+    let (_, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let condition = both(filter, read.condition());
     let items = state
         .store
@@ -145,7 +143,7 @@ pub async fn merge(
     PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let data = update_body(&collection, &id, body)?;
+    let (collection, id, data) = update_body(&collection, &id, body)?;
     let checks = write_checks(&state, &caller, &collection, Action::Update).await?;
     state
         .store
@@ -161,7 +159,7 @@ pub async fn replace(
     PathParams((collection, id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let data = update_body(&collection, &id, body)?;
+    let (collection, id, data) = update_body(&collection, &id, body)?;
     let checks = write_checks(&state, &caller, &collection, Action::Update).await?;
     state
         .store
@@ -176,8 +174,8 @@ pub async fn remove(
     Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    validate_name(&collection)?;
-    validate_id(&id)?;
+    let collection = CollectionName::new(&collection)?;
+    let id = RecordKey::new(&id)?;
     let checks = write_checks(&state, &caller, &collection, Action::Delete).await?;
     match state.store.delete_record(&collection, &id, &checks).await? {
         Some(_) => Ok(StatusCode::NO_CONTENT),
@@ -185,18 +183,27 @@ pub async fn remove(
     }
 }
 
-fn no_record(collection: &str, id: &str) -> ApiError {
-    ApiError::NotFound(format!("no record `{id}` in `{collection}`"))
+fn no_record(collection: &CollectionName, id: &RecordKey) -> ApiError {
+    crate::store::StoreError::NoRecord {
+        collection: collection.clone(),
+        key: id.clone(),
+    }
+    .into()
 }
 
-/// The body of a PATCH or PUT: an object whose `id`, if any, is the path's.
-fn update_body(collection: &str, id: &str, body: Value) -> Result<Map<String, Value>, ApiError> {
-    validate_name(collection)?;
-    validate_id(id)?;
+/// The parts of a PATCH or PUT: its collection and record, and a body that
+/// is an object whose `id`, if any, is the path's.
+fn update_body(
+    collection: &str,
+    id: &str,
+    body: Value,
+) -> Result<(CollectionName, RecordKey, Map<String, Value>), ApiError> {
+    let collection = CollectionName::new(collection)?;
+    let id = RecordKey::new(id)?;
     let mut data = record_body(body)?;
     match data.remove("id") {
-        None | Some(Value::Null) => Ok(data),
-        Some(Value::String(body_id)) if body_id == id => Ok(data),
+        None | Some(Value::Null) => Ok((collection, id, data)),
+        Some(Value::String(body_id)) if body_id == id.as_str() => Ok((collection, id, data)),
         Some(_) => Err(ApiError::bad_request(
             "invalid_id",
             "the body's `id` differs from the id in the path; records cannot be renamed",
@@ -248,21 +255,15 @@ fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
         })
 }
 
-/// `field`, `-field` or `+field`, with a dotted path of identifiers.
+/// `field`, `-field` or `+field`, with a dotted path of identifiers (as
+/// filters write them).
 fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
     let (descending, path) = match sort.strip_prefix('-') {
         Some(path) => (true, path),
         None => (false, sort.strip_prefix('+').unwrap_or(sort)),
     };
-    let field: Vec<String> = path.split('.').map(str::to_owned).collect();
-    let valid = field.iter().all(|segment| {
-        let mut chars = segment.chars();
-        chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-    });
-    if !valid || path.len() > 256 {
+    let field = FieldPath::parse(path).filter(|_| path.len() <= 256);
+    let Some(field) = field else {
         return Err(ApiError::bad_request(
             "invalid_query",
             format!(
@@ -270,7 +271,7 @@ fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
                 sort.chars().take(80).collect::<String>()
             ),
         ));
-    }
+    };
     Ok(SortOrder { field, descending })
 }
 
@@ -282,10 +283,10 @@ mod tests {
     fn sort_orders_parse() {
         let sort = parse_sort("-created").unwrap();
         assert!(sort.descending);
-        assert_eq!(sort.field, ["created"]);
+        assert_eq!(sort.field.segments(), ["created"]);
         let sort = parse_sort("author.name").unwrap();
         assert!(!sort.descending);
-        assert_eq!(sort.field, ["author", "name"]);
+        assert_eq!(sort.field.segments(), ["author", "name"]);
         for bad in ["", "-", "a..b", "a`b", "1a", "a b"] {
             assert!(parse_sort(bad).is_err(), "{bad}");
         }

@@ -6,15 +6,28 @@
 //! back into the previous one; applying them gives the before-image that
 //! filters need to tell a record leaving a subscriber's view.
 
+use std::sync::Arc;
+
 use serde_json::Value as Json;
 use surrealdb::types::Value;
 
-use super::record_json;
+use super::notices::{ANNOUNCEMENT, SIGN_OUT};
+use super::records::record_json;
+use super::schema::{COLLECTIONS_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE};
+use super::{Store, StoreError};
+use crate::clock::Stamp;
+use crate::collection::CollectionMeta;
+use crate::revocations::SignOut;
+
+/// Most changes one changefeed read returns (SurrealDB caps it at 1000).
+pub const CHANGES_PER_READ: u32 = 1000;
 
 /// One committed transaction read from the changefeed.
 #[derive(Debug)]
 pub struct ChangeSet {
-    pub stamp: u64,
+    pub stamp: Stamp,
+    /// In commit order. A change's position is its event's index, so
+    /// changes that are no event stay in the list (as [`Change::Other`]).
     pub changes: Vec<Change>,
     /// How many raw changes the set holds, table definitions included. It is
     /// at least the number of changefeed entries the set spans (one per
@@ -23,9 +36,60 @@ pub struct ChangeSet {
     pub entries: u32,
 }
 
-/// One record change inside a [`ChangeSet`].
+/// One change inside a [`ChangeSet`], decoded by the table it was made to.
 #[derive(Debug)]
-pub struct Change {
+pub enum Change {
+    /// A change to a record of a collection.
+    Record {
+        collection: Arc<str>,
+        /// The bare record id.
+        key: String,
+        op: ChangeOp,
+        /// The record after the change; for a delete, the record before it.
+        data: Json,
+        /// For an update, the record before it (`None` if it could not be
+        /// rebuilt from the stored patches).
+        before: Option<Json>,
+    },
+    /// A change to a collection's metadata.
+    Collection {
+        name: Arc<str>,
+        op: ChangeOp,
+        /// The metadata after the change (before it, for a delete), as
+        /// stored, without its id.
+        data: Json,
+        /// `data`, typed (`None` if it does not decode).
+        meta: Option<Arc<CollectionMeta>>,
+        /// For an update, the metadata before it (`None` if it could not be
+        /// rebuilt).
+        before: Option<Arc<CollectionMeta>>,
+    },
+    /// A message published to a channel.
+    Message { channel: Arc<str>, data: Json },
+    /// A user joined (`true`) or left (`false`).
+    Presence { joined: bool, data: Json },
+    /// An admin's notice.
+    Notice(Notice),
+    /// A change that is no event (a pruned message, a table of livehub's
+    /// own without events, a malformed row).
+    Other,
+}
+
+/// An admin's notice to every stream.
+#[derive(Debug)]
+pub enum Notice {
+    Announcement(Json),
+    /// A sign-out: `data` as clients see it, and what it revokes (`None`
+    /// if the data lacks the user or the time: it then revokes nothing).
+    SignOut {
+        data: Json,
+        sign_out: Option<SignOut>,
+    },
+}
+
+/// One change as the changefeed holds it, before it is decoded.
+#[derive(Debug)]
+struct RawChange {
     pub table: String,
     /// The bare record id.
     pub key: String,
@@ -37,14 +101,14 @@ pub struct Change {
     pub before: Option<Json>,
 }
 
-impl Change {
+impl RawChange {
     /// Folds `next`, a later change of the same record in the same commit,
     /// into this one when it is an update: a transaction's intermediate
     /// states were never visible, so clients see one change from the
     /// record before the commit to the record after it (livehub's own
     /// writes of long strings take two steps, see `Store::write_record`).
     /// Anything else is given back, to stay a change of its own.
-    fn absorb(&mut self, next: Change) -> Option<Change> {
+    fn absorb(&mut self, next: RawChange) -> Option<RawChange> {
         match (self.op, next.op) {
             (ChangeOp::Create | ChangeOp::Update, ChangeOp::Update) => {
                 self.data = next.data;
@@ -64,19 +128,19 @@ pub enum ChangeOp {
 }
 
 /// Parses one `SHOW CHANGES` entry: `{versionstamp, changes: [...]}`.
-pub(super) fn parse_change_set(value: Value) -> Option<ChangeSet> {
+fn parse_change_set(value: Value) -> Option<ChangeSet> {
     let Value::Object(mut object) = value else {
         return None;
     };
     let stamp = match object.remove("versionstamp")? {
-        Value::Number(number) => number.to_int().and_then(|n| u64::try_from(n).ok())?,
+        Value::Number(number) => Stamp(number.to_int().and_then(|n| u64::try_from(n).ok())?),
         _ => return None,
     };
     let Some(Value::Array(items)) = object.remove("changes") else {
         return None;
     };
     let entries = u32::try_from(items.len()).unwrap_or(u32::MAX).max(1);
-    let mut changes: Vec<Change> = Vec::with_capacity(items.len());
+    let mut changes: Vec<RawChange> = Vec::with_capacity(items.len());
     for change in items.into_inner().into_iter().filter_map(parse_change) {
         match changes.last_mut() {
             Some(last) if last.table == change.table && last.key == change.key => {
@@ -89,15 +153,102 @@ pub(super) fn parse_change_set(value: Value) -> Option<ChangeSet> {
     }
     Some(ChangeSet {
         stamp,
-        changes,
+        changes: changes.into_iter().map(RawChange::decode).collect(),
         entries,
     })
+}
+
+impl RawChange {
+    /// What the change means, by its table.
+    fn decode(self) -> Change {
+        let created = self.op == ChangeOp::Create;
+        // Messages, presence and notices are only ever created; their
+        // deletes are pruning.
+        let field =
+            |data: &Json, name: &str| data.get(name).and_then(Json::as_str).map(str::to_owned);
+        match self.table.as_str() {
+            COLLECTIONS_TABLE => {
+                let mut data = self.data;
+                if let Some(map) = data.as_object_mut() {
+                    map.remove("id");
+                }
+                let decode = |row: &Json| CollectionMeta::decode(row, &self.key).map(Arc::new);
+                Change::Collection {
+                    meta: decode(&data),
+                    before: self.before.as_ref().and_then(decode),
+                    name: Arc::from(self.key.as_str()),
+                    op: self.op,
+                    data,
+                }
+            }
+            MESSAGES_TABLE if created => {
+                let Some(channel) = field(&self.data, "channel") else {
+                    return Change::Other;
+                };
+                let mut data = self.data;
+                if let Some(map) = data.as_object_mut() {
+                    // `at` is for pruning.
+                    map.remove("id");
+                    map.remove("at");
+                }
+                Change::Message {
+                    channel: Arc::from(channel),
+                    data,
+                }
+            }
+            PRESENCE_LOG_TABLE if created => {
+                let joined = match field(&self.data, "kind").as_deref() {
+                    Some("joined") => true,
+                    Some("left") => false,
+                    _ => return Change::Other,
+                };
+                let data = self.data.get("data").cloned().unwrap_or(Json::Null);
+                Change::Presence { joined, data }
+            }
+            NOTICES_TABLE if created => {
+                let data = self.data.get("data").cloned().unwrap_or(Json::Null);
+                match field(&self.data, "kind").as_deref() {
+                    Some(ANNOUNCEMENT) => Change::Notice(Notice::Announcement(data)),
+                    Some(SIGN_OUT) => Change::Notice(Notice::SignOut {
+                        sign_out: SignOut::decode(&data),
+                        data,
+                    }),
+                    _ => Change::Other,
+                }
+            }
+            // livehub's own tables carry no other events.
+            table if table.starts_with('_') => Change::Other,
+            table => Change::Record {
+                collection: Arc::from(table),
+                key: self.key,
+                op: self.op,
+                data: self.data,
+                before: self.before,
+            },
+        }
+    }
+}
+
+impl Store {
+    /// Reads committed transactions with stamps at or after `since`
+    /// (SurrealDB's `SINCE` is inclusive), oldest first, at most `limit`
+    /// changefeed entries.
+    pub async fn read_changes(
+        &self,
+        since: Stamp,
+        limit: u32,
+    ) -> Result<Vec<ChangeSet>, StoreError> {
+        let limit = limit.clamp(1, CHANGES_PER_READ);
+        let sql = format!("SHOW CHANGES FOR DATABASE SINCE {} LIMIT {limit}", since.0);
+        let sets: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
+        Ok(sets.into_iter().filter_map(parse_change_set).collect())
+    }
 }
 
 /// Parses one change: `{update}` (a create, with `INCLUDE ORIGINAL`),
 /// `{current, update: [patches]}` (an update) or `{delete: {id, original}}`.
 /// Table definitions and anything unknown are skipped.
-fn parse_change(value: Value) -> Option<Change> {
+fn parse_change(value: Value) -> Option<RawChange> {
     let Value::Object(mut object) = value else {
         return None;
     };
@@ -130,7 +281,7 @@ fn parse_change(value: Value) -> Option<Change> {
         }
         rebuilt
     });
-    Some(Change {
+    Some(RawChange {
         table,
         key,
         op,
@@ -219,8 +370,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn change(op: ChangeOp, key: &str, data: Json, before: Option<Json>) -> Change {
-        Change {
+    fn change(op: ChangeOp, key: &str, data: Json, before: Option<Json>) -> RawChange {
+        RawChange {
             table: "t".into(),
             key: key.into(),
             op,

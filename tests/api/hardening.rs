@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{HANG_GUARD, SseClient, TestApp, open_stream, test_config};
+use crate::helpers::{HANG_GUARD, SseClient, TestApp, key, name, open_stream, test_config};
 
 /// `len` letters from a simple generator: two seeds give two strings that
 /// share little, which is the worst case for a string diff.
@@ -449,7 +449,7 @@ async fn a_thousand_random_disconnects_lose_nothing() {
                     let mut data = serde_json::Map::new();
                     data.insert("n".into(), json!(n));
                     app.store
-                        .create_record("chaos", &format!("r{n:05}"), data)
+                        .create_record(&name("chaos"), &key(&format!("r{n:05}")), data)
                         .await
                         .unwrap();
                     if n % 16 == 0 {

@@ -55,7 +55,7 @@ pub async fn open_stream(client: &reqwest::Client, url: String) -> SseClient {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    livehub::auth::unix_now()
+    livehub::clock::unix_now()
 }
 
 /// A client that sends `token` as a Bearer token with every request.
@@ -365,4 +365,14 @@ impl SseClient {
         }
         records
     }
+}
+
+/// A collection name for the store's API (as an outside writer would use it).
+pub fn name(text: &str) -> livehub::collection::CollectionName {
+    livehub::collection::CollectionName::new(text).unwrap()
+}
+
+/// A record key for the store's API.
+pub fn key(text: &str) -> livehub::collection::RecordKey {
+    livehub::collection::RecordKey::new(text).unwrap()
 }

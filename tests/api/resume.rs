@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 
-use crate::helpers::{SseClient, TestApp, test_config};
+use crate::helpers::{SseClient, TestApp, key, name, test_config};
 
 /// Creates records with the given ids in order.
 async fn create_all(app: &TestApp, collection: &str, ids: &[&str]) {
@@ -133,7 +133,7 @@ async fn replay_applies_the_collection_and_filter() {
 async fn ids_from_before_the_database_or_the_future_get_a_reset() {
     let app = TestApp::spawn().await;
     app.create_collection("posts").await;
-    let now_ms = livehub::now_stamp() >> 16;
+    let now_ms = livehub::clock::Stamp::now().millis();
     let an_hour_ago = format!("{:016x}{:08x}", (now_ms - 3_600_000) << 16, 0);
     let next_year = format!("{:016x}{:08x}", (now_ms + 365 * 86_400_000) << 16, 0);
     // The in-memory database was created just now, so an hour-old id
@@ -281,7 +281,7 @@ async fn a_client_too_slow_for_its_queue_is_closed_and_resumes_without_loss() {
         let mut data = serde_json::Map::new();
         data.insert("text".into(), json!(filler));
         app.store
-            .create_record("posts", &format!("r{n:04}"), data)
+            .create_record(&name("posts"), &key(&format!("r{n:04}")), data)
             .await
             .unwrap();
     }
@@ -318,7 +318,7 @@ async fn replay_pages_past_the_read_limit_and_multi_table_commits() {
                 .unwrap();
         }
         app.store
-            .create_record("posts", &format!("r{n:04}"), serde_json::Map::new())
+            .create_record(&name("posts"), &key(&format!("r{n:04}")), serde_json::Map::new())
             .await
             .unwrap();
     }

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{HANG_GUARD, TestApp, test_config};
+use crate::helpers::{HANG_GUARD, TestApp, key, name, test_config};
 
 #[tokio::test]
 async fn a_stream_starts_with_retry_and_connected_and_has_sse_headers() {
@@ -334,7 +334,7 @@ async fn many_concurrent_store_writers_lose_nothing() {
             for n in 0..PER_WRITER {
                 let id = format!("w{writer}n{n}");
                 let data = serde_json::Map::new();
-                store.create_record("hazard", &id, data).await.unwrap();
+                store.create_record(&name("hazard"), &key(&id), data).await.unwrap();
             }
         }));
     }

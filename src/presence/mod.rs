@@ -10,7 +10,12 @@
 //! `user.left` are events like any other: durable ids, every node, replay.
 //!
 //! All presence writes of a node go through one task, in order, so a
-//! disconnect can never overtake the connect before it.
+//! disconnect can never overtake the connect before it. Who may see
+//! presence, and who a stream is present as, is decided in `access`.
+
+mod access;
+
+pub use access::{PresenceRule, present_as};
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -82,7 +87,7 @@ impl Presence {
         let presence = Presence {
             commands: commands.clone(),
         };
-        let node = crate::store::new_record_id();
+        let node = crate::collection::RecordKey::generate().to_string();
         let task = tokio::spawn(run(
             Task {
                 store,
@@ -277,7 +282,7 @@ impl Task {
     }
 }
 
-fn log_failure(result: Result<(), crate::error::ApiError>) {
+fn log_failure(result: Result<(), crate::store::StoreError>) {
     if let Err(error) = result {
         tracing::warn!(%error, "a presence write failed; the user's next change writes it again");
     }

@@ -1,0 +1,95 @@
+//! The hub's dispatch index: per scope, the groups an event can match.
+//!
+//! Groups whose filter requires `field = value` are filed under that pair,
+//! so an event only visits the groups it can match plus the unindexed ones.
+
+use std::collections::HashMap;
+
+use super::GroupId;
+use super::interest::Topic;
+use crate::event::{Audience, Event};
+use crate::filter::{FieldPath, IndexKey};
+
+/// The groups of one scope, indexed for dispatch.
+#[derive(Default)]
+pub(super) struct TopicIndex {
+    /// Groups without an equality term: visited for every event.
+    unindexed: Vec<GroupId>,
+    /// Groups with a `field = value` term, by field path and value.
+    indexed: HashMap<FieldPath, HashMap<IndexKey, Vec<GroupId>>>,
+}
+
+impl TopicIndex {
+    pub(super) fn is_empty(&self) -> bool {
+        self.unindexed.is_empty() && self.indexed.is_empty()
+    }
+
+    pub(super) fn add(&mut self, id: GroupId, topic: &Topic) {
+        let terms = topic.terms();
+        if terms.is_empty() {
+            self.unindexed.push(id);
+        }
+        for (path, key) in terms {
+            self.indexed
+                .entry(path.clone())
+                .or_default()
+                .entry(key.clone())
+                .or_default()
+                .push(id);
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: GroupId, topic: &Topic) {
+        let terms = topic.terms();
+        if terms.is_empty() {
+            self.unindexed.retain(|other| *other != id);
+        }
+        for (path, key) in terms {
+            if let Some(values) = self.indexed.get_mut(path) {
+                if let Some(ids) = values.get_mut(key) {
+                    ids.retain(|other| *other != id);
+                    if ids.is_empty() {
+                        values.remove(key);
+                    }
+                }
+                if values.is_empty() {
+                    self.indexed.remove(path);
+                }
+            }
+        }
+    }
+
+    /// Calls `visit` with every group that may match `event` (a group filed
+    /// under several terms may be visited more than once).
+    pub(super) fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
+        self.unindexed.iter().copied().for_each(&mut visit);
+        match event.kind.audience() {
+            Audience::Record | Audience::Channel => {}
+            // Collection events ignore filters: every group sees them (and
+            // the hub visits every group for the rest).
+            Audience::Collection | Audience::Everyone | Audience::Presence => {
+                for values in self.indexed.values() {
+                    values.values().flatten().copied().for_each(&mut visit);
+                }
+                return;
+            }
+        }
+        for (path, values) in &self.indexed {
+            let after = path.get(&event.data).and_then(IndexKey::from_json);
+            let before = event
+                .before
+                .as_ref()
+                .and_then(|before| path.get(before))
+                .and_then(IndexKey::from_json);
+            let keys = [
+                after.as_ref(),
+                before.as_ref().filter(|key| Some(*key) != after.as_ref()),
+            ];
+            for key in keys.into_iter().flatten() {
+                if let Some(ids) = values.get(key) {
+                    ids.iter().copied().for_each(&mut visit);
+                }
+            }
+        }
+    }
+}

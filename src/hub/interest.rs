@@ -1,0 +1,273 @@
+//! What a subscription wants, and how one event reaches it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::collection::CollectionMeta;
+use crate::event::{Audience, Delivery, Event, EventKind, Source};
+use crate::filter::{FieldPath, Filter, IndexKey};
+use crate::identity::Caller;
+use crate::rulebook::RuleBook;
+use crate::rules::{Access, Action, Rules};
+
+/// What a subscription wants to receive: one or more topics (collections
+/// or channels, with their filters) on one connection, and presence.
+#[derive(Clone)]
+pub struct Interest {
+    /// Non-empty. Events of different topics never overlap, except that
+    /// an all-collections topic must not be combined with one collection.
+    pub topics: Vec<Topic>,
+    /// Whose read rules apply, per collection, to an all-collections topic:
+    /// set for a caller who is not an admin. `None`: no rules beyond the
+    /// topics' filters (a collection's or channel's rule is folded into its
+    /// topic's filter).
+    pub reader: Option<Arc<Reader>>,
+    /// Whether `user.*` events are wanted, and which of them the presence
+    /// rule lets this caller see (`None`: none wanted).
+    pub presence: Option<Access>,
+}
+
+/// Which events a topic covers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Every collection's.
+    AllCollections,
+    /// One collection's.
+    Collection(Arc<str>),
+    /// One channel's.
+    Channel(Arc<str>),
+}
+
+impl Scope {
+    /// The scopes an event of `source` is filed under.
+    pub(super) fn of(source: &Source) -> [Option<Scope>; 2] {
+        match source {
+            Source::Collection(name) => [
+                Some(Scope::AllCollections),
+                Some(Scope::Collection(name.clone())),
+            ],
+            Source::Channel(name) => [Some(Scope::Channel(name.clone())), None],
+            Source::Service => [None, None],
+        }
+    }
+}
+
+/// One source of events and its filter.
+#[derive(Clone)]
+pub struct Topic {
+    pub scope: Scope,
+    /// Record events (and channel messages) must match it; `None` matches
+    /// every one.
+    pub filter: Option<Arc<Filter>>,
+}
+
+impl Topic {
+    /// Whether `event` is of this topic.
+    fn covers(&self, event: &Event) -> bool {
+        match (&self.scope, &event.source) {
+            (Scope::AllCollections, Source::Collection(_)) => true,
+            (Scope::Collection(scope), Source::Collection(name))
+            | (Scope::Channel(scope), Source::Channel(name)) => scope == name,
+            _ => false,
+        }
+    }
+
+    /// The `field = value` terms its filter requires (the hub's index).
+    pub(super) fn terms(&self) -> &[(FieldPath, IndexKey)] {
+        self.filter
+            .as_ref()
+            .map_or(&[], |filter| filter.index_terms())
+    }
+}
+
+/// A caller whose read rules are applied per collection at dispatch, from
+/// the rules the hub holds (kept in event order, so each live event is
+/// judged by the rules in force when it was committed).
+pub struct Reader {
+    caller: Caller,
+    /// Equal for callers with equal claims, who can share a group.
+    key: String,
+    /// Each collection's read rule bound to this caller.
+    bound: Mutex<HashMap<Arc<str>, Bound>>,
+}
+
+/// A read rule bound to a reader, with the collection it was bound from (a
+/// rule change replaces the `Arc`, which invalidates it).
+type Bound = (Arc<CollectionMeta>, Access);
+
+impl Reader {
+    pub fn new(caller: Caller) -> Reader {
+        let key = match &caller {
+            Some(identity) => identity.claims.to_string(),
+            None => String::new(),
+        };
+        Reader {
+            caller,
+            key,
+            bound: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What this caller may read of `collection`, as `meta` says.
+    fn access(&self, collection: &Arc<str>, meta: &Arc<CollectionMeta>) -> Access {
+        let mut bound = self
+            .bound
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match bound.get(collection) {
+            Some((from, access)) if Arc::ptr_eq(from, meta) => access.clone(),
+            _ => {
+                let access = meta.rules.access(Action::Read, &self.caller);
+                bound.insert(collection.clone(), (meta.clone(), access.clone()));
+                access
+            }
+        }
+    }
+
+    /// What this caller may read of the collection `event` is about, as the
+    /// book says (nothing of a collection it does not know).
+    fn record_access(&self, event: &Event, rules: &RuleBook) -> Access {
+        match (
+            event.collection(),
+            event.collection().and_then(|name| rules.get(name)),
+        ) {
+            (Some(name), Some(meta)) => self.access(name, meta),
+            _ => Access::Nothing,
+        }
+    }
+
+    /// Whether this caller may see a collection event: the collection's
+    /// rules as the event carries them (after it; before it, for a delete)
+    /// must allow it, and in a replay, the collection's rules of now too.
+    fn sees_collection_event(&self, event: &Event, rules: &RuleBook) -> bool {
+        let default;
+        let then = match event.collection_meta() {
+            Some(meta) => &meta.rules,
+            None => {
+                default = Rules::default();
+                &default
+            }
+        };
+        let now_refuses = match (
+            event.collection(),
+            event.collection().and_then(|name| rules.get(name)),
+        ) {
+            (Some(name), Some(meta)) => self.access(name, meta).is_nothing(),
+            _ => false,
+        };
+        !now_refuses && !then.access(Action::Read, &self.caller).is_nothing()
+    }
+}
+
+impl Interest {
+    /// One topic, no reader, no presence.
+    pub fn topic(scope: Scope, filter: Option<Arc<Filter>>) -> Interest {
+        Interest {
+            topics: vec![Topic { scope, filter }],
+            reader: None,
+            presence: None,
+        }
+    }
+
+    /// How `event` reaches this interest, if at all, given the collections'
+    /// current `rules`. Live dispatch and replay both decide with this.
+    ///
+    /// Collection events ignore the filter, but not the read rule. A record
+    /// event matches when its record does; an update whose record matched
+    /// before but not after is delivered as [`Delivery::Left`], so that a
+    /// client building a view from events ends with exactly the records that
+    /// match.
+    pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
+        // A reader's rules apply to the all-collections topic only: a named
+        // collection's rule is in its topic's filter.
+        let reader_of = |topic: &Topic| match &self.reader {
+            Some(reader) if topic.scope == Scope::AllCollections => Some(reader),
+            _ => None,
+        };
+        match event.kind.audience() {
+            // The stream decides what a sign-out means for it.
+            Audience::Everyone => Some(Delivery::Match),
+            Audience::Presence => self
+                .presence
+                .as_ref()
+                .filter(|access| access.allows(&event.data))
+                .map(|_| Delivery::Match),
+            Audience::Channel => {
+                let topic = self.topics.iter().find(|topic| topic.covers(event))?;
+                let matches = topic
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(&event.data));
+                matches.then_some(Delivery::Match)
+            }
+            Audience::Collection => {
+                let topic = self.topics.iter().find(|topic| topic.covers(event))?;
+                match reader_of(topic) {
+                    Some(reader) if !reader.sees_collection_event(event, rules) => None,
+                    _ => Some(Delivery::Match),
+                }
+            }
+            Audience::Record => {
+                let topic = self.topics.iter().find(|topic| topic.covers(event))?;
+                let access = match reader_of(topic) {
+                    Some(reader) => reader.record_access(event, rules),
+                    None => Access::All,
+                };
+                if access.is_nothing() {
+                    return None;
+                }
+                // The rule first: a caller's filter never runs on a record
+                // the caller may not read.
+                let visible = |record: &serde_json::Value| {
+                    access.allows(record)
+                        && topic
+                            .filter
+                            .as_ref()
+                            .is_none_or(|filter| filter.matches(record))
+                };
+                if visible(&event.data) {
+                    Some(Delivery::Match)
+                } else if event.kind == EventKind::RecordUpdated
+                    && event.before.as_ref().is_some_and(visible)
+                {
+                    Some(Delivery::Left)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    pub(super) fn group_key(&self) -> GroupKey {
+        (
+            self.topics
+                .iter()
+                .map(|topic| {
+                    (
+                        topic.scope.clone(),
+                        topic
+                            .filter
+                            .as_ref()
+                            .map(|filter| filter.canonical().to_owned()),
+                    )
+                })
+                .collect(),
+            self.reader.as_ref().map(|reader| reader.key.clone()),
+            self.presence.as_ref().map(|access| match access {
+                Access::All => "all".to_owned(),
+                Access::Nothing => "none".to_owned(),
+                Access::Matching(filter) => filter.canonical().to_owned(),
+            }),
+        )
+    }
+
+    /// Whether one event can reach the group through more than one index
+    /// entry (several topics, or a topic filed under several terms).
+    pub(super) fn reachable_twice(&self) -> bool {
+        self.topics.len() > 1 || self.topics.iter().any(|topic| topic.terms().len() > 1)
+    }
+}
+
+/// Subscriptions with equal topics (scopes and canonical filters), reader
+/// and presence share a group.
+pub(super) type GroupKey = (Vec<(Scope, Option<String>)>, Option<String>, Option<String>);

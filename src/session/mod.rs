@@ -1,0 +1,561 @@
+//! One open stream: its subscription, the replay of what its client
+//! missed, then live events, heartbeats, and the decisions that end it.
+//!
+//! A stream subscribes to the hub first and only then replays what the
+//! client missed, from its resume id up to the hub's cursor at subscription;
+//! live events start at that cursor. So the seam between replay and live has
+//! neither a gap nor a duplicate. The HTTP side (parsing the request,
+//! headers) is `routes::realtime`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::json;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::AppState;
+use crate::clock::{Stamp, unix_now};
+use crate::collection::CollectionName;
+use crate::error::ApiError;
+use crate::event::{Audience, Event, EventId, EventKind, sse_frame};
+use crate::feed::{PageSize, events_of, read_batch};
+use crate::filter::{Expr, Filter};
+use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic};
+use crate::identity::{Caller, claims_of};
+use crate::limits::StreamPermit;
+use crate::presence::PresenceGuard;
+use crate::rulebook::RuleBook;
+use crate::access::{collection_access, refusal};
+use crate::rules::{Access, Action, Rules, both};
+use crate::store::Unreplayable;
+
+/// Live events are written in chunks of at most this many.
+const EVENTS_PER_CHUNK: usize = 256;
+/// Bytes past which a live chunk takes no more events (one large event
+/// still goes whole).
+const CHUNK_BYTES: usize = 256 * 1024;
+/// How often a stream re-reads its collections' rules when they change
+/// while it subscribes.
+const SUBSCRIBE_ATTEMPTS: usize = 3;
+
+/// The read rules each named collection's topic was bound with.
+pub type WatchedRules = HashMap<Arc<str>, Rules>;
+
+/// What a stream asked for.
+pub struct Plan {
+    /// Every collection, with this filter (the stream of every collection
+    /// when it names no collection or channel).
+    pub all: Option<Option<Expr>>,
+    /// Named collections, each with its filter.
+    pub collections: Vec<(CollectionName, Option<Expr>)>,
+    pub channels: Vec<String>,
+}
+
+/// Subscribes to the plan's topics. A named collection's read rule, bound
+/// to `caller`, is folded into its topic's filter (so equal callers share a
+/// group and its index), and so is a channel's; every collection's rules
+/// apply per event through a `Reader`. A rule change committed after
+/// subscribing arrives as an event and ends the stream; one committed while
+/// subscribing is caught by reading the rules again, and the subscription
+/// is made anew.
+pub async fn subscribe(
+    state: &AppState,
+    caller: &Caller,
+    plan: &Plan,
+    presence: Option<Access>,
+) -> Result<(Interest, Subscription, WatchedRules), ApiError> {
+    let claims = claims_of(caller);
+    let compiled = |expr: Option<Expr>| expr.map(|expr| Arc::new(Filter::new(expr)));
+    let mut topics = Vec::new();
+    if let Some(query) = &plan.all {
+        topics.push(Topic {
+            scope: Scope::AllCollections,
+            filter: compiled(query.as_ref().map(|expr| expr.bind(claims))),
+        });
+    }
+    for channel in &plan.channels {
+        let read = state.channels.read(channel, caller);
+        if read.is_nothing() {
+            return Err(refusal(caller, &format!("read channel `{channel}`")));
+        }
+        topics.push(Topic {
+            scope: Scope::Channel(Arc::from(channel.as_str())),
+            filter: compiled(read.condition()),
+        });
+    }
+    let reader = match caller {
+        Some(identity) if identity.admin => None,
+        _ if plan.all.is_some() => Some(Arc::new(Reader::new(caller.clone()))),
+        _ => None,
+    };
+    'attempt: for _ in 0..SUBSCRIBE_ATTEMPTS {
+        let mut interest = Interest {
+            topics: topics.clone(),
+            reader: reader.clone(),
+            presence: presence.clone(),
+        };
+        let mut watched = HashMap::new();
+        for (name, filter) in &plan.collections {
+            let meta = state.store.get_collection(name).await?;
+            let rules = meta.as_ref().map(|meta| &meta.rules);
+            let read = collection_access(rules, name.as_str(), caller, Action::Read)?;
+            let filter = filter.as_ref().map(|expr| expr.bind(claims));
+            interest.topics.push(Topic {
+                scope: Scope::Collection(name.shared()),
+                // The rule first: the caller's filter never runs on a
+                // record the caller may not read.
+                filter: compiled(both(read.condition(), filter)),
+            });
+            if let Some(meta) = meta {
+                watched.insert(name.shared(), meta.rules);
+            }
+        }
+        let subscription = state.hub.subscribe(
+            interest.clone(),
+            QueueLimit {
+                events: state.config.stream_buffer,
+                bytes: usize::try_from(state.config.stream_buffer_bytes).unwrap_or(usize::MAX),
+            },
+        );
+        for (name, rules) in &watched {
+            let name = CollectionName::new(name)?;
+            let now = state.store.get_collection(&name).await?;
+            if now.map(|meta| meta.rules).as_ref() != Some(rules) {
+                continue 'attempt;
+            }
+        }
+        return Ok((interest, subscription, watched));
+    }
+    Err(ApiError::Conflict(
+        "a collection's rules kept changing while the stream opened; retry".into(),
+    ))
+}
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Replaying changes with stamps in `since..until` from the changefeed.
+    Replay { since: Stamp, until: Stamp },
+    /// Forwarding live events from the hub.
+    Live,
+    /// Ended: the next poll finishes the response body.
+    Done,
+}
+
+/// What a stream was opened with.
+pub struct Opened {
+    /// The stream's place in presence, if its caller is present.
+    pub present: Option<PresenceGuard>,
+    pub caller: Caller,
+    pub interest: Interest,
+    /// What the stream carries, for its `connected` event.
+    pub described: serde_json::Value,
+    /// The rules each named collection's topic was bound with. A change to
+    /// a read rule ends the stream, and the client reconnects under the new
+    /// ones.
+    pub watched_rules: WatchedRules,
+    pub subscription: Subscription,
+    pub permit: StreamPermit,
+}
+
+/// One open stream.
+pub struct Session {
+    state: AppState,
+    caller: Caller,
+    interest: Interest,
+    watched_rules: WatchedRules,
+    /// When the caller's token expires: the stream ends then.
+    expires: Option<Instant>,
+    subscription: Subscription,
+    /// Held for the stream's life: its place under the stream limits.
+    _permit: StreamPermit,
+    /// Held for the stream's life: its user stays present.
+    _present: Option<PresenceGuard>,
+    /// Events at or before this position were already delivered (or skipped
+    /// by a reset) and are never sent again.
+    after: Option<EventId>,
+    phase: Phase,
+    /// The first chunk: `retry:`, `connected` and perhaps `reset`.
+    hello: Option<Bytes>,
+    heartbeat: Interval,
+    /// How much each replay read asks for (bounded in bytes).
+    page: PageSize,
+}
+
+impl Session {
+    pub fn open(state: AppState, opened: Opened, resume: Option<EventId>) -> Session {
+        let Opened {
+            present,
+            caller,
+            interest,
+            described,
+            watched_rules,
+            subscription,
+            permit,
+        } = opened;
+        let config = state.config.clone();
+        let start = subscription.start;
+        // `retry:` shares the first message with `connected`: some clients
+        // only apply fields of a message that is dispatched.
+        let mut hello = BytesMut::new();
+        hello.extend_from_slice(format!("retry: {}\n", config.retry.as_millis()).as_bytes());
+
+        let Beginning {
+            position,
+            phase,
+            reset,
+        } = Beginning::of(resume, start, |stamp| state.store.replay_check(stamp));
+        let connection_id = format!("{:016x}", rand::random::<u64>());
+        let mut connected = described;
+        connected["connection_id"] = json!(connection_id);
+        connected["resumed_after"] =
+            json!(resume.filter(|_| reset.is_none()).map(|id| id.to_string()));
+        hello.extend_from_slice(&sse_frame(
+            Some(&position.to_string()),
+            "connected",
+            &connected,
+        ));
+        if let Some((stale, reason)) = reset {
+            let body = json!({
+                "reason": reason.as_str(),
+                "message": "the events after this id are not available; reload the current state",
+                "last_event_id": stale.to_string(),
+            });
+            hello.extend_from_slice(&sse_frame(None, "reset", &body));
+        }
+
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tracing::debug!(%connection_id, "stream opened");
+        let expires = caller
+            .as_ref()
+            .and_then(|identity| identity.expires_at)
+            .and_then(|exp| {
+                let left = exp.saturating_sub(unix_now());
+                // An `exp` too far away to represent never comes.
+                Instant::now().checked_add(Duration::from_secs(left))
+            });
+        Session {
+            state,
+            caller,
+            interest,
+            watched_rules,
+            expires,
+            subscription,
+            _permit: permit,
+            _present: present,
+            after: Some(position),
+            phase,
+            hello: Some(hello.freeze()),
+            heartbeat,
+            page: PageSize::default(),
+        }
+    }
+
+    /// The next chunk of the response body, or `None` to end it.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(hello) = self.hello.take() {
+            return Some(hello);
+        }
+        loop {
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Replay { since, until } => {
+                    if self.state.shutdown.is_cancelled() {
+                        self.phase = Phase::Done;
+                        continue;
+                    }
+                    if self.expires.is_some_and(|at| at <= Instant::now()) {
+                        self.phase = Phase::Done;
+                        return Some(expired_frame());
+                    }
+                    if let Some(chunk) = self.replay_page(since, until).await {
+                        return Some(chunk);
+                    }
+                }
+                Phase::Live => return self.live_chunk().await,
+            }
+        }
+    }
+
+    /// Reads one page of the gap; `None` if it held nothing for this stream.
+    async fn replay_page(&mut self, since: Stamp, until: Stamp) -> Option<Bytes> {
+        let read = async {
+            // Held for one read, so long replays take turns with short ones.
+            let _permit = self.state.replays.acquire().await;
+            read_batch(&self.state.store, since, until, &self.page).await
+        };
+        let batch = tokio::select! {
+            _ = self.state.shutdown.cancelled() => {
+                self.phase = Phase::Done;
+                return None;
+            }
+            batch = read => batch,
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                // The client reconnects and the replay starts again.
+                tracing::warn!(%error, "replay failed; ending the stream");
+                self.phase = Phase::Done;
+                return None;
+            }
+        };
+        self.phase = if batch.more {
+            Phase::Replay {
+                since: batch.next_since,
+                until,
+            }
+        } else {
+            Phase::Live
+        };
+        // Replayed events are judged by the rules in force now.
+        let rules = self.state.hub.rules();
+        let mut chunk = BytesMut::new();
+        let entries = batch.sets.iter().map(|set| set.entries).sum();
+        let events: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
+        self.page.observe(entries, &events);
+        for event in events {
+            if self.after.is_some_and(|after| event.id <= after)
+                || !replayable(&self.caller, &rules, &event)
+            {
+                continue;
+            }
+            if let Some(delivery) = self.interest.delivery(&event, &rules) {
+                chunk.extend_from_slice(&event.frame(delivery));
+                self.state.metrics.replayed.inc();
+            }
+        }
+        (!chunk.is_empty()).then(|| chunk.freeze())
+    }
+
+    async fn live_chunk(&mut self) -> Option<Bytes> {
+        let expires = self.expires;
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.state.shutdown.cancelled() => {
+                    self.phase = Phase::Done;
+                    return None;
+                }
+                _ = &mut expiry => {
+                    self.phase = Phase::Done;
+                    return Some(expired_frame());
+                }
+                event = self.subscription.recv() => {
+                    // `None`: the hub dropped this stream because its queue
+                    // overflowed; ending it makes the client resume.
+                    let queued = event?;
+                    let mut chunk = BytesMut::new();
+                    let mut next = Some(queued);
+                    let mut count = 0;
+                    // One clock read per chunk: its events are sent together.
+                    let now = time::OffsetDateTime::now_utc();
+                    while let Some((event, delivery)) = next {
+                        // Never send an id twice, even if the feed published
+                        // it again after a restart.
+                        if self.after.is_none_or(|after| event.id > after) {
+                            let verdict = judge(&self.caller, &self.watched_rules, &event);
+                            if verdict.send {
+                                chunk.extend_from_slice(&event.frame(delivery));
+                                let latency = (now - event.timestamp).as_seconds_f64();
+                                self.state.metrics.commit_to_send.observe(latency.max(0.0));
+                            }
+                            self.after = Some(event.id);
+                            if verdict.end {
+                                // A sign-out, or a rule change: reconnecting
+                                // binds the new rules, and the client resumes
+                                // after this event, losing nothing.
+                                self.phase = Phase::Done;
+                                break;
+                            }
+                        }
+                        count += 1;
+                        // Bounded in bytes too: a chunk is a copy, held until
+                        // the socket takes it.
+                        next = if count < EVENTS_PER_CHUNK && chunk.len() < CHUNK_BYTES {
+                            self.subscription.try_recv()
+                        } else {
+                            None
+                        };
+                    }
+                    if !chunk.is_empty() {
+                        return Some(chunk.freeze());
+                    }
+                    if matches!(self.phase, Phase::Done) {
+                        return None;
+                    }
+                }
+                _ = self.heartbeat.tick() => {
+                    return Some(Bytes::from_static(b": heartbeat\n\n"));
+                }
+            }
+        }
+    }
+}
+
+/// What a live event does to a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    /// Whether the stream sends it.
+    send: bool,
+    /// Whether the stream ends after it: a sign-out of its user, or a
+    /// change to a read rule it was bound with (reconnecting binds the new
+    /// rules, and the client resumes after this event, losing nothing).
+    end: bool,
+}
+
+/// For a live event the hub delivered to a stream of `caller` bound with
+/// `watched` rules: whether to send it, and whether the stream ends after it.
+fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
+    let send = Verdict {
+        send: true,
+        end: false,
+    };
+    match event.kind.audience() {
+        Audience::Record | Audience::Channel | Audience::Presence => send,
+        Audience::Everyone => match event.kind {
+            // Only the signed-out user's streams show it, and end.
+            EventKind::ForcedLogout => {
+                let ours = event.sign_out().is_some_and(|sign_out| {
+                    caller.as_ref().is_some_and(|identity| {
+                        sign_out.refuses(&identity.user_id, identity.issued_at)
+                    })
+                });
+                Verdict {
+                    send: ours,
+                    end: ours,
+                }
+            }
+            _ => send,
+        },
+        Audience::Collection => {
+            let Some(watched) = event.collection().and_then(|name| watched.get(name)) else {
+                return send;
+            };
+            match event.kind {
+                EventKind::CollectionDeleted => Verdict {
+                    send: true,
+                    end: true,
+                },
+                EventKind::CollectionUpdated => {
+                    let rules = event
+                        .collection_meta()
+                        .map_or_else(Rules::default, |meta| meta.rules.clone());
+                    if rules.read == watched.read {
+                        return send;
+                    }
+                    // A rule that now hides the collection hides the event too.
+                    let shown = !rules.access(Action::Read, caller).is_nothing();
+                    Verdict {
+                        send: shown,
+                        end: true,
+                    }
+                }
+                _ => send,
+            }
+        }
+    }
+}
+
+/// Whether a replayed event may reach a stream of `caller` (before its
+/// interest decides), judged by the rules of now.
+fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
+    match event.kind.audience() {
+        // A sign-out is news only while it happens: a stream resuming now
+        // was opened with a token that passed it.
+        Audience::Everyone => event.kind != EventKind::ForcedLogout,
+        Audience::Presence | Audience::Channel => true,
+        Audience::Record | Audience::Collection => {
+            // The history of a deleted collection is not replayed under the
+            // rules of a new one with the same name (admins see it all).
+            let admin = caller.as_ref().is_some_and(|identity| identity.admin);
+            let predates = event
+                .collection()
+                .and_then(|name| rules.get(name))
+                .is_some_and(|meta| meta.predates(event.id.stamp));
+            if !admin && predates {
+                return false;
+            }
+            // A collection event carries the collection's rules as they
+            // were then: one from a time this caller could not read the
+            // collection is not replayed to it (a named collection's topic
+            // holds its read rule in its filter, which collection events
+            // skip).
+            if event.kind.audience() == Audience::Collection {
+                let then = event
+                    .collection_meta()
+                    .map_or_else(Rules::default, |meta| meta.rules.clone());
+                return !then.access(Action::Read, caller).is_nothing();
+            }
+            true
+        }
+    }
+}
+
+/// Where a new stream begins: the position its `connected` event carries,
+/// its first phase, and the `reset` it gets if its resume id cannot be
+/// served.
+#[derive(Debug, PartialEq)]
+struct Beginning {
+    position: EventId,
+    phase: Phase,
+    reset: Option<(EventId, Unreplayable)>,
+}
+
+impl Beginning {
+    /// For a stream resuming after `resume` (if any) whose subscription
+    /// starts at `start`; `check` says whether the changefeed still holds
+    /// everything after a stamp.
+    fn of(
+        resume: Option<EventId>,
+        start: Stamp,
+        check: impl FnOnce(Stamp) -> Result<(), Unreplayable>,
+    ) -> Beginning {
+        let live = |position| Beginning {
+            position,
+            phase: Phase::Live,
+            reset: None,
+        };
+        let checkpoint = EventId::before_stamp(start);
+        match resume {
+            None => live(checkpoint),
+            Some(id) => match check(id.stamp) {
+                Err(reason) => Beginning {
+                    reset: Some((id, reason)),
+                    ..live(checkpoint)
+                },
+                Ok(()) if id.stamp >= start => live(id),
+                Ok(()) => Beginning {
+                    position: id,
+                    phase: Phase::Replay {
+                        since: id.stamp,
+                        until: start,
+                    },
+                    reset: None,
+                },
+            },
+        }
+    }
+}
+
+/// The last message of a stream whose token expired. It has no id, so the
+/// client's `Last-Event-ID` stays where it was and a reconnect with a fresh
+/// token resumes from there.
+fn expired_frame() -> Bytes {
+    sse_frame(
+        None,
+        "token.expired",
+        &json!({"message": "the token has expired; reconnect with a fresh one to resume"}),
+    )
+}

@@ -1,0 +1,77 @@
+//! Admins' notices (announcements and sign-outs) and channel messages:
+//! rows of changefeed tables, so every node delivers them with durable ids.
+
+use serde_json::Value as Json;
+use surrealdb::types::Value;
+
+use super::records::record_json;
+use super::schema::{MESSAGES_TABLE, NOTICES_TABLE, REVOCATIONS_TABLE};
+use super::{Store, StoreError};
+use crate::clock::unix_ms_now;
+use crate::collection::RecordKey;
+use crate::revocations::SignOut;
+
+/// A notice's `kind` for an announcement.
+pub(super) const ANNOUNCEMENT: &str = "announcement";
+/// A notice's `kind` for a sign-out.
+pub(super) const SIGN_OUT: &str = "logout";
+
+impl Store {
+    /// Sends an admin's announcement to every stream of every node,
+    /// through the changefeed.
+    pub async fn announce(&self, data: Json) -> Result<(), StoreError> {
+        let sql = format!(
+            "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: '{ANNOUNCEMENT}', data: $data, at: $now }}"
+        );
+        let vars =
+            serde_json::json!({ "id": RecordKey::generate(), "data": data, "now": unix_ms_now() });
+        self.write_only(sql, vars).await
+    }
+
+    /// Records that `user_id`'s tokens issued at or before `before` (Unix
+    /// seconds) are refused, and tells every node's streams of that user to
+    /// end.
+    pub async fn sign_out(&self, user_id: &str, before: u64) -> Result<(), StoreError> {
+        let sql = format!(
+            "BEGIN;
+             UPSERT type::record('{REVOCATIONS_TABLE}', $user) SET before = math::max([before ?? 0, $before]);
+             CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: '{SIGN_OUT}', data: $data, at: $now }};
+             COMMIT;"
+        );
+        let vars = serde_json::json!({
+            "user": user_id,
+            "before": before,
+            "id": RecordKey::generate(),
+            "data": { "user_id": user_id, "revoked_before": before },
+            "now": unix_ms_now(),
+        });
+        self.write_only(sql, vars).await
+    }
+
+    /// Every sign-out still in force: the user, and the time at or before
+    /// which its tokens are refused.
+    pub async fn sign_outs(&self) -> Result<Vec<SignOut>, StoreError> {
+        let sql = format!("SELECT * FROM {REVOCATIONS_TABLE}");
+        let rows: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let (_, user, row) = record_json(row);
+                Some(SignOut {
+                    user_id: user,
+                    revoked_before: row.get("before")?.as_u64()?,
+                })
+            })
+            .collect())
+    }
+
+    /// Publishes a message (its envelope, see `channels::envelope`).
+    pub async fn publish_message(&self, envelope: &Json) -> Result<(), StoreError> {
+        // `at` is for pruning; the feed leaves it out of the event.
+        let mut row = envelope.clone();
+        row["at"] = Json::from(unix_ms_now());
+        let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
+        let vars = serde_json::json!({ "id": RecordKey::generate(), "row": row });
+        self.write_only(sql, vars).await
+    }
+}
