@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::error::ApiError;
-use crate::identity::Caller;
 use crate::fields::present;
+use crate::identity::Caller;
 use crate::rules::{Access, DEFAULT_READ_RULE, parse_rule};
 
 /// Longest channel name.

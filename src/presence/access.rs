@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use super::PresentUser;
+use crate::access::refusal;
 use crate::error::ApiError;
 use crate::filter::{Expr, FilterError};
 use crate::identity::Caller;
-use crate::access::refusal;
 use crate::rules::{Access, parse_rule};
 
 /// Who may see presence (`GET /api/v1/presence`, `user.*` events): the

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::Client;
 use crate::AppState;
+use crate::clock::format_time;
 use crate::clock::unix_now;
 use crate::error::ApiError;
-use crate::clock::format_time;
 
 /// How long a ticket can wait to be used.
 pub const TICKET_LIFETIME: Duration = Duration::from_secs(30);

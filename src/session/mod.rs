@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::AppState;
+use crate::access::{collection_access, refusal};
 use crate::clock::{Stamp, unix_now};
 use crate::collection::CollectionName;
 use crate::error::ApiError;
@@ -27,7 +28,6 @@ use crate::identity::{Caller, claims_of};
 use crate::limits::StreamPermit;
 use crate::presence::PresenceGuard;
 use crate::rulebook::RuleBook;
-use crate::access::{collection_access, refusal};
 use crate::rules::{Access, Action, Rules, both};
 use crate::store::Unreplayable;
 

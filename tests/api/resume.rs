@@ -318,7 +318,11 @@ async fn replay_pages_past_the_read_limit_and_multi_table_commits() {
                 .unwrap();
         }
         app.store
-            .create_record(&name("posts"), &key(&format!("r{n:04}")), serde_json::Map::new())
+            .create_record(
+                &name("posts"),
+                &key(&format!("r{n:04}")),
+                serde_json::Map::new(),
+            )
             .await
             .unwrap();
     }

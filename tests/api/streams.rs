@@ -334,7 +334,10 @@ async fn many_concurrent_store_writers_lose_nothing() {
             for n in 0..PER_WRITER {
                 let id = format!("w{writer}n{n}");
                 let data = serde_json::Map::new();
-                store.create_record(&name("hazard"), &key(&id), data).await.unwrap();
+                store
+                    .create_record(&name("hazard"), &key(&id), data)
+                    .await
+                    .unwrap();
             }
         }));
     }
