@@ -16,20 +16,9 @@ use crate::error::ApiError;
 use crate::identity::{AuthError, Caller, Identity};
 
 /// Like `axum::Json`.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct JsonBody<T>(pub T);
-
-impl<T, S> FromRequest<S> for JsonBody<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
-        Ok(JsonBody(value))
-    }
-}
 
 /// Like [`JsonBody`], for a body that must be a JSON object (a struct):
 /// serde reads a struct from an array too, filling its fields in order, so
@@ -56,38 +45,14 @@ where
 }
 
 /// Like `axum::extract::Path`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct PathParams<T>(pub T);
 
-impl<T, S> FromRequestParts<S> for PathParams<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(value) =
-            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
-        Ok(PathParams(value))
-    }
-}
-
 /// Like `axum::extract::Query`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct QueryParams<T>(pub T);
-
-impl<T, S> FromRequestParts<S> for QueryParams<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(value) =
-            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(QueryParams(value))
-    }
-}
 
 /// Who is calling and from where. Credentials are looked for as
 /// [`credential`] says; none means an anonymous caller, but a credential
