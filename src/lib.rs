@@ -25,27 +25,27 @@
 //! * [`routes`]: the HTTP API, one module per resource.
 //! * [`error`]: API errors and their JSON shape.
 
-pub mod access;
+mod access;
 pub mod auth;
-pub mod channels;
+mod channels;
 pub mod clock;
 pub mod collection;
 pub mod config;
-pub mod error;
+mod error;
 pub mod event;
-pub mod feed;
-pub mod fields;
+mod feed;
+mod fields;
 pub mod filter;
 pub mod hub;
 pub mod identity;
-pub mod limits;
-pub mod metrics;
-pub mod presence;
-pub mod revocations;
+mod limits;
+mod metrics;
+mod presence;
+mod revocations;
 mod routes;
-pub mod rulebook;
+mod rulebook;
 pub mod rules;
-pub mod session;
+mod session;
 pub mod store;
 
 use std::future::Future;

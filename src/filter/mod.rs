@@ -152,8 +152,13 @@
 //! - **`NOT`, `AND`, `OR`** are plain boolean logic over those results:
 //!   `NOT (price > 10)` is true for a record without `price`.
 //! - **`$auth.<claim>`** is replaced by the value of that claim of the
-//!   caller's token before the filter is used; a claim the token does not
-//!   have is `null`.
+//!   caller's token before the filter is used. A claim the token does not
+//!   have (and every claim of an anonymous caller) is no value at all, not
+//!   `null`: every comparison with it is false, `!=` included, and it is
+//!   left out of an `IN` list. So `owner = $auth.sub` never matches records
+//!   without an owner for an anonymous caller. A claim present as `null`
+//!   is `null`. Written on the left (`$auth.sub != null`), the claim is the
+//!   field tested, with the rules for missing fields above.
 
 mod ast;
 mod compile;

@@ -4,19 +4,11 @@ use serde_json::{Map, Value as Json};
 use surrealdb::types::Value;
 
 use super::records::record_json;
-use super::schema::COLLECTIONS_TABLE;
+use super::schema::{COLLECTIONS_TABLE, NO_COLLECTION, is_no_collection};
 use super::{Store, StoreError};
 use crate::clock::formatted_now;
 use crate::collection::{CollectionMeta, CollectionName};
 use crate::rules::Rules;
-
-/// Thrown inside a write transaction when the collection does not exist, so
-/// that SurrealDB never creates an undefined table (one without a changefeed).
-pub(super) const NO_COLLECTION: &str = "livehub: no such collection";
-
-pub(super) fn is_no_collection(error: &surrealdb::Error) -> bool {
-    error.message().contains(NO_COLLECTION)
-}
 
 impl Store {
     /// Creates a collection: its metadata record and its table.

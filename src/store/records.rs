@@ -4,8 +4,7 @@
 use serde_json::{Map, Value as Json};
 use surrealdb::types::{RecordIdKey, Value};
 
-use super::collections::{NO_COLLECTION, is_no_collection};
-use super::schema::COLLECTIONS_TABLE;
+use super::schema::{COLLECTIONS_TABLE, NO_COLLECTION, is_no_collection};
 use super::{Store, StoreError};
 use crate::collection::{CollectionName, RecordKey};
 use crate::filter::{Expr, FieldPath};

@@ -34,6 +34,14 @@ pub(super) const PRESENCE_LOG_TABLE: &str = "_lh_presence_log";
 /// start; changes travel as notices).
 pub(super) const REVOCATIONS_TABLE: &str = "_lh_revocations";
 
+/// Thrown inside a write transaction when the collection does not exist, so
+/// that SurrealDB never creates an undefined table (one without a changefeed).
+pub(super) const NO_COLLECTION: &str = "livehub: no such collection";
+
+pub(super) fn is_no_collection(error: &surrealdb::Error) -> bool {
+    error.message().contains(NO_COLLECTION)
+}
+
 impl Store {
     /// Defines livehub's own tables and reads the replay bounds: the
     /// database epoch (the stamp before which it holds no changes, recorded
