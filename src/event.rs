@@ -130,6 +130,7 @@ impl EventKind {
 
     /// Who may receive events of this kind: every place that routes or
     /// judges an event matches on this, so a new kind must be placed.
+    #[inline]
     pub fn audience(self) -> Audience {
         match self {
             EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted => {
@@ -310,6 +311,7 @@ impl Event {
     }
 
     /// The collection the event belongs to, if any.
+    #[inline]
     pub fn collection(&self) -> Option<&Arc<str>> {
         match &self.source {
             Source::Collection(name) => Some(name),
@@ -318,6 +320,7 @@ impl Event {
     }
 
     /// The collection's metadata a collection event carries.
+    #[inline]
     pub fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
         match &self.detail {
             Detail::Collection(meta) => Some(meta),
@@ -326,6 +329,7 @@ impl Event {
     }
 
     /// The sign-out a `forced_logout` event carries.
+    #[inline]
     pub fn sign_out(&self) -> Option<&SignOut> {
         match &self.detail {
             Detail::SignOut(sign_out) => Some(sign_out),
@@ -336,12 +340,14 @@ impl Event {
     /// What this event counts for in a subscriber's queue: the bytes it
     /// keeps alive (its frame, and about as much again for the decoded
     /// record and before-image).
+    #[inline]
     pub fn queued_size(&self) -> usize {
         self.frame.len() * 2
     }
 
     /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)
     /// for a subscriber that gets it as `delivery`.
+    #[inline]
     pub fn frame(&self, delivery: Delivery) -> Bytes {
         match delivery {
             Delivery::Match => self.frame.clone(),

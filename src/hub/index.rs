@@ -61,6 +61,7 @@ impl TopicIndex {
 
     /// Calls `visit` with every group that may match `event` (a group filed
     /// under several terms may be visited more than once).
+    #[inline]
     pub(super) fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
         self.unindexed.iter().copied().for_each(&mut visit);
         match event.kind.audience() {

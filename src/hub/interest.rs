@@ -40,6 +40,7 @@ pub enum Scope {
 
 impl Scope {
     /// The scopes an event of `source` is filed under.
+    #[inline]
     pub(super) fn of(source: &Source) -> [Option<Scope>; 2] {
         match source {
             Source::Collection(name) => [
@@ -63,6 +64,7 @@ pub struct Topic {
 
 impl Topic {
     /// Whether `event` is of this topic.
+    #[inline]
     fn covers(&self, event: &Event) -> bool {
         match (&self.scope, &event.source) {
             (Scope::AllCollections, Source::Collection(_)) => true,
@@ -73,6 +75,7 @@ impl Topic {
     }
 
     /// The `field = value` terms its filter requires (the hub's index).
+    #[inline]
     pub(super) fn terms(&self) -> &[(FieldPath, IndexKey)] {
         self.filter
             .as_ref()
@@ -109,6 +112,7 @@ impl Reader {
     }
 
     /// What this caller may read of `collection`, as `meta` says.
+    #[inline]
     fn access(&self, collection: &Arc<str>, meta: &Arc<CollectionMeta>) -> Access {
         let mut bound = self
             .bound
@@ -126,6 +130,7 @@ impl Reader {
 
     /// What this caller may read of the collection `event` is about, as the
     /// book says (nothing of a collection it does not know).
+    #[inline]
     fn record_access(&self, event: &Event, rules: &RuleBook) -> Access {
         match (
             event.collection(),
@@ -177,6 +182,7 @@ impl Interest {
     /// before but not after is delivered as [`Delivery::Left`], so that a
     /// client building a view from events ends with exactly the records that
     /// match.
+    #[inline]
     pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
         // A reader's rules apply to the all-collections topic only: a named
         // collection's rule is in its topic's filter.
