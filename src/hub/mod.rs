@@ -27,7 +27,7 @@ use crate::rulebook::RuleBook;
 
 use index::TopicIndex;
 use interest::GroupKey;
-pub use interest::{Interest, Reader, Scope, Topic};
+pub use interest::{Interest, Reader, Scope, Topic, Topics};
 
 pub(crate) type GroupId = u64;
 /// What a subscription's queue holds.

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use crate::event::{Audience, Event, EventId, EventKind, sse_frame};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::filter::{Expr, Filter};
-use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic};
+use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic, Topics};
 use crate::identity::{Caller, claims_of};
 use crate::limits::StreamPermit;
 use crate::presence::PresenceGuard;
@@ -68,7 +68,7 @@ pub async fn subscribe(
 ) -> Result<(Interest, Subscription, WatchedRules), ApiError> {
     let claims = claims_of(caller);
     let compiled = |expr: Option<Expr>| expr.map(|expr| Arc::new(Filter::new(expr)));
-    let mut topics = Vec::new();
+    let mut topics = Topics::new();
     if let Some(query) = &plan.all {
         topics.push(Topic {
             scope: Scope::AllCollections,
