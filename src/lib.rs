@@ -35,7 +35,8 @@ mod error;
 pub mod event;
 mod feed;
 mod fields;
-pub mod filter;
+/// The filter language (the `livehub-filter` crate of this workspace).
+pub use livehub_filter as filter;
 pub mod hub;
 pub mod identity;
 mod limits;

@@ -1,20 +1,17 @@
-//! Fuzzes the filter language (`src/filter/`): parser, canonical `Display`,
-//! compiled predicate, `$auth` binding, index terms and SurrealQL translation.
+//! Fuzzes the filter language (`crates/filter/`): parser, canonical
+//! `Display`, compiled predicate, `$auth` binding, index terms and
+//! SurrealQL translation.
 //!
-//! The module is compiled into this target directly (not through the livehub
-//! crate, which pulls in SurrealDB), so `crate::filter::…` resolves here.
+//! It depends on the `livehub-filter` crate alone (not on livehub, which
+//! pulls in SurrealDB).
 #![no_main]
-
-#[allow(dead_code)]
-#[path = "../../src/filter/mod.rs"]
-mod filter;
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
-use filter::{CompareOp, Expr, Filter, IndexKey, Literal, MAX_DEPTH, MAX_LEN, Operand, compile, parse};
+use livehub_filter::{CompareOp, Expr, Filter, IndexKey, Literal, MAX_DEPTH, MAX_LEN, Operand, compile, parse};
 
 /// Fixed records: nested objects, arrays, nulls, numbers of every kind
 /// (negative, float, -0.0, beyond i64, u64::MAX), unicode strings.

@@ -2,7 +2,7 @@
 //! the JSON form.
 //!
 //! Each nom function below implements one rule of the grammar in the module
-//! documentation of [`crate::filter`], and its doc comment names the rule.
+//! documentation of [the crate](crate), and its doc comment names the rule.
 //! The rules that can recurse (`or-expr`, `unary`, `primary`, `array`,
 //! `object`, `list`) carry a depth and check it *before* descending, so no
 //! input can exhaust the stack.

@@ -1,5 +1,11 @@
 //! The filter language: which record changes a subscriber receives.
 //!
+//! A crate of its own, so that it depends on nothing of livehub's (and the
+//! fuzz target builds it without SurrealDB). Its modules: `parser` (nom),
+//! `ast` (with the canonical `Display`), `predicate` (binding claims,
+//! compiling to a [`Predicate`], index terms), `compiled` ([`Filter`], what
+//! the hub holds), `surrealql` (the `WHERE` translation).
+//!
 //! Clients write filters by hand in URLs (`?query=status=published&&price>100`),
 //! so the language is forgiving to read (bare words are strings, keywords in
 //! any case, free whitespace) and precise in its errors (a sentence and a
@@ -161,17 +167,17 @@
 //!   field tested, with the rules for missing fields above.
 
 mod ast;
-mod compile;
 mod compiled;
 mod error;
 mod parser;
+mod predicate;
 mod surrealql;
 
 pub use ast::{CompareOp, Expr, FieldPath, Literal, Operand};
-pub use compile::{IndexKey, Predicate, compile};
 pub use compiled::Filter;
 pub use error::FilterError;
 pub use parser::parse;
+pub use predicate::{IndexKey, Predicate, compile};
 
 /// The longest filter accepted, in bytes.
 pub const MAX_LEN: usize = 4096;
