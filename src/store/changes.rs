@@ -427,6 +427,75 @@ mod tests {
     }
 
     #[test]
+    fn changes_are_decoded_by_their_table() {
+        let raw = |table: &str, op: ChangeOp, data: Json| RawChange {
+            table: table.into(),
+            key: "k".into(),
+            op,
+            data,
+            before: None,
+        };
+        let created = |table: &str, data: Json| raw(table, ChangeOp::Create, data).decode();
+        assert!(matches!(
+            created("posts", json!({"id": "k"})),
+            Change::Record { ref collection, ref key, op: ChangeOp::Create, .. }
+                if &**collection == "posts" && key == "k"
+        ));
+        let Change::Collection {
+            name, meta, data, ..
+        } = created(
+            COLLECTIONS_TABLE,
+            json!({"id": "k", "rules": {"read": "true"}}),
+        )
+        else {
+            panic!("not a collection change");
+        };
+        assert_eq!(&*name, "k");
+        assert!(data.get("id").is_none(), "the id is not part of the event");
+        assert_eq!(meta.unwrap().rules.read.as_deref(), Some("true"));
+        let Change::Message { channel, data } = created(
+            MESSAGES_TABLE,
+            json!({"id": "m", "channel": "room", "at": 1, "text": "hi"}),
+        ) else {
+            panic!("not a message");
+        };
+        assert_eq!(
+            (&*channel, data),
+            ("room", json!({"channel": "room", "text": "hi"}))
+        );
+        assert!(matches!(
+            created(
+                PRESENCE_LOG_TABLE,
+                json!({"kind": "left", "data": {"user_id": "u"}})
+            ),
+            Change::Presence { joined: false, .. }
+        ));
+        let Change::Notice(Notice::SignOut { sign_out, .. }) = created(
+            NOTICES_TABLE,
+            json!({"kind": SIGN_OUT, "data": {"user_id": "u", "revoked_before": 9}}),
+        ) else {
+            panic!("not a sign-out");
+        };
+        assert_eq!(
+            sign_out.map(|s| (s.user_id, s.revoked_before)),
+            Some(("u".into(), 9))
+        );
+        assert!(matches!(
+            created(NOTICES_TABLE, json!({"kind": ANNOUNCEMENT, "data": {}})),
+            Change::Notice(Notice::Announcement(_))
+        ));
+        // Pruning, unknown kinds and livehub's other tables are no events.
+        for other in [
+            raw(MESSAGES_TABLE, ChangeOp::Delete, json!({"channel": "room"})).decode(),
+            created(NOTICES_TABLE, json!({"kind": "mystery"})),
+            created(MESSAGES_TABLE, json!({"text": "no channel"})),
+            created("_lh_meta", json!({})),
+        ] {
+            assert!(matches!(other, Change::Other), "{other:?}");
+        }
+    }
+
+    #[test]
     fn reverse_patches_rebuild_the_previous_record() {
         // As SurrealDB 3.3 stored them for: {title: "x\n\nevent: y", n: 1}
         // updated to {title: "changed", extra: true, n: 1}.
