@@ -50,11 +50,13 @@ impl Filter {
     }
 
     /// Whether `record` matches. Allocates nothing.
+    #[inline]
     pub fn matches(&self, record: &Value) -> bool {
         self.predicate.matches(record)
     }
 
     /// The terms the hub files this filter under (empty: none).
+    #[inline]
     pub fn index_terms(&self) -> &[(FieldPath, IndexKey)] {
         &self.index_terms
     }

@@ -461,6 +461,7 @@ impl Predicate {
     }
 
     /// Whether `record` (normally a JSON object) matches. Does not allocate.
+    #[inline]
     pub fn matches(&self, record: &Value) -> bool {
         self.root.eval(record)
     }
