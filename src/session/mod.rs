@@ -119,10 +119,9 @@ pub async fn subscribe(
                 bytes: usize::try_from(state.config.stream_buffer_bytes).unwrap_or(usize::MAX),
             },
         );
-        for (name, rules) in &watched {
-            let name = CollectionName::new(name)?;
-            let now = state.store.get_collection(&name).await?;
-            if now.map(|meta| meta.rules).as_ref() != Some(rules) {
+        for (name, _) in &plan.collections {
+            let now = state.store.get_collection(name).await?;
+            if now.map(|meta| meta.rules).as_ref() != watched.get(name.as_str()) {
                 continue 'attempt;
             }
         }
