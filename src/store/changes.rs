@@ -295,7 +295,7 @@ fn parse_change(value: Value) -> Option<RawChange> {
 /// `/`-joined keys (not escaped) and whose `change` operation carries a
 /// diff-match-patch text edit of a string. `None` if an operation does not
 /// apply (for example a key containing `/`, which the path cannot express).
-pub fn apply_reverse_patches(current: &Json, patches: &Json) -> Option<Json> {
+fn apply_reverse_patches(current: &Json, patches: &Json) -> Option<Json> {
     let mut record = current.clone();
     for operation in patches.as_array()? {
         let path = operation.get("path")?.as_str()?.strip_prefix('/')?;

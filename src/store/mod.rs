@@ -38,10 +38,10 @@ mod schema;
 mod tickets;
 mod tracker;
 
-pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, apply_reverse_patches};
+pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use presence::PresenceEntry;
-pub use records::{LONG_STRING_BYTES, RuleChecks, SortOrder};
-pub use tracker::{WriteGuard, WriteTracker};
+pub use records::{RuleChecks, SortOrder};
+pub use tracker::WriteTracker;
 
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);

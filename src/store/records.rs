@@ -276,7 +276,7 @@ impl Store {
 /// Strings longer than this are written without a string diff (see
 /// [`Store::write_record`]): SurrealDB's diff of two strings costs up to
 /// length squared, about 5 ms at this length and seconds at 30,000.
-pub const LONG_STRING_BYTES: usize = 1024;
+const LONG_STRING_BYTES: usize = 1024;
 
 /// `data` with `null` at every field a merge would set to a long string (or
 /// to an array holding one anywhere), and nothing else; `None` if there is

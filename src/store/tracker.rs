@@ -38,7 +38,7 @@ struct InFlight {
 
 /// A write in flight; dropping it marks the write complete and wakes the feed.
 #[must_use = "the write counts as complete as soon as the guard is dropped"]
-pub struct WriteGuard {
+pub(super) struct WriteGuard {
     tracker: WriteTracker,
     key: (Stamp, u64),
 }
@@ -49,7 +49,7 @@ impl WriteTracker {
     }
 
     /// Registers a write that is about to start.
-    pub fn begin(&self) -> WriteGuard {
+    pub(super) fn begin(&self) -> WriteGuard {
         let mut in_flight = self.lock();
         // Read the clock under the lock, so that a watermark taken before this
         // registration is never above this write's stamp.
