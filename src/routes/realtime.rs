@@ -19,7 +19,6 @@ use super::extract::{redeem_ticket, refuse_revoked};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::channels::validate_channel;
-use crate::clock::Stamp;
 use crate::collection::CollectionName;
 use crate::error::ApiError;
 use crate::event::EventId;
@@ -182,9 +181,6 @@ async fn open_stream(
     raw_query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    // Taken first: the stream carries every change from this moment on
-    // (see `session::Beginning`).
-    let arrival = Stamp::now();
     // Parsed untrimmed (the grammar allows white space), so error columns
     // count from the first character the client sent.
     let query = match params.query.as_deref() {
@@ -245,7 +241,6 @@ async fn open_stream(
             permit,
         },
         resume,
-        arrival,
     );
     let body = Body::from_stream(futures::stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;

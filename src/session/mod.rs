@@ -184,14 +184,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Opens the stream of a request that arrived at `arrival`, resuming
-    /// after `resume` if it names an id.
-    pub fn open(
-        state: AppState,
-        opened: Opened,
-        resume: Option<EventId>,
-        arrival: Stamp,
-    ) -> Session {
+    pub fn open(state: AppState, opened: Opened, resume: Option<EventId>) -> Session {
         let Opened {
             present,
             caller,
@@ -212,9 +205,7 @@ impl Session {
             position,
             phase,
             reset,
-        } = Beginning::of(resume, arrival, start, |stamp| {
-            state.store.replay_check(stamp)
-        });
+        } = Beginning::of(resume, start, |stamp| state.store.replay_check(stamp));
         let connection_id = format!("{:016x}", rand::random::<u64>());
         let mut connected = described;
         connected["connection_id"] = json!(connection_id);
@@ -514,13 +505,6 @@ fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
 /// Where a new stream begins: the position its `connected` event carries,
 /// its first phase, and the `reset` it gets if its resume id cannot be
 /// served.
-///
-/// A stream that resumes starts after its id. Any other starts at its
-/// request: it carries every change committed from the millisecond the
-/// request arrived on, and none before it. Since the store acknowledges a
-/// write only once the clock has left the millisecond of its commit, a
-/// write acknowledged before the request is never delivered, and a write
-/// begun after it always is.
 #[derive(Debug, PartialEq)]
 struct Beginning {
     position: EventId,
@@ -529,36 +513,36 @@ struct Beginning {
 }
 
 impl Beginning {
-    /// For a stream whose request arrived at `arrival`, resuming after
-    /// `resume` (if any), whose subscription starts at `start` (live events
-    /// are those from `start` on); `check` says whether the changefeed still
-    /// holds everything after a stamp.
+    /// For a stream resuming after `resume` (if any) whose subscription
+    /// starts at `start`; `check` says whether the changefeed still holds
+    /// everything after a stamp.
     fn of(
         resume: Option<EventId>,
-        arrival: Stamp,
         start: Stamp,
         check: impl FnOnce(Stamp) -> Result<(), Unreplayable>,
     ) -> Beginning {
-        // From `since` on: live if the subscription starts no later,
-        // otherwise the gap is replayed first.
-        let from = |since: Stamp, position: EventId, reset| Beginning {
+        let live = |position| Beginning {
             position,
-            phase: if since >= start {
-                Phase::Live
-            } else {
-                Phase::Replay {
-                    since,
-                    until: start,
-                }
-            },
-            reset,
+            phase: Phase::Live,
+            reset: None,
         };
-        let at_request = |reset| from(arrival, EventId::before_stamp(arrival), reset);
+        let checkpoint = EventId::before_stamp(start);
         match resume {
-            None => at_request(None),
+            None => live(checkpoint),
             Some(id) => match check(id.stamp) {
-                Err(reason) => at_request(Some((id, reason))),
-                Ok(()) => from(id.stamp, id, None),
+                Err(reason) => Beginning {
+                    reset: Some((id, reason)),
+                    ..live(checkpoint)
+                },
+                Ok(()) if id.stamp >= start => live(id),
+                Ok(()) => Beginning {
+                    position: id,
+                    phase: Phase::Replay {
+                        since: id.stamp,
+                        until: start,
+                    },
+                    reset: None,
+                },
             },
         }
     }
@@ -655,29 +639,13 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_begins_at_its_request_or_after_its_resume_id() {
+    fn a_stream_begins_live_replays_the_gap_or_is_reset() {
         let start = Stamp::of_millis(1_000);
-        let unchecked = |_| unreachable!("nothing to check");
-        // The hub trails the request: live events before it are dropped.
-        let fresh = Beginning::of(None, Stamp::of_millis(1_002), start, unchecked);
+        let fresh = Beginning::of(None, start, |_| unreachable!("nothing to check"));
         assert_eq!(fresh.phase, Phase::Live);
-        assert_eq!(
-            fresh.position,
-            EventId::before_stamp(Stamp::of_millis(1_002))
-        );
-        // The hub is past the request: what it already published is replayed.
-        let late = Beginning::of(None, Stamp::of_millis(998), start, unchecked);
-        assert_eq!(
-            late.phase,
-            Phase::Replay {
-                since: Stamp::of_millis(998),
-                until: start
-            }
-        );
-        assert_eq!(late.position, EventId::before_stamp(Stamp::of_millis(998)));
-        let arrival = Stamp::of_millis(1_001);
+        assert_eq!(fresh.position, EventId::before_stamp(start));
         // A resume id behind the start replays the gap up to it.
-        let behind = Beginning::of(Some(id(900)), arrival, start, |_| Ok(()));
+        let behind = Beginning::of(Some(id(900)), start, |_| Ok(()));
         assert_eq!(
             behind.phase,
             Phase::Replay {
@@ -687,14 +655,14 @@ mod tests {
         );
         assert_eq!(behind.position, id(900));
         // One at or past the start (a node that is behind) goes live from it.
-        let ahead = Beginning::of(Some(id(1_100)), arrival, start, |_| Ok(()));
+        let ahead = Beginning::of(Some(id(1_100)), start, |_| Ok(()));
         assert_eq!((ahead.phase, ahead.position), (Phase::Live, id(1_100)));
-        // One the changefeed cannot serve is reset, and starts at the request.
-        let expired = Beginning::of(Some(id(5)), arrival, start, |_| Err(Unreplayable::Expired));
+        // One the changefeed cannot serve is reset, and starts at the start.
+        let expired = Beginning::of(Some(id(5)), start, |_| Err(Unreplayable::Expired));
         assert_eq!(expired.reset, Some((id(5), Unreplayable::Expired)));
         assert_eq!(
             (expired.phase, expired.position),
-            (Phase::Live, EventId::before_stamp(arrival))
+            (Phase::Live, EventId::before_stamp(start))
         );
     }
 

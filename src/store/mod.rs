@@ -196,9 +196,7 @@ impl Store {
     /// in a task of its own (so a client that disconnects cannot cut it off
     /// while the feed still counts it in flight), and run again when its
     /// transaction loses a conflict with a concurrent one. Returns the
-    /// response and the error that caused a failure, if any, once the clock
-    /// has left the millisecond the write ended in (see
-    /// [`after_commit_millisecond`]).
+    /// response and the error that caused a failure, if any.
     async fn write(
         &self,
         sql: String,
@@ -234,14 +232,12 @@ impl Store {
                 return Ok((response, error));
             }
         });
-        let result = match task.await {
+        match task.await {
             Ok(result) => result,
             Err(error) => Err(StoreError::Unexpected(format!(
                 "write task failed: {error}"
             ))),
-        };
-        after_commit_millisecond(Stamp::now()).await;
-        result
+        }
     }
 
     /// Runs a write whose only answer is whether it worked.
@@ -255,21 +251,6 @@ impl Store {
     pub async fn raw_query(&self, sql: &str) -> Result<(), surrealdb::Error> {
         self.db.query(sql).await?.check()?;
         Ok(())
-    }
-}
-
-/// Waits until the clock has left the millisecond of `ended` (at most a
-/// millisecond or two: tokio's timers count whole milliseconds).
-///
-/// A commit's versionstamp is `(unix_ms << 16) | counter`, minted before
-/// the commit returns. Acknowledging a write only in a later millisecond
-/// than its stamp's puts every acknowledged write strictly before the
-/// millisecond of any request that follows, so a stream that starts at its
-/// request's millisecond never carries a write acknowledged before it, and
-/// never misses one begun after it.
-async fn after_commit_millisecond(ended: Stamp) {
-    while Stamp::now().millis() <= ended.millis() {
-        tokio::time::sleep(Duration::from_micros(250)).await;
     }
 }
 
@@ -296,18 +277,4 @@ fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Er
 
 fn is_conflict(error: &surrealdb::Error) -> bool {
     error.query_details() == Some(&surrealdb::types::QueryError::TransactionConflict)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_write_is_acknowledged_in_a_later_millisecond_than_it_ended() {
-        for _ in 0..50 {
-            let ended = Stamp::now();
-            after_commit_millisecond(ended).await;
-            assert!(Stamp::now().millis() > ended.millis());
-        }
-    }
 }

@@ -354,30 +354,3 @@ async fn many_concurrent_store_writers_lose_nothing() {
         assert!(received.insert(body["record_id"].as_str().unwrap().to_owned()));
     }
 }
-
-/// A stream without a resume id starts at its request: a write acknowledged
-/// before the request is never delivered, one made after it always is. (It
-/// used to start at the hub's cursor, a few milliseconds behind, and
-/// deliver the earlier write 29 times in 30.)
-#[tokio::test]
-async fn a_stream_starts_at_its_request() {
-    let app = TestApp::spawn().await;
-    app.create_collection("posts").await;
-    for round in 0..30 {
-        let before = app
-            .create_record("posts", json!({ "title": format!("before {round}") }))
-            .await;
-        let mut stream = app.stream("/api/v1/realtime/posts", None).await;
-        stream.connected().await;
-        let after = app
-            .create_record("posts", json!({ "title": format!("after {round}") }))
-            .await;
-        let event = stream.record_event().await;
-        let data: Value = serde_json::from_str(&event.data).unwrap();
-        assert_eq!(
-            data["record_id"], after["id"],
-            "round {round}: the first record event is not the write made after the request (the one before was {})",
-            before["id"]
-        );
-    }
-}
