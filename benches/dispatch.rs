@@ -9,11 +9,14 @@
 //! `dispatch_100k_users_rule_10_match`: 100,000 users, each with a read
 //! rule bound to its own claims (as collection streams fold it into their
 //! filter); 10 streams of one user match.
+//!
+//! `leave_100k_subscribers`: all 100,000 leaving, each from a group of its
+//! own.
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use livehub::clock::Stamp;
 use livehub::event::{Event, EventId, EventKind, Source};
 use livehub::filter::Filter;
@@ -152,5 +155,31 @@ fn per_user_rules(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch, per_user_rules);
+/// Every one of 100,000 subscribers leaving (a node's streams all closing
+/// at once: a network blip, a deploy), each in a group of its own. The hub
+/// holds its lock for each leave, so this is time dispatch waits.
+fn leave(c: &mut Criterion) {
+    let mut group = c.benchmark_group("leave_100k_subscribers");
+    group.sample_size(10);
+    let cases: [(&str, OtherFilter); 2] = [
+        ("indexed", |n| format!("room = {}", n + 1000)),
+        ("unindexed", |n| format!("room >= {}", n + 1000)),
+    ];
+    for (name, others) in cases {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || crowd(others),
+                |(hub, matching, rest)| {
+                    drop(matching);
+                    drop(rest);
+                    hub
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, per_user_rules, leave);
 criterion_main!(benches);

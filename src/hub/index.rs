@@ -14,7 +14,7 @@ use crate::filter::{FieldPath, IndexKey};
 #[derive(Default)]
 pub(super) struct TopicIndex {
     /// Groups without an equality term: visited for every event.
-    unindexed: Vec<GroupId>,
+    unindexed: GroupList,
     /// Groups with a `field = value` term, by field path and value.
     indexed: HashMap<FieldPath, HashMap<IndexKey, Vec<GroupId>>>,
 }
@@ -27,7 +27,7 @@ impl TopicIndex {
     pub(super) fn add(&mut self, id: GroupId, topic: &Topic) {
         let terms = topic.terms();
         if terms.is_empty() {
-            self.unindexed.push(id);
+            self.unindexed.insert(id);
         }
         for (path, key) in terms {
             self.indexed
@@ -42,7 +42,7 @@ impl TopicIndex {
     pub(super) fn remove(&mut self, id: GroupId, topic: &Topic) {
         let terms = topic.terms();
         if terms.is_empty() {
-            self.unindexed.retain(|other| *other != id);
+            self.unindexed.remove(id);
         }
         for (path, key) in terms {
             if let Some(values) = self.indexed.get_mut(path) {
@@ -63,7 +63,7 @@ impl TopicIndex {
     /// under several terms may be visited more than once).
     #[inline]
     pub(super) fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
-        self.unindexed.iter().copied().for_each(&mut visit);
+        self.unindexed.ids.iter().copied().for_each(&mut visit);
         match event.kind.audience() {
             Audience::Record | Audience::Channel => {}
             // Collection events ignore filters: every group sees them (and
@@ -92,5 +92,67 @@ impl TopicIndex {
                 }
             }
         }
+    }
+}
+
+/// Groups in a dense list (dispatch walks it) that leave in O(1): a scope
+/// can hold a hundred thousand unindexed groups, and a list that had to be
+/// searched made all of them leaving (every stream of a node closing at
+/// once) quadratic, seconds of work under the hub's lock.
+#[derive(Default)]
+struct GroupList {
+    ids: Vec<GroupId>,
+    /// Where each group is in `ids`.
+    positions: HashMap<GroupId, usize>,
+}
+
+impl GroupList {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn insert(&mut self, id: GroupId) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.positions.entry(id) {
+            entry.insert(self.ids.len());
+            self.ids.push(id);
+        }
+    }
+
+    fn remove(&mut self, id: GroupId) {
+        let Some(position) = self.positions.remove(&id) else {
+            return;
+        };
+        self.ids.swap_remove(position);
+        if let Some(moved) = self.ids.get(position) {
+            self.positions.insert(*moved, position);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_list_keeps_each_group_once_and_finds_it_to_remove() {
+        let mut list = GroupList::default();
+        for id in 0..10 {
+            list.insert(id);
+        }
+        list.insert(3);
+        assert_eq!(list.ids.len(), 10);
+        for id in [0, 9, 4, 4, 42] {
+            list.remove(id);
+        }
+        let mut left = list.ids.clone();
+        left.sort_unstable();
+        assert_eq!(left, [1, 2, 3, 5, 6, 7, 8]);
+        for (position, id) in list.ids.iter().enumerate() {
+            assert_eq!(list.positions[id], position);
+        }
+        for id in left {
+            list.remove(id);
+        }
+        assert!(list.is_empty() && list.positions.is_empty());
     }
 }
