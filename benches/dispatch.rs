@@ -161,9 +161,13 @@ fn per_user_rules(c: &mut Criterion) {
 fn leave(c: &mut Criterion) {
     let mut group = c.benchmark_group("leave_100k_subscribers");
     group.sample_size(10);
-    let cases: [(&str, OtherFilter); 2] = [
+    let cases: [(&str, OtherFilter); 3] = [
         ("indexed", |n| format!("room = {}", n + 1000)),
         ("unindexed", |n| format!("room >= {}", n + 1000)),
+        // Every group is also filed under `public = true`.
+        ("indexed_shared_value", |n| {
+            format!("room = {} || public = true", n + 1000)
+        }),
     ];
     for (name, others) in cases {
         group.bench_function(name, |b| {

@@ -16,7 +16,7 @@ pub(super) struct TopicIndex {
     /// Groups without an equality term: visited for every event.
     unindexed: GroupList,
     /// Groups with a `field = value` term, by field path and value.
-    indexed: HashMap<FieldPath, HashMap<IndexKey, Vec<GroupId>>>,
+    indexed: HashMap<FieldPath, HashMap<IndexKey, GroupList>>,
 }
 
 impl TopicIndex {
@@ -35,7 +35,7 @@ impl TopicIndex {
                 .or_default()
                 .entry(key.clone())
                 .or_default()
-                .push(id);
+                .insert(id);
         }
     }
 
@@ -47,7 +47,7 @@ impl TopicIndex {
         for (path, key) in terms {
             if let Some(values) = self.indexed.get_mut(path) {
                 if let Some(ids) = values.get_mut(key) {
-                    ids.retain(|other| *other != id);
+                    ids.remove(id);
                     if ids.is_empty() {
                         values.remove(key);
                     }
@@ -70,7 +70,11 @@ impl TopicIndex {
             // the hub visits every group for the rest).
             Audience::Collection | Audience::Everyone | Audience::Presence => {
                 for values in self.indexed.values() {
-                    values.values().flatten().copied().for_each(&mut visit);
+                    values
+                        .values()
+                        .flat_map(|list| &list.ids)
+                        .copied()
+                        .for_each(&mut visit);
                 }
                 return;
             }
@@ -87,8 +91,8 @@ impl TopicIndex {
                 before.as_ref().filter(|key| Some(*key) != after.as_ref()),
             ];
             for key in keys.into_iter().flatten() {
-                if let Some(ids) = values.get(key) {
-                    ids.iter().copied().for_each(&mut visit);
+                if let Some(list) = values.get(key) {
+                    list.ids.iter().copied().for_each(&mut visit);
                 }
             }
         }
@@ -96,15 +100,20 @@ impl TopicIndex {
 }
 
 /// Groups in a dense list (dispatch walks it) that leave in O(1): a scope
-/// can hold a hundred thousand unindexed groups, and a list that had to be
-/// searched made all of them leaving (every stream of a node closing at
+/// can hold a hundred thousand unindexed groups (and an indexed value as
+/// many, `public = true` of an owner-or-public rule), and a list that had to
+/// be searched made all of them leaving (every stream of a node closing at
 /// once) quadratic, seconds of work under the hub's lock.
 #[derive(Default)]
 struct GroupList {
     ids: Vec<GroupId>,
-    /// Where each group is in `ids`.
-    positions: HashMap<GroupId, usize>,
+    /// Where each group is in `ids`, once there are more than
+    /// [`SEARCHED_UP_TO`] (most lists hold one group: they pay nothing).
+    positions: Option<HashMap<GroupId, usize>>,
 }
+
+/// Lists up to this long are searched; longer ones keep positions.
+const SEARCHED_UP_TO: usize = 32;
 
 impl GroupList {
     fn is_empty(&self) -> bool {
@@ -112,19 +121,36 @@ impl GroupList {
     }
 
     fn insert(&mut self, id: GroupId) {
-        if let std::collections::hash_map::Entry::Vacant(entry) = self.positions.entry(id) {
-            entry.insert(self.ids.len());
-            self.ids.push(id);
+        if self.position(id).is_some() {
+            return;
+        }
+        if let Some(positions) = &mut self.positions {
+            positions.insert(id, self.ids.len());
+        }
+        self.ids.push(id);
+        if self.positions.is_none() && self.ids.len() > SEARCHED_UP_TO {
+            let positions = self.ids.iter().enumerate().map(|(at, id)| (*id, at));
+            self.positions = Some(positions.collect());
         }
     }
 
     fn remove(&mut self, id: GroupId) {
-        let Some(position) = self.positions.remove(&id) else {
+        let Some(position) = self.position(id) else {
             return;
         };
         self.ids.swap_remove(position);
-        if let Some(moved) = self.ids.get(position) {
-            self.positions.insert(*moved, position);
+        if let Some(positions) = &mut self.positions {
+            positions.remove(&id);
+            if let Some(moved) = self.ids.get(position) {
+                positions.insert(*moved, position);
+            }
+        }
+    }
+
+    fn position(&self, id: GroupId) -> Option<usize> {
+        match &self.positions {
+            Some(positions) => positions.get(&id).copied(),
+            None => self.ids.iter().position(|other| *other == id),
         }
     }
 }
@@ -135,24 +161,30 @@ mod tests {
 
     #[test]
     fn a_group_list_keeps_each_group_once_and_finds_it_to_remove() {
-        let mut list = GroupList::default();
-        for id in 0..10 {
-            list.insert(id);
+        // Short lists are searched, long ones keep positions.
+        for size in [10, 100] {
+            let mut list = GroupList::default();
+            for id in 0..size {
+                list.insert(id);
+            }
+            list.insert(3);
+            assert_eq!(list.ids.len(), size as usize);
+            assert_eq!(list.positions.is_some(), size as usize > SEARCHED_UP_TO);
+            for id in [0, size - 1, 4, 4, 420] {
+                list.remove(id);
+            }
+            let mut left = list.ids.clone();
+            left.sort_unstable();
+            let expected: Vec<GroupId> = (1..size - 1).filter(|id| *id != 4).collect();
+            assert_eq!(left, expected);
+            for (position, id) in list.ids.iter().enumerate() {
+                assert_eq!(list.position(*id), Some(position));
+            }
+            for id in left {
+                list.remove(id);
+            }
+            assert!(list.is_empty());
+            assert!(list.positions.as_ref().is_none_or(HashMap::is_empty));
         }
-        list.insert(3);
-        assert_eq!(list.ids.len(), 10);
-        for id in [0, 9, 4, 4, 42] {
-            list.remove(id);
-        }
-        let mut left = list.ids.clone();
-        left.sort_unstable();
-        assert_eq!(left, [1, 2, 3, 5, 6, 7, 8]);
-        for (position, id) in list.ids.iter().enumerate() {
-            assert_eq!(list.positions[id], position);
-        }
-        for id in left {
-            list.remove(id);
-        }
-        assert!(list.is_empty() && list.positions.is_empty());
     }
 }
