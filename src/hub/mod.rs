@@ -208,6 +208,17 @@ impl Hub {
     /// Subscribes; what `limit` allows may queue before the subscription is
     /// dropped as lagging.
     pub fn subscribe(&self, interest: Interest, limit: QueueLimit) -> Subscription {
+        self.subscribe_with_rules(interest, limit).0
+    }
+
+    /// Subscribes, and returns with the subscription the collections' rules
+    /// as of its start: every rule change after them reaches the
+    /// subscription as an event.
+    pub fn subscribe_with_rules(
+        &self,
+        interest: Interest,
+        limit: QueueLimit,
+    ) -> (Subscription, Arc<RuleBook>) {
         let (sender, receiver) = mpsc::channel(limit.events.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut state = self.lock();
@@ -252,14 +263,15 @@ impl Hub {
         }
         self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
         self.inner.topics.fetch_add(topics, Ordering::Relaxed);
-        Subscription {
+        let subscription = Subscription {
             hub: self.clone(),
             group: group_id,
             id,
             receiver,
             queued_bytes,
             start: state.cursor,
-        }
+        };
+        (subscription, state.rules.clone())
     }
 
     fn leave(&self, group_id: GroupId, id: SubscriberId) {

@@ -91,6 +91,11 @@ pub async fn subscribe(
         _ => None,
     };
     'attempt: for _ in 0..SUBSCRIBE_ATTEMPTS {
+        // The hub's rules, as of its cursor: no database read for the
+        // collections it knows. One it does not know yet (created a moment
+        // ago) is read from the database.
+        let book = state.hub.rules();
+        let mut read_from_database = false;
         let mut interest = Interest {
             topics: topics.clone(),
             reader: reader.clone(),
@@ -98,9 +103,15 @@ pub async fn subscribe(
         };
         let mut watched = HashMap::new();
         for (name, filter) in &plan.collections {
-            let meta = state.store.get_collection(name).await?;
-            let rules = meta.as_ref().map(|meta| &meta.rules);
-            let read = collection_access(rules, name.as_str(), caller, Action::Read)?;
+            let rules = match book.get(name.as_str()) {
+                Some(meta) => Some(meta.rules.clone()),
+                None => {
+                    read_from_database = true;
+                    let meta = state.store.get_collection(name).await?;
+                    meta.map(|meta| meta.rules)
+                }
+            };
+            let read = collection_access(rules.as_ref(), name.as_str(), caller, Action::Read)?;
             let filter = filter.as_ref().map(|expr| expr.bind(claims));
             interest.topics.push(Topic {
                 scope: Scope::Collection(name.shared()),
@@ -108,20 +119,36 @@ pub async fn subscribe(
                 // record the caller may not read.
                 filter: compiled(both(read.condition(), filter)),
             });
-            if let Some(meta) = meta {
-                watched.insert(name.shared(), meta.rules);
+            if let Some(rules) = rules {
+                watched.insert(name.shared(), rules);
             }
         }
-        let subscription = state.hub.subscribe(
+        let (subscription, book_at_start) = state.hub.subscribe_with_rules(
             interest.clone(),
             QueueLimit {
                 events: state.config.stream_buffer,
                 bytes: usize::try_from(state.config.stream_buffer_bytes).unwrap_or(usize::MAX),
             },
         );
+        // The rules bound must be those in force at the subscription's
+        // start: every change after it arrives as an event and ends the
+        // stream. One committed while subscribing means binding again.
         for (name, _) in &plan.collections {
-            let now = state.store.get_collection(name).await?;
-            if now.map(|meta| meta.rules).as_ref() != watched.get(name.as_str()) {
+            let bound = watched.get(name.as_str());
+            let at_start = if read_from_database {
+                state
+                    .store
+                    .get_collection(name)
+                    .await?
+                    .map(|meta| meta.rules)
+            } else if Arc::ptr_eq(&book, &book_at_start) {
+                continue;
+            } else {
+                book_at_start
+                    .get(name.as_str())
+                    .map(|meta| meta.rules.clone())
+            };
+            if at_start.as_ref() != bound {
                 continue 'attempt;
             }
         }
