@@ -66,6 +66,12 @@ impl ApiError {
         ApiError::NotFound(format!("no collection named `{name}`"))
     }
 
+    /// 404 for a record that does not exist, or that the caller may not
+    /// read (the two look the same): the one wording.
+    pub fn no_record(collection: &str, key: &str) -> Self {
+        ApiError::NotFound(format!("no record `{key}` in `{collection}`"))
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
@@ -170,7 +176,9 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError;
         match error {
             StoreError::NoCollection(name) => ApiError::no_collection(name.as_str()),
-            StoreError::NoRecord { .. } => ApiError::NotFound(error.to_string()),
+            StoreError::NoRecord { collection, key } => {
+                ApiError::no_record(collection.as_str(), key.as_str())
+            }
             StoreError::CollectionExists(_)
             | StoreError::RecordExists { .. }
             | StoreError::Conflict => ApiError::Conflict(error.to_string()),

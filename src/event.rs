@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::clock::{Stamp, format_time};
 use crate::collection::CollectionMeta;
 use crate::revocations::SignOut;
+use crate::rules::Rules;
 
 /// The durable position of an event in SurrealDB's changefeed.
 ///
@@ -328,6 +329,15 @@ impl Event {
         }
     }
 
+    /// The rules a collection event carries: the collection's after the
+    /// change (before it, for a delete). Admins only for any other event,
+    /// or for metadata that could not be read: never open by mistake.
+    pub fn collection_rules(&self) -> &Rules {
+        static ADMINS_ONLY: Rules = Rules::ADMINS_ONLY;
+        self.collection_meta()
+            .map_or(&ADMINS_ONLY, |meta| &meta.rules)
+    }
+
     /// The sign-out a `forced_logout` event carries.
     #[inline]
     pub fn sign_out(&self) -> Option<&SignOut> {
@@ -468,5 +478,39 @@ mod tests {
         .unwrap();
         assert_eq!(left["left"], true);
         assert_eq!(left["data"], serde_json::json!({"id": "abc"}), "no content");
+    }
+
+    #[test]
+    fn a_collection_event_carries_its_rules_and_nothing_else_opens_one() {
+        let id = EventId {
+            stamp: Stamp(1 << 16),
+            index: 0,
+        };
+        let source = || Source::Collection(Arc::from("posts"));
+        let meta = crate::collection::CollectionMeta::decode(
+            &json!({"rules": {"read": "true", "create": null, "update": null, "delete": null}}),
+            "posts",
+        )
+        .unwrap();
+        let event = Event::with_detail(
+            id,
+            EventKind::CollectionUpdated,
+            source(),
+            None,
+            json!({}),
+            None,
+            Detail::Collection(Arc::new(meta)),
+        );
+        assert_eq!(event.collection_rules().read.as_deref(), Some("true"));
+        // Metadata that could not be read opens nothing.
+        let unread = Event::new(
+            id,
+            EventKind::CollectionUpdated,
+            source(),
+            None,
+            json!(7),
+            None,
+        );
+        assert_eq!(*unread.collection_rules(), Rules::ADMINS_ONLY);
     }
 }

@@ -10,7 +10,7 @@ use crate::event::{Audience, Delivery, Event, EventKind, Source};
 use crate::filter::{FieldPath, Filter, IndexKey};
 use crate::identity::Caller;
 use crate::rulebook::RuleBook;
-use crate::rules::{Access, Action, Rules};
+use crate::rules::{Access, Action};
 
 /// What a subscription wants to receive: one or more topics (collections
 /// or channels, with their filters) on one connection, and presence.
@@ -140,12 +140,12 @@ impl Reader {
     /// book says (nothing of a collection it does not know).
     #[inline]
     fn record_access(&self, event: &Event, rules: &RuleBook) -> Access {
-        match (
-            event.collection(),
-            event.collection().and_then(|name| rules.get(name)),
-        ) {
-            (Some(name), Some(meta)) => self.access(name, meta),
-            _ => Access::Nothing,
+        let Some(name) = event.collection() else {
+            return Access::Nothing;
+        };
+        match rules.get(name) {
+            Some(meta) => self.access(name, meta),
+            None => Access::Nothing,
         }
     }
 
@@ -153,22 +153,15 @@ impl Reader {
     /// rules as the event carries them (after it; before it, for a delete)
     /// must allow it, and in a replay, the collection's rules of now too.
     fn sees_collection_event(&self, event: &Event, rules: &RuleBook) -> bool {
-        let default;
-        let then = match event.collection_meta() {
-            Some(meta) => &meta.rules,
-            None => {
-                default = Rules::default();
-                &default
-            }
-        };
-        let now_refuses = match (
-            event.collection(),
-            event.collection().and_then(|name| rules.get(name)),
-        ) {
-            (Some(name), Some(meta)) => self.access(name, meta).is_nothing(),
-            _ => false,
-        };
-        !now_refuses && !then.access(Action::Read, &self.caller).is_nothing()
+        let refused_now = event
+            .collection()
+            .and_then(|name| Some((name, rules.get(name)?)))
+            .is_some_and(|(name, meta)| self.access(name, meta).is_nothing());
+        !refused_now
+            && !event
+                .collection_rules()
+                .access(Action::Read, &self.caller)
+                .is_nothing()
     }
 }
 
@@ -195,7 +188,7 @@ impl Interest {
         // A reader's rules apply to the all-collections topic only: a named
         // collection's rule is in its topic's filter.
         let reader_of = |topic: &Topic| match &self.reader {
-            Some(reader) if topic.scope == Scope::AllCollections => Some(reader),
+            Some(reader) if matches!(topic.scope, Scope::AllCollections) => Some(reader),
             _ => None,
         };
         match event.kind.audience() {

@@ -184,11 +184,7 @@ pub async fn remove(
 }
 
 fn no_record(collection: &CollectionName, id: &RecordKey) -> ApiError {
-    crate::store::StoreError::NoRecord {
-        collection: collection.clone(),
-        key: id.clone(),
-    }
-    .into()
+    ApiError::no_record(collection.as_str(), id.as_str())
 }
 
 /// The parts of a PATCH or PUT: its collection and record, and a body that

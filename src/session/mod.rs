@@ -221,7 +221,7 @@ impl Session {
             subscription,
             permit,
         } = opened;
-        let config = state.config.clone();
+        let config = &state.config;
         let start = subscription.start;
         // `retry:` shares the first message with `connected`: some clients
         // only apply fields of a message that is dispatched.
@@ -475,9 +475,7 @@ fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
                     end: true,
                 },
                 EventKind::CollectionUpdated => {
-                    let rules = event
-                        .collection_meta()
-                        .map_or_else(Rules::default, |meta| meta.rules.clone());
+                    let rules = event.collection_rules();
                     if rules.read == watched.read {
                         return send;
                     }
@@ -519,9 +517,7 @@ fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
             // holds its read rule in its filter, which collection events
             // skip).
             if event.kind.audience() == Audience::Collection {
-                let then = event
-                    .collection_meta()
-                    .map_or_else(Rules::default, |meta| meta.rules.clone());
+                let then = event.collection_rules();
                 return !then.access(Action::Read, caller).is_nothing();
             }
             true

@@ -56,7 +56,8 @@ pub enum StoreError {
     /// (Worded for clients by `ApiError::no_collection`.)
     #[error("collection `{0}` does not exist")]
     NoCollection(CollectionName),
-    #[error("no record `{key}` in `{collection}`")]
+    /// (Worded for clients by `ApiError::no_record`.)
+    #[error("record `{key}` does not exist in `{collection}`")]
     NoRecord {
         collection: CollectionName,
         key: RecordKey,
