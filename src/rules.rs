@@ -127,6 +127,18 @@ impl Access {
             tracing::warn!(rule = text, "a stored rule does not parse; denying");
             return Access::Nothing;
         };
+        Access::of_parsed(Some(&expr), caller)
+    }
+
+    /// A parsed rule (`None`: admins only) bound to `caller`'s claims and
+    /// folded.
+    pub fn of_parsed(rule: Option<&Expr>, caller: &Caller) -> Access {
+        if caller.as_ref().is_some_and(|identity| identity.admin) {
+            return Access::All;
+        }
+        let Some(expr) = rule else {
+            return Access::Nothing;
+        };
         let bound = expr.bind(claims_of(caller)).simplify();
         match bound.as_constant() {
             Some(true) => Access::All,

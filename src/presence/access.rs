@@ -1,7 +1,5 @@
 //! Who may see presence, and who a stream is present as.
 
-use std::sync::Arc;
-
 use super::PresentUser;
 use crate::access::refusal;
 use crate::error::ApiError;
@@ -14,7 +12,7 @@ use crate::rules::{Access, parse_rule};
 #[derive(Debug, Clone)]
 pub struct PresenceRule {
     /// `None`: admins only (the rule `null`).
-    rule: Option<Arc<str>>,
+    rule: Option<Expr>,
 }
 
 impl PresenceRule {
@@ -25,15 +23,14 @@ impl PresenceRule {
         if text.eq_ignore_ascii_case("null") {
             return Ok(PresenceRule { rule: None });
         }
-        let _: Expr = parse_rule(text)?;
         Ok(PresenceRule {
-            rule: Some(Arc::from(text)),
+            rule: Some(parse_rule(text)?),
         })
     }
 
     /// What `caller` may see of presence: 401/403 if nothing.
     pub fn access(&self, caller: &Caller) -> Result<Access, ApiError> {
-        match Access::of(self.rule.as_deref(), caller) {
+        match Access::of_parsed(self.rule.as_ref(), caller) {
             Access::Nothing => Err(refusal(caller, "see who is online")),
             access => Ok(access),
         }
