@@ -84,6 +84,13 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_replays: u32,
 
+    /// Most records one stream's snapshot may hold (`snapshot=true`); a
+    /// request for more gets a 400 asking it to narrow its filter or take
+    /// the first N (`snapshot_limit`). Snapshots are read in pages, so this
+    /// bounds time, not memory.
+    #[arg(long, env = "LIVEHUB_MAX_SNAPSHOT", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_snapshot: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "LIVEHUB_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -214,6 +214,10 @@ pub struct Event {
     /// The frame for subscribers whose filter the record left, encoded the
     /// first time one needs it.
     left_frame: OnceLock<Bytes>,
+    /// The acknowledgement number of the write through this node that made
+    /// it, if the feed could tell (see `store::WriteTracker`): a stream
+    /// opened after that write was answered does not send it.
+    acknowledged: OnceLock<u64>,
 }
 
 /// How an event reaches one subscriber.
@@ -230,9 +234,10 @@ pub enum Delivery {
 /// The JSON body of an event, as clients receive it in `data:`.
 #[derive(Serialize)]
 struct EventBody<'a> {
-    id: String,
+    /// `null` for a `record.snapshot`, which has no place in the feed.
+    id: Option<String>,
     #[serde(rename = "type")]
-    kind: EventKind,
+    kind: &'a str,
     /// `null` for an event of no collection (a notice, presence, a channel
     /// message).
     collection: Option<&'a str>,
@@ -240,11 +245,51 @@ struct EventBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<&'a str>,
     record_id: Option<&'a str>,
-    data: &'a Json,
+    /// Absent when `patch` is sent instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Json>,
+    /// An RFC 7396 merge patch from the record the client holds to the new
+    /// one (`diff=true` streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<&'a Json>,
     timestamp: String,
     /// Present (and true) only on [`Delivery::Left`] frames.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     left: bool,
+}
+
+/// What a record event carries for one subscriber, when it is not the
+/// record as stored (`fields=` and `diff=true` streams).
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// The record, projected.
+    Data(&'a Json),
+    /// A merge patch to the record the subscriber holds.
+    Patch(&'a Json),
+}
+
+/// The frame of one record of a snapshot: the envelope of a
+/// `record.created`, with type `record.snapshot` and neither an SSE `id:`
+/// nor a JSON `id` (it has no place in the feed, so resuming never points
+/// into a snapshot).
+pub fn snapshot_frame(
+    collection: &str,
+    record_id: Option<&str>,
+    data: &Json,
+    read_at: OffsetDateTime,
+) -> Bytes {
+    let body = EventBody {
+        id: None,
+        kind: "record.snapshot",
+        collection: Some(collection),
+        channel: None,
+        record_id,
+        data: Some(data),
+        patch: None,
+        timestamp: format_time(read_at),
+        left: false,
+    };
+    sse_frame(None, body.kind, &body)
 }
 
 impl Event {
@@ -280,6 +325,7 @@ impl Event {
             timestamp: id.stamp.time(),
             frame: Bytes::new(),
             left_frame: OnceLock::new(),
+            acknowledged: OnceLock::new(),
         };
         event.frame = event.encode(false);
         event
@@ -288,16 +334,22 @@ impl Event {
     fn encode(&self, left: bool) -> Bytes {
         // A record that left a subscriber's view may have left what its read
         // rule allows: the frame carries its id only, never its new content.
-        let id_only;
-        let data = if left {
-            id_only = serde_json::json!({ "id": self.record_id });
-            &id_only
-        } else {
-            &self.data
+        if left {
+            let id_only = serde_json::json!({ "id": self.record_id });
+            return self.encode_with(Payload::Data(&id_only), true);
+        }
+        self.encode_with(Payload::Data(&self.data), false)
+    }
+
+    fn encode_with(&self, payload: Payload<'_>, left: bool) -> Bytes {
+        let (data, patch) = match payload {
+            Payload::Data(data) => (Some(data), None),
+            Payload::Patch(patch) => (None, Some(patch)),
         };
+        let id = self.id.to_string();
         let body = EventBody {
-            id: self.id.to_string(),
-            kind: self.kind,
+            id: Some(id),
+            kind: self.kind.as_str(),
             collection: self.collection().map(|name| &**name),
             channel: match &self.source {
                 Source::Channel(channel) => Some(&**channel),
@@ -305,10 +357,11 @@ impl Event {
             },
             record_id: self.record_id.as_deref(),
             data,
+            patch,
             timestamp: format_time(self.timestamp),
             left,
         };
-        sse_frame(Some(&body.id), self.kind.as_str(), &body)
+        sse_frame(body.id.as_deref(), self.kind.as_str(), &body)
     }
 
     /// The collection the event belongs to, if any.
@@ -338,6 +391,20 @@ impl Event {
             .map_or(&ADMINS_ONLY, |meta| &meta.rules)
     }
 
+    /// Notes that the write answered as number `number` made this event.
+    pub fn set_acknowledged(&self, number: u64) {
+        let _ = self.acknowledged.set(number);
+    }
+
+    /// Whether the write that made this event was answered before `count`
+    /// writes had been (so before a stream that began then).
+    #[inline]
+    pub fn answered_before(&self, count: u64) -> bool {
+        self.acknowledged
+            .get()
+            .is_some_and(|number| *number < count)
+    }
+
     /// The sign-out a `forced_logout` event carries.
     #[inline]
     pub fn sign_out(&self) -> Option<&SignOut> {
@@ -353,6 +420,12 @@ impl Event {
     #[inline]
     pub fn queued_size(&self) -> usize {
         self.frame.len() * 2
+    }
+
+    /// The frame of a record event matching a subscriber that gets `payload`
+    /// rather than the record as stored (encoded for it alone).
+    pub fn frame_with(&self, payload: Payload<'_>) -> Bytes {
+        self.encode_with(payload, false)
     }
 
     /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)

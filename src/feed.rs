@@ -30,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Stamp;
 use crate::event::{Detail, Event, EventId, EventKind, Source};
 use crate::hub::Hub;
-use crate::store::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError};
+use crate::store::{
+    CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError, WriteTracker, Written,
+};
 
 /// The shortest wait before reading again after holding changes back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
@@ -103,6 +105,47 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
         events.push(Arc::new(event));
     }
     events
+}
+
+/// What a write that made `event` wrote, in the tracker's terms.
+fn written_by(event: &Event) -> Option<Written> {
+    match event.kind {
+        EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted => {
+            Some(Written::Record {
+                collection: event.collection()?.clone(),
+                key: event.record_id.clone()?,
+            })
+        }
+        EventKind::CollectionCreated
+        | EventKind::CollectionUpdated
+        | EventKind::CollectionDeleted => Some(Written::Collection(event.collection()?.clone())),
+        EventKind::ChannelMessage => match &event.source {
+            Source::Channel(channel) => Some(Written::Message {
+                channel: channel.to_string(),
+            }),
+            _ => None,
+        },
+        EventKind::SystemAnnouncement => Some(Written::Announcement),
+        EventKind::ForcedLogout | EventKind::UserJoined | EventKind::UserLeft => None,
+    }
+}
+
+/// Tags each event made by a write this node acknowledged with that
+/// write's number, before the hub publishes it; then forgets the writes
+/// whose change can no longer come (the feed has read up to `cursor`).
+fn tag_acknowledged(writes: &WriteTracker, events: &[Arc<Event>], cursor: Stamp) {
+    let mut unmatched = writes.unmatched();
+    if unmatched.is_empty() {
+        return;
+    }
+    for event in events {
+        if let Some(written) = written_by(event)
+            && let Some(number) = unmatched.claim(&written, event.id.stamp)
+        {
+            event.set_acknowledged(number);
+        }
+    }
+    unmatched.forget_before(cursor);
 }
 
 /// The result of one changefeed read, cut where it is safe to deliver.
@@ -336,6 +379,7 @@ impl Feed {
                         page.observe(entries, &events);
                         cursor = batch.next_since;
                         held_back = held_back.or(batch.held_back);
+                        tag_acknowledged(&writes, &events, cursor);
                         self.hub.publish(&events, cursor);
                         if !batch.more {
                             break;

@@ -47,6 +47,7 @@ mod routes;
 mod rulebook;
 pub mod rules;
 mod session;
+mod shape;
 pub mod store;
 
 use std::future::Future;

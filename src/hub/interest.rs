@@ -185,12 +185,6 @@ impl Interest {
     /// match.
     #[inline]
     pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
-        // A reader's rules apply to the all-collections topic only: a named
-        // collection's rule is in its topic's filter.
-        let reader_of = |topic: &Topic| match &self.reader {
-            Some(reader) if matches!(topic.scope, Scope::AllCollections) => Some(reader),
-            _ => None,
-        };
         match event.kind.audience() {
             // The stream decides what a sign-out means for it.
             Audience::Everyone => Some(Delivery::Match),
@@ -209,29 +203,13 @@ impl Interest {
             }
             Audience::Collection => {
                 let topic = self.topics.iter().find(|topic| topic.covers(event))?;
-                match reader_of(topic) {
+                match self.reader_of(topic) {
                     Some(reader) if !reader.sees_collection_event(event, rules) => None,
                     _ => Some(Delivery::Match),
                 }
             }
             Audience::Record => {
-                let topic = self.topics.iter().find(|topic| topic.covers(event))?;
-                let access = match reader_of(topic) {
-                    Some(reader) => reader.record_access(event, rules),
-                    None => Access::All,
-                };
-                if access.is_nothing() {
-                    return None;
-                }
-                // The rule first: a caller's filter never runs on a record
-                // the caller may not read.
-                let visible = |record: &serde_json::Value| {
-                    access.allows(record)
-                        && topic
-                            .filter
-                            .as_ref()
-                            .is_none_or(|filter| filter.matches(record))
-                };
+                let visible = self.record_view(event, rules)?;
                 if visible(&event.data) {
                     Some(Delivery::Match)
                 } else if event.kind == EventKind::RecordUpdated
@@ -243,6 +221,55 @@ impl Interest {
                 }
             }
         }
+    }
+
+    /// Whether this interest saw a record event's record before the change
+    /// (its before-image passed the rule and the filter): a `diff=true`
+    /// stream then sends a patch. `false` when there is no before-image.
+    pub fn saw_before(&self, event: &Event, rules: &RuleBook) -> bool {
+        match (self.record_view(event, rules), &event.before) {
+            (Some(visible), Some(before)) => visible(before),
+            _ => false,
+        }
+    }
+
+    /// The reader that judges `topic`'s events: a reader's rules apply to
+    /// the all-collections topic only (a named collection's rule is in its
+    /// topic's filter).
+    #[inline]
+    fn reader_of(&self, topic: &Topic) -> Option<&Reader> {
+        match &self.reader {
+            Some(reader) if matches!(topic.scope, Scope::AllCollections) => Some(reader),
+            _ => None,
+        }
+    }
+
+    /// For a record event: which images of its record this interest sees
+    /// (the topic's rule, then its filter), or `None` if the event is not
+    /// for it at all.
+    #[inline]
+    fn record_view<'a>(
+        &'a self,
+        event: &'a Event,
+        rules: &'a RuleBook,
+    ) -> Option<impl Fn(&serde_json::Value) -> bool + 'a> {
+        let topic = self.topics.iter().find(|topic| topic.covers(event))?;
+        let access = match self.reader_of(topic) {
+            Some(reader) => reader.record_access(event, rules),
+            None => Access::All,
+        };
+        if access.is_nothing() {
+            return None;
+        }
+        // The rule first: a caller's filter never runs on a record the
+        // caller may not read.
+        Some(move |record: &serde_json::Value| {
+            access.allows(record)
+                && topic
+                    .filter
+                    .as_ref()
+                    .is_none_or(|filter| filter.matches(record))
+        })
     }
 
     pub(super) fn group_key(&self) -> GroupKey {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{redeem_ticket, refuse_revoked};
+use super::records::parse_sort;
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::channels::validate_channel;
@@ -23,9 +24,11 @@ use crate::collection::CollectionName;
 use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
+use crate::hub::{Interest, Scope};
 use crate::identity::claims_of;
 use crate::presence::present_as;
-use crate::session::{Opened, Plan, Session, subscribe};
+use crate::session::{First, MAX_FIRST, Opened, Plan, Session, Snapshot, subscribe};
+use crate::shape::Shape;
 
 /// Query of the stream routes. Unknown parameters are ignored.
 #[derive(Deserialize, Default)]
@@ -48,6 +51,17 @@ pub struct StreamParams {
     /// or anonymous clients with `--anonymous-presence`).
     user_id: Option<String>,
     user_name: Option<String>,
+    /// Send the records that match first (`record.snapshot` events, then
+    /// `snapshot.done`), then live changes.
+    snapshot: Option<bool>,
+    /// Only the first N records of the snapshot, by `snapshot_sort`.
+    snapshot_limit: Option<u32>,
+    /// The sort that picks the first N (default `-id`).
+    snapshot_sort: Option<String>,
+    /// Only these fields (and `id`) of each record, comma-separated.
+    fields: Option<String>,
+    /// Updates of a record the client holds arrive as merge patches.
+    diff: Option<bool>,
 }
 
 pub async fn stream_all(
@@ -190,6 +204,21 @@ async fn open_stream(
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
     let single = route.clone();
     let plan = plan(route, &params, raw_query.as_deref(), query)?;
+    let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
+    let first = first_n(&params)?;
+    let wants_snapshot = params.snapshot.unwrap_or(false);
+    if wants_snapshot && plan.all.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "a snapshot needs named collections: use /api/v1/realtime/{collection}?snapshot=true or ?collections=a,b&snapshot=true",
+        ));
+    }
+    if !wants_snapshot && first.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`snapshot_limit` and `snapshot_sort` need `snapshot=true`",
+        ));
+    }
     let caller = match ticket {
         Some(ticket) => Some(Arc::new(redeem_ticket(&state, &ticket).await?)),
         None => caller,
@@ -227,6 +256,19 @@ async fn open_stream(
     if let Some(identity) = &caller {
         refuse_revoked(&state, identity)?;
     }
+    // A snapshot is taken by a stream that holds none: one with no resume
+    // id, or one whose id can no longer be served (it is reset).
+    let takes_snapshot =
+        wants_snapshot && resume.is_none_or(|id| state.store.replay_check(id.stamp).is_err());
+    let snapshot = if takes_snapshot {
+        let parts = snapshot_parts(&plan, &interest);
+        if first.is_none() {
+            check_snapshot_size(&state, &parts).await?;
+        }
+        Some(Snapshot::new(parts, first))
+    } else {
+        None
+    };
     // Counted once the stream is open; dropped with it.
     let present = present_as.map(|user| state.presence.connect(user));
     let session = Session::open(
@@ -239,6 +281,8 @@ async fn open_stream(
             watched_rules,
             subscription,
             permit,
+            snapshot,
+            shape,
         },
         resume,
     );
@@ -258,6 +302,69 @@ async fn open_stream(
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// `snapshot_limit` and `snapshot_sort`, if given: the first N records by
+/// a sort.
+fn first_n(params: &StreamParams) -> Result<Option<First>, ApiError> {
+    if params.snapshot_limit.is_none() && params.snapshot_sort.is_none() {
+        return Ok(None);
+    }
+    let limit = match params.snapshot_limit {
+        Some(limit @ 1..=MAX_FIRST) => limit,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "`snapshot_limit` must be between 1 and {MAX_FIRST} (it picks the first N records by `snapshot_sort`)"
+                ),
+            ));
+        }
+    };
+    let sort = parse_sort(params.snapshot_sort.as_deref().unwrap_or("-id"))?;
+    Ok(Some(First { sort, limit }))
+}
+
+/// Each named collection of the plan with the condition its topic was
+/// bound with: the caller's read rule and the stream's filter.
+fn snapshot_parts(
+    plan: &Plan,
+    interest: &Interest,
+) -> Vec<(CollectionName, Option<crate::filter::Expr>)> {
+    plan.collections
+        .iter()
+        .map(|(name, _)| {
+            let condition = interest
+                .topics
+                .iter()
+                .find(|topic| matches!(&topic.scope, Scope::Collection(scope) if **scope == *name.as_str()))
+                .and_then(|topic| topic.filter.as_ref())
+                .map(|filter| filter.expr().clone());
+            (name.clone(), condition)
+        })
+        .collect()
+}
+
+/// Refuses a snapshot of more records than `--max-snapshot`, before the
+/// stream opens (a stream that failed midway would only be retried).
+async fn check_snapshot_size(
+    state: &AppState,
+    parts: &[(CollectionName, Option<crate::filter::Expr>)],
+) -> Result<(), ApiError> {
+    let max = state.config.max_snapshot;
+    let mut total = 0;
+    for (name, condition) in parts {
+        total += state.store.count_records(name, condition.as_ref()).await?;
+        if total > max {
+            return Err(ApiError::bad_request(
+                "snapshot_too_large",
+                format!(
+                    "more than {max} records match this snapshot (the server's --max-snapshot): narrow the filter, or take the first N with `snapshot_limit` and `snapshot_sort`"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The id to resume after: the `Last-Event-ID` header (sent by a browser

@@ -11,9 +11,11 @@ use super::{Client, JsonBody, PathParams, QueryParams};
 use crate::AppState;
 use crate::collection::{CollectionName, RecordKey};
 use crate::error::ApiError;
+use crate::event::EventId;
 use crate::filter::{FieldPath, Filter};
 use crate::identity::{Caller, claims_of};
 use crate::rules::{Access, Action, both};
+use crate::shape::Shape;
 use crate::store::{RuleChecks, SortOrder};
 
 /// The checks an update or delete runs in its transaction: the record must
@@ -48,6 +50,15 @@ pub struct ListParams {
     sort: Option<String>,
     /// A filter expression: only matching records are listed.
     filter: Option<String>,
+    /// Only these fields (and `id`) of each record, comma-separated.
+    fields: Option<String>,
+}
+
+/// Query of `GET .../records/{id}`.
+#[derive(Deserialize)]
+pub struct ShowParams {
+    /// Only these fields (and `id`), comma-separated.
+    fields: Option<String>,
 }
 
 pub async fn create(
@@ -81,16 +92,18 @@ pub async fn show(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
     PathParams((collection, id)): PathParams<(String, String)>,
+    QueryParams(params): QueryParams<ShowParams>,
 ) -> Result<Json<Value>, ApiError> {
     let collection = CollectionName::new(&collection)?;
     let id = RecordKey::new(&id)?;
+    let shape = Shape::parse(params.fields.as_deref(), false)?;
     let (_, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let record = state.store.get_record(&collection, &id).await?;
     // A record the caller may not read does not exist, as far as it knows.
     if !read.allows(&record) {
         return Err(no_record(&collection, &id));
     }
-    Ok(Json(record))
+    Ok(Json(shape.project(&record).into_owned()))
 }
 
 pub async fn list(
@@ -115,6 +128,7 @@ pub async fn list(
         Some(cursor) => parse_cursor(cursor)?,
     };
     let sort = parse_sort(params.sort.as_deref().unwrap_or("-id"))?;
+    let shape = Shape::parse(params.fields.as_deref(), false)?;
     let filter = match params.filter.as_deref() {
         Some(text) if !text.trim().is_empty() => {
             Some(Filter::parse(text)?.expr().bind(claims_of(&caller)))
@@ -123,6 +137,10 @@ pub async fn list(
     };
     let (_, read) = collection_access(&state, &caller, &collection, Action::Read).await?;
     let condition = both(filter, read.condition());
+    // Taken before the read: every change below the hub's cursor is
+    // visible to it, so resuming a stream from here misses nothing the
+    // page does not show.
+    let position = EventId::before_stamp(state.hub.cursor());
     let items = state
         .store
         .list_records(&collection, condition.as_ref(), &sort, limit + 1, offset)
@@ -134,7 +152,18 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    let items: Vec<Value> = match shape.fields {
+        None => items,
+        Some(_) => items
+            .iter()
+            .map(|item| shape.project(item).into_owned())
+            .collect(),
+    };
+    Ok(Json(json!({
+        "items": items,
+        "next_cursor": next_cursor,
+        "position": position.to_string(),
+    })))
 }
 
 pub async fn merge(
@@ -253,7 +282,7 @@ fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
 
 /// `field`, `-field` or `+field`, with a dotted path of identifiers (as
 /// filters write them).
-fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
+pub(super) fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
     let (descending, path) = match sort.strip_prefix('-') {
         Some(path) => (true, path),
         None => (false, sort.strip_prefix('+').unwrap_or(sort)),

@@ -4,8 +4,21 @@
 //! A stream subscribes to the hub first and only then replays what the
 //! client missed, from its resume id up to the hub's cursor at subscription;
 //! live events start at that cursor. So the seam between replay and live has
-//! neither a gap nor a duplicate. The HTTP side (parsing the request,
-//! headers) is `routes::realtime`.
+//! neither a gap nor a duplicate. A snapshot is read after subscribing too
+//! (see `snapshot`). The HTTP side (parsing the request, headers) is
+//! `routes::realtime`.
+//!
+//! # Where a new stream starts
+//!
+//! A stream with no resume id starts when it subscribes, and sends exactly
+//! the changes whose writes had not been answered then. The hub's cursor
+//! trails commits by a few milliseconds, so the stream drops what lies
+//! below the clock's millisecond at subscription (less the settle window),
+//! and, inside that millisecond, the events the feed tagged as made by
+//! writes this node had already answered (see `store::WriteTracker`).
+//! Writes still running then may arrive or not; so may writes answered by
+//! another node or another SurrealDB client in that same millisecond (or
+//! settle window), which this node cannot tell apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +33,7 @@ use crate::access::{collection_access, refusal};
 use crate::clock::{Stamp, unix_now};
 use crate::collection::CollectionName;
 use crate::error::ApiError;
-use crate::event::{Audience, Event, EventId, EventKind, sse_frame};
+use crate::event::{Audience, Delivery, Event, EventId, EventKind, Payload, sse_frame};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::filter::{Expr, Filter};
 use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic, Topics};
@@ -29,7 +42,12 @@ use crate::limits::StreamPermit;
 use crate::presence::PresenceGuard;
 use crate::rulebook::RuleBook;
 use crate::rules::{Access, Action, Rules, both};
+use crate::shape::{Shape, merge_patch};
 use crate::store::Unreplayable;
+
+mod snapshot;
+
+pub use snapshot::{First, MAX_FIRST, Snapshot};
 
 /// Live events are written in chunks of at most this many.
 const EVENTS_PER_CHUNK: usize = 256;
@@ -162,6 +180,8 @@ pub async fn subscribe(
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Sending the records that match now, page by page.
+    Snapshot,
     /// Replaying changes with stamps in `since..until` from the changefeed.
     Replay { since: Stamp, until: Stamp },
     /// Forwarding live events from the hub.
@@ -184,6 +204,10 @@ pub struct Opened {
     pub watched_rules: WatchedRules,
     pub subscription: Subscription,
     pub permit: StreamPermit,
+    /// The snapshot to send first, if the stream asked for one. A stream
+    /// that resumes skips it, unless it is reset.
+    pub snapshot: Option<Snapshot>,
+    pub shape: Shape,
 }
 
 /// One open stream.
@@ -208,6 +232,12 @@ pub struct Session {
     heartbeat: Interval,
     /// How much each replay read asks for (bounded in bytes).
     page: PageSize,
+    snapshot: Option<Snapshot>,
+    /// What a record event carries to this stream.
+    shape: Shape,
+    /// For a stream that began without a resume id: how many writes this
+    /// node had answered then. Events they made are not sent.
+    answered: Option<u64>,
 }
 
 impl Session {
@@ -220,29 +250,47 @@ impl Session {
             watched_rules,
             subscription,
             permit,
+            snapshot,
+            shape,
         } = opened;
         let config = &state.config;
         let start = subscription.start;
+        // Read at once: the writes answered before this stream began.
+        let answered = state.store.writes().acknowledged();
+        let now = std::time::SystemTime::now();
         // `retry:` shares the first message with `connected`: some clients
         // only apply fields of a message that is dispatched.
         let mut hello = BytesMut::new();
         hello.extend_from_slice(format!("retry: {}\n", config.retry.as_millis()).as_bytes());
 
         let Beginning {
-            position,
-            phase,
+            mut position,
+            mut phase,
             reset,
         } = Beginning::of(resume, start, |stamp| state.store.replay_check(stamp));
+        let fresh = resume.is_none() || reset.is_some();
+        // A resuming stream skips its snapshot: it holds one already.
+        let snapshot = snapshot.filter(|_| fresh);
+        if snapshot.is_some() {
+            // Starts at the subscription: the snapshot is read after it, so
+            // changes below it are in the snapshot and those above follow.
+            phase = Phase::Snapshot;
+        } else if fresh {
+            let settled = now.checked_sub(state.config.settle_window()).unwrap_or(now);
+            let cut = Stamp::of_millis(Stamp::at(settled).millis());
+            position = position.max(EventId::before_stamp(cut));
+        }
         let connection_id = format!("{:016x}", rand::random::<u64>());
         let mut connected = described;
         connected["connection_id"] = json!(connection_id);
         connected["resumed_after"] =
             json!(resume.filter(|_| reset.is_none()).map(|id| id.to_string()));
-        hello.extend_from_slice(&sse_frame(
-            Some(&position.to_string()),
-            "connected",
-            &connected,
-        ));
+        connected["position"] = json!(position.to_string());
+        connected["snapshot"] = json!(snapshot.is_some());
+        // A snapshot stream's position comes with `snapshot.done`: a
+        // reconnect before it has no id, and takes the snapshot again.
+        let connected_id = snapshot.is_none().then(|| position.to_string());
+        hello.extend_from_slice(&sse_frame(connected_id.as_deref(), "connected", &connected));
         if let Some((stale, reason)) = reset {
             let body = json!({
                 "reason": reason.as_str(),
@@ -278,6 +326,9 @@ impl Session {
             hello: Some(hello.freeze()),
             heartbeat,
             page: PageSize::default(),
+            snapshot,
+            shape,
+            answered: fresh.then_some(answered),
         }
     }
 
@@ -289,6 +340,15 @@ impl Session {
         loop {
             match self.phase {
                 Phase::Done => return None,
+                Phase::Snapshot => {
+                    if self.state.shutdown.is_cancelled() {
+                        self.phase = Phase::Done;
+                        continue;
+                    }
+                    if let Some(chunk) = self.snapshot_page().await {
+                        return Some(chunk);
+                    }
+                }
                 Phase::Replay { since, until } => {
                     if self.state.shutdown.is_cancelled() {
                         self.phase = Phase::Done;
@@ -305,6 +365,66 @@ impl Session {
                 Phase::Live => return self.live_chunk().await,
             }
         }
+    }
+
+    /// Reads one page of the snapshot, or ends it with `snapshot.done`;
+    /// `None` if the page held nothing.
+    async fn snapshot_page(&mut self) -> Option<Bytes> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            self.phase = Phase::Live;
+            return None;
+        };
+        let read = async {
+            // Held for one page, so snapshots take turns with replays.
+            let _permit = self.state.replays.acquire().await;
+            snapshot.next_page(&self.state.store, &self.shape).await
+        };
+        let page = tokio::select! {
+            _ = self.state.shutdown.cancelled() => {
+                self.phase = Phase::Done;
+                return None;
+            }
+            page = read => page,
+        };
+        match page {
+            Ok(Some(chunk)) => (!chunk.is_empty()).then_some(chunk),
+            Ok(None) => {
+                let position = self.after.map(|id| id.to_string());
+                let done = json!({ "position": position, "records": snapshot.sent });
+                self.snapshot = None;
+                self.phase = Phase::Live;
+                Some(sse_frame(position.as_deref(), "snapshot.done", &done))
+            }
+            Err(error) => {
+                // The client reconnects, with no id yet, and the snapshot
+                // starts again.
+                tracing::warn!(%error, "snapshot read failed; ending the stream");
+                self.phase = Phase::Done;
+                None
+            }
+        }
+    }
+
+    /// The frame of `event` for this stream: as encoded once for everyone,
+    /// or projected to its fields, or as a merge patch (`diff=true`) when
+    /// the client held the record before the change.
+    fn frame_of(&self, event: &Event, delivery: Delivery, rules: &RuleBook) -> Bytes {
+        if self.shape.is_whole()
+            || delivery == Delivery::Left
+            || event.kind.audience() != Audience::Record
+        {
+            return event.frame(delivery);
+        }
+        let data = self.shape.project(&event.data);
+        if self.shape.diff
+            && event.kind == EventKind::RecordUpdated
+            && let Some(before) = &event.before
+            && self.interest.saw_before(event, rules)
+        {
+            let patch = merge_patch(&self.shape.project(before), &data);
+            return event.frame_with(Payload::Patch(&patch));
+        }
+        event.frame_with(Payload::Data(&data))
     }
 
     /// Reads one page of the gap; `None` if it held nothing for this stream.
@@ -351,7 +471,7 @@ impl Session {
                 continue;
             }
             if let Some(delivery) = self.interest.delivery(&event, &rules) {
-                chunk.extend_from_slice(&event.frame(delivery));
+                chunk.extend_from_slice(&self.frame_of(&event, delivery, &rules));
                 self.state.metrics.replayed.inc();
             }
         }
@@ -387,13 +507,19 @@ impl Session {
                     let mut count = 0;
                     // One clock read per chunk: its events are sent together.
                     let now = time::OffsetDateTime::now_utc();
+                    // Rules for diffs only, which judge the record before.
+                    let rules = self.shape.diff.then(|| self.state.hub.rules());
+                    let no_rules = RuleBook::new();
                     while let Some((event, delivery)) = next {
                         // Never send an id twice, even if the feed published
                         // it again after a restart.
-                        if self.after.is_none_or(|after| event.id > after) {
+                        if self.after.is_none_or(|after| event.id > after)
+                            && !self.answered.is_some_and(|count| event.answered_before(count))
+                        {
                             let verdict = judge(&self.caller, &self.watched_rules, &event);
                             if verdict.send {
-                                chunk.extend_from_slice(&event.frame(delivery));
+                                let rules = rules.as_deref().unwrap_or(&no_rules);
+                                chunk.extend_from_slice(&self.frame_of(&event, delivery, rules));
                                 let latency = (now - event.timestamp).as_seconds_f64();
                                 self.state.metrics.commit_to_send.observe(latency.max(0.0));
                             }

@@ -5,7 +5,7 @@ use surrealdb::types::Value;
 
 use super::records::record_json;
 use super::schema::{COLLECTIONS_TABLE, NO_COLLECTION, is_no_collection};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Written};
 use crate::clock::formatted_now;
 use crate::collection::{CollectionMeta, CollectionName};
 use crate::rules::Rules;
@@ -35,17 +35,18 @@ impl Store {
              ALTER TABLE `{name}` {changefeed};
              COMMIT;"
         );
-        let (mut response, error) = self
+        let mut ran = self
             .write(sql, serde_json::json!({ "name": name, "meta": meta }))
             .await?;
-        if let Some(error) = error {
+        if let Some(error) = ran.error {
             if error.is_already_exists() {
                 return Err(StoreError::CollectionExists(name.clone()));
             }
             return Err(error.into());
         }
         // Statement 0 is BEGIN.
-        let created: Vec<Value> = response.take(1)?;
+        let created: Vec<Value> = ran.response.take(1)?;
+        ran.guard.acknowledge(Written::Collection(name.shared()));
         created
             .into_iter()
             .next()
@@ -99,14 +100,18 @@ impl Store {
         }
         let sql =
             format!("UPDATE type::record('{COLLECTIONS_TABLE}', $name) MERGE $patch RETURN AFTER");
-        let (mut response, error) = self
+        let mut ran = self
             .write(sql, serde_json::json!({ "name": name, "patch": patch }))
             .await?;
-        if let Some(error) = error {
+        if let Some(error) = ran.error {
             return Err(error.into());
         }
-        let rows: Vec<Value> = response.take(0)?;
-        Ok(rows.into_iter().next().and_then(decode_meta))
+        let rows: Vec<Value> = ran.response.take(0)?;
+        let updated = rows.into_iter().next().and_then(decode_meta);
+        if updated.is_some() {
+            ran.guard.acknowledge(Written::Collection(name.shared()));
+        }
+        Ok(updated)
     }
 
     /// Deletes a collection with all its records; `false` if it did not exist.
@@ -118,11 +123,14 @@ impl Store {
              REMOVE TABLE IF EXISTS `{name}`;
              COMMIT;"
         );
-        let (_, error) = self.write(sql, serde_json::json!({ "name": name })).await?;
-        match error {
+        let ran = self.write(sql, serde_json::json!({ "name": name })).await?;
+        match ran.error {
             Some(error) if is_no_collection(&error) => Ok(false),
             Some(error) => Err(error.into()),
-            None => Ok(true),
+            None => {
+                ran.guard.acknowledge(Written::Collection(name.shared()));
+                Ok(true)
+            }
         }
     }
 }

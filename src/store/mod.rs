@@ -40,8 +40,9 @@ mod tracker;
 
 pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use presence::PresenceEntry;
-pub use records::{RuleChecks, SortOrder};
-pub use tracker::WriteTracker;
+pub use records::{PageCursor, RuleChecks, SortOrder};
+use tracker::WriteGuard;
+pub use tracker::{WriteTracker, Written};
 
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
@@ -197,18 +198,15 @@ impl Store {
     /// in a task of its own (so a client that disconnects cannot cut it off
     /// while the feed still counts it in flight), and run again when its
     /// transaction loses a conflict with a concurrent one. Returns the
-    /// response and the error that caused a failure, if any.
-    async fn write(
-        &self,
-        sql: String,
-        vars: Json,
-    ) -> Result<(surrealdb::IndexedResults, Option<surrealdb::Error>), StoreError> {
+    /// response, the error that caused a failure, if any, and the write's
+    /// guard: the caller acknowledges what it changed, or drops it.
+    async fn write(&self, sql: String, vars: Json) -> Result<Ran, StoreError> {
         let db = self.db.clone();
         let writes = self.writes.clone();
         let task = tokio::spawn(async move {
             let mut attempt = 0;
             loop {
-                let _write = writes.begin();
+                let write = writes.begin();
                 let query = db.query(sql.as_str()).bind(vars.clone());
                 // A write that hangs would hold the feed's watermark, and with
                 // it every stream: give up on it (the guard goes with it).
@@ -221,7 +219,7 @@ impl Store {
                 if error.as_ref().is_some_and(is_conflict) {
                     if attempt < CONFLICT_RETRIES {
                         attempt += 1;
-                        drop(_write);
+                        drop(write);
                         // Jitter, so writers that collided do not collide again.
                         let base = 2u64 << attempt;
                         let jitter = rand::random::<u64>() % base;
@@ -230,7 +228,11 @@ impl Store {
                     }
                     return Err(StoreError::Conflict);
                 }
-                return Ok((response, error));
+                return Ok(Ran {
+                    response,
+                    error,
+                    guard: write,
+                });
             }
         });
         match task.await {
@@ -241,10 +243,22 @@ impl Store {
         }
     }
 
-    /// Runs a write whose only answer is whether it worked.
-    async fn write_only(&self, sql: String, vars: Json) -> Result<(), StoreError> {
-        let (_, error) = self.write(sql, vars).await?;
-        error.map_or(Ok(()), |error| Err(error.into()))
+    /// Runs a write whose only answer is whether it worked; on success it
+    /// is acknowledged as having changed `written`.
+    async fn write_only(
+        &self,
+        sql: String,
+        vars: Json,
+        written: Option<Written>,
+    ) -> Result<(), StoreError> {
+        let done = self.write(sql, vars).await?;
+        if let Some(error) = done.error {
+            return Err(error.into());
+        }
+        if let Some(written) = written {
+            done.guard.acknowledge(written);
+        }
+        Ok(())
     }
 
     /// Runs raw SurrealQL, bypassing the API: for tests that play an outside
@@ -253,6 +267,14 @@ impl Store {
         self.db.query(sql).await?.check()?;
         Ok(())
     }
+}
+
+/// A write that ran: its response, the error that made it fail (if any),
+/// and its place among the writes in flight until acknowledged or dropped.
+struct Ran {
+    response: surrealdb::IndexedResults,
+    error: Option<surrealdb::Error>,
+    guard: WriteGuard,
 }
 
 /// The error that made a multi-statement response fail. In a failed

@@ -6,7 +6,7 @@ use surrealdb::types::Value;
 
 use super::records::record_json;
 use super::schema::{MESSAGES_TABLE, NOTICES_TABLE, REVOCATIONS_TABLE};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Written};
 use crate::clock::unix_ms_now;
 use crate::collection::RecordKey;
 use crate::revocations::SignOut;
@@ -25,7 +25,8 @@ impl Store {
         );
         let vars =
             serde_json::json!({ "id": RecordKey::generate(), "data": data, "now": unix_ms_now() });
-        self.write_only(sql, vars).await
+        self.write_only(sql, vars, Some(Written::Announcement))
+            .await
     }
 
     /// Records that `user_id`'s tokens issued at or before `before` (Unix
@@ -45,7 +46,7 @@ impl Store {
             "data": { "user_id": user_id, "revoked_before": before },
             "now": unix_ms_now(),
         });
-        self.write_only(sql, vars).await
+        self.write_only(sql, vars, None).await
     }
 
     /// Every sign-out still in force: the user, and the time at or before
@@ -72,6 +73,11 @@ impl Store {
         row["at"] = Json::from(unix_ms_now());
         let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
         let vars = serde_json::json!({ "id": RecordKey::generate(), "row": row });
-        self.write_only(sql, vars).await
+        let written = envelope["channel"]
+            .as_str()
+            .map(|channel| Written::Message {
+                channel: channel.to_owned(),
+            });
+        self.write_only(sql, vars, written).await
     }
 }

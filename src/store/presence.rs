@@ -85,7 +85,7 @@ impl Store {
             "expires": now_ms + entry.ttl.as_millis() as i64,
             "log": RecordKey::generate(),
         });
-        self.write_only(sql, vars).await
+        self.write_only(sql, vars, None).await
     }
 
     /// Pushes this node's entries' expiry forward; removes the entries of
@@ -124,7 +124,7 @@ impl Store {
             "cutoff": now_ms - self.retention.as_millis() as i64,
             "now_secs": now_ms / 1000,
         });
-        self.write_only(sql, vars).await
+        self.write_only(sql, vars, None).await
     }
 
     /// Who is online: one entry per user, with connections summed over

@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 use surrealdb::types::{RecordIdKey, Value};
 
 use super::schema::{COLLECTIONS_TABLE, NO_COLLECTION, is_no_collection};
-use super::{Store, StoreError};
+use super::{Store, StoreError, Written};
 use crate::collection::{CollectionName, RecordKey};
 use crate::filter::{Expr, FieldPath};
 
@@ -166,8 +166,8 @@ impl Store {
         if let Some(data) = data {
             vars["data"] = Json::Object(data);
         }
-        let (mut response, error) = self.write(sql, vars).await?;
-        if let Some(error) = error {
+        let mut ran = self.write(sql, vars).await?;
+        if let Some(error) = ran.error {
             let message = error.message();
             if is_no_collection(&error) {
                 return Err(StoreError::NoCollection(collection.clone()));
@@ -191,8 +191,16 @@ impl Store {
         }
         // Statement 0 is BEGIN, 1 the collection check, then the rule
         // checks, then the write's steps, the last of which returns it.
-        let rows: Vec<Value> = response.take(1 + before.len() + steps)?;
-        Ok(rows.into_iter().next().map(|row| record_json(row).2))
+        let rows: Vec<Value> = ran.response.take(1 + before.len() + steps)?;
+        let record = rows.into_iter().next().map(|row| record_json(row).2);
+        // Only a write that returned its record changed it.
+        if record.is_some() {
+            ran.guard.acknowledge(Written::Record {
+                collection: collection.shared(),
+                key: id.to_string(),
+            });
+        }
+        Ok(record)
     }
 
     pub async fn get_record(
@@ -270,6 +278,92 @@ impl Store {
         }
         let rows: Vec<Value> = response.take(1)?;
         Ok(rows.into_iter().map(|row| record_json(row).2).collect())
+    }
+}
+
+/// Where a snapshot's read of a collection has got to: after the record
+/// with this id, in id order (`None`: at the start). Ids are compared as
+/// the database stores them, so keys of any type page exactly.
+#[derive(Debug, Clone, Default)]
+pub struct PageCursor(Option<Value>);
+
+impl Store {
+    /// The next `limit` records of a collection in id order after `after`,
+    /// those matching `filter` (its `$auth` parameters already bound), and
+    /// the cursor after them. Pages by id stay exact while other writes
+    /// run: a record is in the page that covers its id, as it is when that
+    /// page is read.
+    pub async fn records_page(
+        &self,
+        collection: &CollectionName,
+        filter: Option<&Expr>,
+        after: &PageCursor,
+        limit: u32,
+    ) -> Result<(Vec<Json>, PageCursor), StoreError> {
+        let (condition, params) = match filter {
+            Some(filter) => filter.to_surrealql(),
+            None => ("true".to_owned(), Vec::new()),
+        };
+        let from = if after.0.is_some() {
+            "id > $after AND "
+        } else {
+            ""
+        };
+        let sql = format!(
+            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
+             SELECT * FROM type::table($tb) WHERE {from}({condition}) ORDER BY id ASC LIMIT $limit;"
+        );
+        let mut query = self
+            .db
+            .query(sql)
+            .bind(("tb", collection.to_string()))
+            .bind(("limit", i64::from(limit)));
+        if let Some(after) = &after.0 {
+            query = query.bind(("after", after.clone()));
+        }
+        for (name, value) in params {
+            query = query.bind((name, value));
+        }
+        let mut response = query.await?;
+        let exists: Option<bool> = response.take(0)?;
+        if exists != Some(true) {
+            return Err(StoreError::NoCollection(collection.clone()));
+        }
+        let rows: Vec<Value> = response.take(1)?;
+        let last = rows.last().and_then(|row| match row {
+            Value::Object(object) => object.get("id").cloned(),
+            _ => None,
+        });
+        let next = PageCursor(last.or_else(|| after.0.clone()));
+        let records = rows.into_iter().map(|row| record_json(row).2).collect();
+        Ok((records, next))
+    }
+
+    /// How many records of a collection match `filter`.
+    pub async fn count_records(
+        &self,
+        collection: &CollectionName,
+        filter: Option<&Expr>,
+    ) -> Result<u64, StoreError> {
+        let (condition, params) = match filter {
+            Some(filter) => filter.to_surrealql(),
+            None => ("true".to_owned(), Vec::new()),
+        };
+        let sql = format!(
+            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
+             SELECT VALUE count() FROM type::table($tb) WHERE {condition} GROUP ALL;"
+        );
+        let mut query = self.db.query(sql).bind(("tb", collection.to_string()));
+        for (name, value) in params {
+            query = query.bind((name, value));
+        }
+        let mut response = query.await?;
+        let exists: Option<bool> = response.take(0)?;
+        if exists != Some(true) {
+            return Err(StoreError::NoCollection(collection.clone()));
+        }
+        let counts: Vec<i64> = response.take(1)?;
+        Ok(counts.first().copied().unwrap_or(0).max(0) as u64)
     }
 }
 

@@ -1,9 +1,17 @@
-//! Writes in flight, so the feed knows how far it may read.
+//! Writes in flight, so the feed knows how far it may read, and writes
+//! acknowledged, so a new stream knows what its client has already seen
+//! answered.
 //!
 //! A transaction's versionstamp is minted before its commit becomes
 //! visible, so the feed must not read past a write that is still running
 //! (see `feed`'s module docs). Every write the store makes registers here
 //! before it starts; the watermark is the earliest start among them.
+//!
+//! A write that changed something is *acknowledged* with what it wrote:
+//! it gets a sequence number, and the feed, meeting its change, tags the
+//! event with it. A stream opened when `n` writes had been acknowledged
+//! skips the events tagged below `n`: their writers had their answer
+//! before the stream began (see `session`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -34,13 +42,109 @@ struct TrackerInner {
 struct InFlight {
     writes: BTreeSet<(Stamp, u64)>,
     next_ticket: u64,
+    /// How many writes have been acknowledged: the next one's number.
+    acknowledged: u64,
+    /// Acknowledged writes whose change the feed has not met yet.
+    unmatched: Vec<Acknowledged>,
 }
 
-/// A write in flight; dropping it marks the write complete and wakes the feed.
+/// What an acknowledged write changed, as the event it makes names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    Record { collection: Arc<str>, key: String },
+    Collection(Arc<str>),
+    Message { channel: String },
+    Announcement,
+}
+
+/// An acknowledged write the feed has not matched to its change yet.
+#[derive(Debug)]
+struct Acknowledged {
+    written: Written,
+    /// Its stamp is at least this...
+    begun: Stamp,
+    /// ...and at most in this millisecond (it was minted before the answer).
+    answered_ms: u64,
+    number: u64,
+}
+
+impl Acknowledged {
+    /// Whether a change to `written` with `stamp` may be this write's.
+    fn may_be(&self, written: &Written, stamp: Stamp) -> bool {
+        self.begun <= stamp && stamp.millis() <= self.answered_ms && self.written == *written
+    }
+}
+
+/// The acknowledged writes not matched yet, locked for the feed while it
+/// tags one batch.
+pub struct Unmatched<'a>(std::sync::MutexGuard<'a, InFlight>);
+
+impl Unmatched<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.0.unmatched.is_empty()
+    }
+
+    /// The acknowledgement number to tag a change to `written` with `stamp`,
+    /// if an acknowledged write may have made it.
+    ///
+    /// Matching is by what was written and by the stamp's bounds, so two
+    /// writes to one record close together may both fit: the change is then
+    /// tagged with the latest of their numbers and all of them are
+    /// consumed. A stream skips an event only if every write it may be
+    /// was answered before the stream began; the worst a wrong match can do
+    /// is deliver a change the client already had answered (a duplicate),
+    /// never hide one.
+    pub fn claim(&mut self, written: &Written, stamp: Stamp) -> Option<u64> {
+        let mut number = None;
+        self.0.unmatched.retain(|ack| {
+            if ack.may_be(written, stamp) {
+                number = number.max(Some(ack.number));
+                false
+            } else {
+                true
+            }
+        });
+        number
+    }
+
+    /// Forgets the writes whose change can no longer come: the feed has
+    /// read every stamp up to `cursor`, past their answer's millisecond.
+    pub fn forget_before(&mut self, cursor: Stamp) {
+        self.0
+            .unmatched
+            .retain(|ack| Stamp::of_millis(ack.answered_ms + 1) > cursor);
+    }
+}
+
+/// A write in flight; dropping it marks the write complete and wakes the
+/// feed, and [`WriteGuard::acknowledge`] does so for a write that changed
+/// something.
 #[must_use = "the write counts as complete as soon as the guard is dropped"]
 pub(super) struct WriteGuard {
     tracker: WriteTracker,
     key: (Stamp, u64),
+}
+
+impl WriteGuard {
+    /// Completes a write that committed a change to `written`: the change
+    /// it makes is tagged with its acknowledgement number. Only for writes
+    /// that surely made that change (a no-op left unmatched could be taken
+    /// for another write's change in the same millisecond).
+    pub(super) fn acknowledge(self, written: Written) {
+        {
+            let mut in_flight = self.tracker.lock();
+            let number = in_flight.acknowledged;
+            in_flight.acknowledged += 1;
+            in_flight.unmatched.push(Acknowledged {
+                written,
+                begun: self.key.0,
+                answered_ms: Stamp::now().millis(),
+                number,
+            });
+        }
+        // Dropping removes it from the writes in flight.
+        drop(self);
+    }
 }
 
 impl WriteTracker {
@@ -73,6 +177,16 @@ impl WriteTracker {
             Some((oldest_start, _)) => clock.min(*oldest_start),
             None => clock,
         }
+    }
+
+    /// How many writes have been acknowledged so far.
+    pub fn acknowledged(&self) -> u64 {
+        self.lock().acknowledged
+    }
+
+    /// The acknowledged writes the feed has not matched yet.
+    pub fn unmatched(&self) -> Unmatched<'_> {
+        Unmatched(self.lock())
     }
 
     /// Resolves when a write has completed since the last call.
@@ -112,6 +226,32 @@ mod tests {
         assert_eq!(held, write.key.0);
         drop(write);
         assert!(tracker.watermark(Duration::ZERO) > held);
+    }
+
+    #[test]
+    fn acknowledged_writes_tag_their_change_once() {
+        let tracker = WriteTracker::new();
+        let post = |key: &str| Written::Record {
+            collection: Arc::from("posts"),
+            key: key.into(),
+        };
+        let begun = Stamp::now();
+        tracker.begin().acknowledge(post("a"));
+        tracker.begin().acknowledge(post("b"));
+        // A failed write is not acknowledged.
+        drop(tracker.begin());
+        assert_eq!(tracker.acknowledged(), 2);
+        let stamp = Stamp(begun.0 + 1);
+        let mut unmatched = tracker.unmatched();
+        assert_eq!(unmatched.claim(&post("b"), stamp), Some(1));
+        assert_eq!(unmatched.claim(&post("b"), stamp), None, "consumed");
+        // A stamp before the write began cannot be its change.
+        assert_eq!(unmatched.claim(&post("a"), Stamp(begun.0 - 1)), None);
+        // Nor one from after its answer's millisecond.
+        let later = Stamp::of_millis(Stamp::now().millis() + 1);
+        assert_eq!(unmatched.claim(&post("a"), later), None);
+        unmatched.forget_before(later);
+        assert!(unmatched.is_empty());
     }
 
     #[test]

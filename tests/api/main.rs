@@ -11,6 +11,7 @@ mod filters;
 mod hardening;
 mod helpers;
 mod http_fuzz;
+mod live_queries;
 mod operations;
 mod presence;
 mod readme;
