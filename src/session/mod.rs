@@ -345,6 +345,10 @@ impl Session {
                         self.phase = Phase::Done;
                         continue;
                     }
+                    if self.expires.is_some_and(|at| at <= Instant::now()) {
+                        self.phase = Phase::Done;
+                        return Some(expired_frame());
+                    }
                     if let Some(chunk) = self.snapshot_page().await {
                         return Some(chunk);
                     }

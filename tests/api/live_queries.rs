@@ -15,11 +15,19 @@ pub struct View {
     /// The position of the last event with an id (for resuming).
     pub position: Option<String>,
     pub snapshot_done: bool,
+    /// Events applied, by type (and `patch` for patches).
+    pub counts: BTreeMap<String, u32>,
 }
 
 impl View {
     /// Applies one event; returns whether it was a record event.
     pub fn apply(&mut self, kind: &str, data: &Value) -> bool {
+        let counted = if data.get("patch").is_some() {
+            "patch"
+        } else {
+            kind
+        };
+        *self.counts.entry(counted.to_owned()).or_default() += 1;
         let record_id = data["record_id"].as_str().map(str::to_owned);
         match kind {
             "record.snapshot" | "record.created" | "record.updated" => {
@@ -40,6 +48,11 @@ impl View {
                 self.records.remove(&record_id.expect("record_id"));
             }
             "snapshot.done" => self.snapshot_done = true,
+            // A snapshot follows: the view starts again.
+            "connected" if data["snapshot"] == true => {
+                self.records.clear();
+                self.snapshot_done = false;
+            }
             "reset" => {
                 self.records.clear();
                 self.snapshot_done = false;

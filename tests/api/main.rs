@@ -12,6 +12,7 @@ mod hardening;
 mod helpers;
 mod http_fuzz;
 mod live_queries;
+mod live_query_property;
 mod operations;
 mod presence;
 mod readme;
