@@ -111,3 +111,124 @@ async fn the_readme_rules_example_works_as_described() {
         .collect();
     assert_eq!(ids, ["shared"]);
 }
+
+/// The README's live list in plain JavaScript, run in Node.js (its
+/// `EventSource` is the real one, `--experimental-eventsource`) against a
+/// real server: it must end with exactly the published posts.
+#[tokio::test]
+async fn the_readme_live_list_keeps_exactly_the_matching_records() {
+    use tokio::io::AsyncBufReadExt;
+
+    let readme = include_str!("../../README.md");
+    let snippet = readme
+        .split("## Live queries")
+        .nth(1)
+        .and_then(|rest| rest.split("```js\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README shows a live list");
+    assert!(
+        snippet.lines().count() < 30,
+        "the README promises under 30 lines"
+    );
+    let app = TestApp::spawn().await;
+    let response = app
+        .post(
+            "/api/v1/collections",
+            &json!({"name": "posts", "rules": {"read": "true"}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    app.create_record(
+        "posts",
+        json!({"id": "p1", "status": "published", "title": "One"}),
+    )
+    .await;
+    app.create_record(
+        "posts",
+        json!({"id": "p2", "status": "draft", "title": "Two"}),
+    )
+    .await;
+    // The page's relative URL, resolved against the test server.
+    let script = format!(
+        "const Native = globalThis.EventSource;\n\
+         globalThis.EventSource = class extends Native {{\n\
+           constructor(url, init) {{ super(new URL(url, {base:?}), init); }}\n\
+         }};\n{snippet}\n",
+        base = app.url("/")
+    );
+    let file = tempfile::Builder::new().suffix(".mjs").tempfile().unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    let mut node = tokio::process::Command::new("node")
+        .arg("--experimental-eventsource")
+        .arg("--no-warnings")
+        .arg(file.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("Node.js runs (the machine has it; .ci/run checks)");
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    // Each line is the list after one event; wait for a state.
+    let mut wait_for = async |ids: &[&str]| -> serde_json::Value {
+        loop {
+            let line = tokio::time::timeout(crate::helpers::HANG_GUARD, lines.next_line())
+                .await
+                .expect("the page printed its list")
+                .unwrap()
+                .expect("node is running");
+            let list: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let mut shown: Vec<&str> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|post| post["id"].as_str().unwrap())
+                .collect();
+            shown.sort();
+            if shown == ids {
+                return list;
+            }
+        }
+    };
+    wait_for(&["p1"]).await;
+    app.create_record(
+        "posts",
+        json!({"id": "p3", "status": "published", "title": "Three"}),
+    )
+    .await;
+    app.patch(
+        "/api/v1/collections/posts/records/p1",
+        &json!({"title": "One, edited"}),
+    )
+    .await;
+    app.patch(
+        "/api/v1/collections/posts/records/p2",
+        &json!({"status": "published"}),
+    )
+    .await;
+    app.patch(
+        "/api/v1/collections/posts/records/p3",
+        &json!({"status": "draft"}),
+    )
+    .await;
+    app.delete("/api/v1/collections/posts/records/p1").await;
+    let list = wait_for(&["p2"]).await;
+    assert_eq!(
+        list,
+        json!([{"id": "p2", "status": "published", "title": "Two"}])
+    );
+    // An edit through a patch reaches the page's copy.
+    app.patch(
+        "/api/v1/collections/posts/records/p2",
+        &json!({"title": "Two, edited", "extra": {"a": 1}}),
+    )
+    .await;
+    loop {
+        let list = wait_for(&["p2"]).await;
+        if list[0]["title"] == "Two, edited" {
+            assert_eq!(
+                list,
+                json!([{"id": "p2", "status": "published", "title": "Two, edited", "extra": {"a": 1}}])
+            );
+            break;
+        }
+    }
+}
