@@ -255,9 +255,14 @@ impl Session {
         } = opened;
         let config = &state.config;
         let start = subscription.start;
-        // Read at once: the writes answered before this stream began.
-        let answered = state.store.writes().acknowledged();
+        // The stream begins now, after subscribing. The clock first, then
+        // the count: a write answered between the two is counted, and its
+        // stamp is not below the cut, so it is skipped by its tag (it was
+        // answered before the stream began); read the other way round, one
+        // whose stamp fell just below a millisecond boundary would be cut
+        // although not counted as answered.
         let now = std::time::SystemTime::now();
+        let answered = state.store.writes().acknowledged();
         // `retry:` shares the first message with `connected`: some clients
         // only apply fields of a message that is dispatched.
         let mut hello = BytesMut::new();

@@ -599,3 +599,45 @@ async fn diffs_send_merge_patches_for_records_the_client_holds() {
     let expected = records_of(&app, "/api/v1/collections/posts/records").await;
     assert_eq!(view.records, expected);
 }
+
+#[tokio::test]
+async fn a_stream_of_several_collections_snapshots_each_with_its_filter() {
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    app.create_collection("notes").await;
+    for (collection, id, n) in [
+        ("posts", "p1", 1),
+        ("posts", "p2", 5),
+        ("notes", "n1", 1),
+        ("notes", "n2", 7),
+    ] {
+        app.create_record(collection, json!({"id": id, "n": n}))
+            .await;
+    }
+    let mut stream = app
+        .stream(
+            "/api/v1/realtime?collections=posts,notes&snapshot=true&filter.notes=n%20%3E%202",
+            None,
+        )
+        .await;
+    stream.connected().await;
+    let mut seen = Vec::new();
+    loop {
+        let (kind, data) = stream.json_event().await;
+        if kind == "snapshot.done" {
+            assert_eq!(data["records"], 3);
+            break;
+        }
+        assert_eq!(kind, "record.snapshot");
+        seen.push(format!(
+            "{}/{}",
+            data["collection"].as_str().unwrap(),
+            data["record_id"].as_str().unwrap()
+        ));
+    }
+    assert_eq!(
+        seen,
+        ["posts/p1", "posts/p2", "notes/n2"],
+        "collection by collection, in the order named"
+    );
+}
