@@ -35,6 +35,7 @@ mod error;
 pub mod event;
 mod feed;
 mod fields;
+mod front;
 /// The filter language (the `livehub-filter` crate of this workspace).
 pub use livehub_filter as filter;
 pub mod hub;
@@ -201,13 +202,17 @@ impl Server {
         };
         let router = routes::router(state, self.cors);
         let stop = token.clone();
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let listener = StallingClients {
+        // Streams opened on a fresh connection are served by the front
+        // itself; hyper gets every other connection.
+        let listener = front::Front::new(
             listener,
-            write_timeout: config.write_timeout,
-        }
+            router.clone(),
+            config.write_timeout,
+            token.clone(),
+        )?
         // `tap_io` gives the connections their peer address as `ConnectInfo`.
         .tap_io(|_| {});
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: ending open streams");
@@ -237,30 +242,6 @@ impl Server {
             feed.abort();
         }
         result
-    }
-}
-
-/// Accepts connections whose writes time out: a client that stops reading
-/// (a zero TCP window) is disconnected after `write_timeout` without progress,
-/// rather than holding its stream's buffers for ever.
-struct StallingClients {
-    listener: TcpListener,
-    write_timeout: std::time::Duration,
-}
-
-impl axum::serve::Listener for StallingClients {
-    type Io = std::pin::Pin<Box<tokio_io_timeout::TimeoutStream<tokio::net::TcpStream>>>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, address) = axum::serve::Listener::accept(&mut self.listener).await;
-        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
-        stream.set_write_timeout(Some(self.write_timeout));
-        (Box::pin(stream), address)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.listener.local_addr()
     }
 }
 

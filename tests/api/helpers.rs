@@ -71,6 +71,20 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
         .unwrap()
 }
 
+/// Like [`client_with_token`], opening a new connection for every request.
+pub fn fresh_connections(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
 /// Builds a server. A persistent database released by a server that just
 /// stopped is unlocked by a background task, so a locked one is retried.
 async fn build_server(config: Config) -> livehub::Server {
@@ -112,7 +126,10 @@ impl TestApp {
         }));
         TestApp {
             address,
-            client: client_with_token(&admin_token),
+            // No pooled connections: each of its streams is the first
+            // request of its connection, which the front serves itself
+            // (other clients reuse connections, so hyper serves theirs).
+            client: fresh_connections(&admin_token),
             anonymous: reqwest::Client::new(),
             auth,
             store,
@@ -156,7 +173,10 @@ impl TestApp {
             .unwrap();
         TestApp {
             address,
-            client: client_with_token(&admin_token),
+            // No pooled connections: each of its streams is the first
+            // request of its connection, which the front serves itself
+            // (other clients reuse connections, so hyper serves theirs).
+            client: fresh_connections(&admin_token),
             anonymous: reqwest::Client::new(),
             auth: state.auth.clone(),
             store: state.store.clone(),

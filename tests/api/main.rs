@@ -8,6 +8,7 @@ mod collections;
 mod contract;
 mod differential;
 mod filters;
+mod front;
 mod hardening;
 mod helpers;
 mod http_fuzz;
