@@ -511,7 +511,7 @@ impl Session {
                     // `None`: the hub dropped this stream because its queue
                     // overflowed; ending it makes the client resume.
                     let queued = event?;
-                    let mut chunk = BytesMut::new();
+                    let mut chunk = Chunk::default();
                     let mut next = Some(queued);
                     let mut count = 0;
                     // One clock read per chunk: its events are sent together.
@@ -528,7 +528,7 @@ impl Session {
                             let verdict = judge(&self.caller, &self.watched_rules, &event);
                             if verdict.send {
                                 let rules = rules.as_deref().unwrap_or(&no_rules);
-                                chunk.extend_from_slice(&self.frame_of(&event, delivery, rules));
+                                chunk.push(self.frame_of(&event, delivery, rules));
                                 let latency = (now - event.timestamp).as_seconds_f64();
                                 self.state.metrics.commit_to_send.observe(latency.max(0.0));
                             }
@@ -562,6 +562,41 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// The frames of one live chunk. A lone frame goes out as it is, shared
+/// with every other stream, not copied; several are copied into one buffer,
+/// so the socket takes them in one write.
+#[derive(Default)]
+struct Chunk {
+    first: Option<Bytes>,
+    more: BytesMut,
+}
+
+impl Chunk {
+    fn push(&mut self, frame: Bytes) {
+        match self.first.take() {
+            None if self.more.is_empty() => self.first = Some(frame),
+            first => {
+                if let Some(first) = first {
+                    self.more.extend_from_slice(&first);
+                }
+                self.more.extend_from_slice(&frame);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(self.more.len(), Bytes::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn freeze(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.more.freeze())
     }
 }
 
@@ -794,6 +829,22 @@ mod tests {
             json!({"id": "r1"}),
             None,
         )
+    }
+
+    #[test]
+    fn a_lone_frame_is_sent_as_it_is_and_several_are_joined() {
+        let frame = Bytes::from_static(b"id: 1\n\n");
+        let mut lone = Chunk::default();
+        lone.push(frame.clone());
+        assert_eq!(lone.len(), frame.len());
+        assert_eq!(lone.freeze().as_ptr(), frame.as_ptr(), "not copied");
+        let mut several = Chunk::default();
+        assert!(several.is_empty());
+        for text in ["a", "b", "c"] {
+            several.push(Bytes::from(text));
+        }
+        assert_eq!(several.len(), 3);
+        assert_eq!(several.freeze(), "abc");
     }
 
     #[test]
