@@ -312,7 +312,15 @@ fn first_n(params: &StreamParams) -> Result<Option<First>, ApiError> {
     }
     let limit = match params.snapshot_limit {
         Some(limit @ 1..=MAX_FIRST) => limit,
-        _ => {
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "`snapshot_sort` picks the first N records: give `snapshot_limit` too (1 to {MAX_FIRST})"
+                ),
+            ));
+        }
+        Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_query",
                 format!(
@@ -321,6 +329,12 @@ fn first_n(params: &StreamParams) -> Result<Option<First>, ApiError> {
             ));
         }
     };
+    if params.diff == Some(true) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`diff=true` patches records the client holds, and with `snapshot_limit` it holds only the first N: use one or the other",
+        ));
+    }
     let sort = parse_sort(params.snapshot_sort.as_deref().unwrap_or("-id"))?;
     Ok(Some(First { sort, limit }))
 }

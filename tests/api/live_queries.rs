@@ -415,6 +415,8 @@ async fn a_snapshot_can_take_the_first_n_by_a_sort_and_refuses_too_many() {
         "/api/v1/realtime/chat?snapshot_limit=3",
         "/api/v1/realtime?snapshot=true",
         "/api/v1/realtime/chat?snapshot=true&snapshot_limit=3&snapshot_sort=a..b",
+        "/api/v1/realtime/chat?snapshot=true&snapshot_sort=-at",
+        "/api/v1/realtime/chat?snapshot=true&snapshot_limit=3&diff=true",
     ] {
         let response = app.get(bad).await;
         assert_eq!(response.status(), 400, "{bad}");
