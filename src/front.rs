@@ -103,6 +103,9 @@ async fn accept_loop(
     hand_over: mpsc::Sender<(Rewind<Socket>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
+    // Failures since the last warning, and when it was given.
+    let mut failures = 0u64;
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -111,8 +114,14 @@ async fn accept_loop(
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
-                // Out of file descriptors, say: wait rather than spin.
-                tracing::warn!(%error, "accepting a connection failed");
+                // Out of file descriptors, say: wait rather than spin, and
+                // warn once a second at most.
+                failures += 1;
+                if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%error, failures, "accepting connections fails");
+                    warned = Some(tokio::time::Instant::now());
+                    failures = 0;
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -106,6 +106,11 @@ pub struct Server {
 impl Server {
     /// Connects to the database and prepares the hub.
     pub async fn build(config: Config) -> anyhow::Result<Server> {
+        // SurrealDB reads process statistics with `sysinfo`, which by default
+        // keeps a `/proc` file open for every process on the machine, up to
+        // half the open-files limit: file descriptors a stream needs (a node
+        // at the limit could not accept its last thousands of streams).
+        sysinfo::set_open_files_limit(0);
         let (auth, dev_token) = Authenticator::from_settings(&config.auth)?;
         // Built here so a bad setting stops the start.
         let cors = routes::cors_layer(&config)?;

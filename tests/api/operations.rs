@@ -148,3 +148,29 @@ async fn announcements_reach_every_stream_and_sign_outs_end_a_users_streams() {
     let event = bob.event().await;
     assert_eq!(event.event, "record.created", "bob's next event: {event:?}");
 }
+
+/// SurrealDB's process statistics (`sysinfo`) would keep a `/proc` file open
+/// for every process on the machine: file descriptors that streams need.
+#[tokio::test]
+async fn the_server_keeps_no_proc_files_open() {
+    let app = crate::helpers::TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let proc_files = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| {
+                let target = target.to_string_lossy();
+                target.starts_with("/proc/") && target.ends_with("/stat")
+            })
+            .count()
+    };
+    // SurrealDB refreshes its statistics in the background. A refresh opens
+    // and closes one file at a time (other servers of this test binary may
+    // be refreshing now); kept open, there is one per process (about 100).
+    for _ in 0..30 {
+        let open = proc_files();
+        assert!(open <= 4, "{open} files of /proc held open");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
