@@ -1,5 +1,6 @@
 //! Configuration: every setting is a flag with an environment twin.
 
+use crate::proxies::TrustedProxies;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -159,6 +160,19 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_PUBLISH_RATE", default_value_t = 20)]
     pub publish_rate: u32,
 
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or networks,
+    /// comma-separated (`10.0.0.0/8,127.0.0.1`). Behind them, per-address
+    /// stream limits, anonymous publish rates and request logs see the
+    /// client's address. Default: none (the header is ignored; anyone can
+    /// send one).
+    #[arg(long, env = "LIVEHUB_TRUSTED_PROXIES", default_value = "", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// How logs are written: `text`, for people, or `json`, one object per
+    /// line, for log shippers.
+    #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Origins allowed to call the API from a browser (CORS), comma-separated,
     /// or `*` for any. Default: none (same-origin only).
     #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]
@@ -207,6 +221,13 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 /// A duration that must be more than zero (a zero heartbeat or poll
 /// interval would spin) and at most a year.
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match duration(text)? {
         duration if duration.is_zero() => Err("must be more than zero".into()),

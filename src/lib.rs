@@ -43,6 +43,7 @@ pub mod identity;
 mod limits;
 mod metrics;
 mod presence;
+pub mod proxies;
 mod revocations;
 mod routes;
 mod rulebook;

@@ -79,10 +79,16 @@ impl FromRequestParts<AppState> for Client {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Behind a trusted proxy, the address it says it forwarded for.
         let ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip());
+            .map(|info| {
+                state
+                    .config
+                    .trusted_proxies
+                    .client(info.0.ip(), &parts.headers)
+            });
         // A credential must be read exactly as sent: a query that does not
         // decode (a repeated `token`, say) is refused, never anonymous.
         let params: CredentialParams = serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))

@@ -22,6 +22,8 @@ use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::proxies::TrustedProxies;
+
 use crate::error::{json_method_not_allowed, log_internal_errors, route_not_found};
 use crate::{AppState, Config};
 
@@ -31,6 +33,7 @@ use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 /// [`cors_layer`]).
 pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
+    let proxies = state.config.trusted_proxies.clone();
     let router = Router::new()
         .route("/", get(health::demo_page))
         .route("/healthz", get(health::healthz))
@@ -77,7 +80,7 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         // Failures are logged once, with their cause, by `log_internal_errors`.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(request_span)
+                .make_span_with(move |request: &Request<_>| request_span(request, &proxies))
                 .on_failure(()),
         );
     // Outermost, so preflight requests are answered before any route logic.
@@ -88,12 +91,18 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     router.with_state(state)
 }
 
-/// The span of a request: its method and path, and its query with any
+/// The span of a request: its client's address (behind a trusted proxy,
+/// the one it forwarded for), method and path, and its query with any
 /// credential blanked, so tokens and tickets never reach the logs.
-fn request_span<B>(request: &Request<B>) -> tracing::Span {
+fn request_span<B>(request: &Request<B>, proxies: &TrustedProxies) -> tracing::Span {
     let query = request.uri().query().map(redact_credentials);
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| proxies.client(info.0.ip(), request.headers()).to_string());
     tracing::debug_span!(
         "request",
+        client = client.as_deref().unwrap_or(""),
         method = %request.method(),
         path = request.uri().path(),
         query = query.as_deref().unwrap_or(""),

@@ -197,3 +197,40 @@ fn help_documents_every_setting() {
     }
     assert!(help.contains("LIVEHUB_DB"));
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let (child, base) = start_binary(
+        &["--log-format", "json"],
+        &[("RUST_LOG", "debug,surrealdb=warn")],
+        Some(log.as_file()),
+    )
+    .await;
+    reqwest::get(format!("{base}/api/v1/collections"))
+        .await
+        .unwrap();
+    stop_binary(child).await;
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    // Standard output also holds the development token's banner.
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("each log line is JSON"))
+        .collect();
+    let listening = lines
+        .iter()
+        .find(|line| {
+            line["fields"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("livehub listening"))
+        })
+        .expect("the start is logged as JSON");
+    assert_eq!(listening["level"], "INFO");
+    // A request's log line carries its span, with the client's address.
+    let request = lines
+        .iter()
+        .find(|line| line["span"]["path"] == "/api/v1/collections")
+        .expect("a request is logged with its span");
+    assert_eq!(request["span"]["client"], "127.0.0.1");
+}

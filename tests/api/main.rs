@@ -16,6 +16,7 @@ mod live_queries;
 mod live_query_property;
 mod operations;
 mod presence;
+mod proxies;
 mod readme;
 mod records;
 mod resume;
