@@ -14,6 +14,7 @@ mod helpers;
 mod http_fuzz;
 mod live_queries;
 mod live_query_property;
+mod nginx;
 mod operations;
 mod presence;
 mod proxies;

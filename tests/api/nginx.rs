@@ -1,0 +1,124 @@
+//! livehub behind the real nginx, configured with the shipped
+//! `deploy/nginx/livehub.conf`: streams pass through unbuffered, and the
+//! client's address reaches livehub's per-address limits.
+
+use std::process::{Child, Command, Stdio};
+
+use serde_json::json;
+
+use crate::helpers::{HANG_GUARD, SseClient, TestApp, test_config};
+
+/// nginx on a free loopback port in front of `upstream`, with the repo's
+/// locations; stopped when dropped.
+struct Nginx {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nginx_in_front_of(upstream: &str) -> Nginx {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().display();
+    let locations = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/livehub.conf");
+    let config = format!(
+        "daemon off;
+         worker_processes 1;
+         pid {path}/nginx.pid;
+         error_log {path}/error.log;
+         events {{}}
+         http {{
+             access_log off;
+             client_body_temp_path {path}/body;
+             proxy_temp_path {path}/proxy;
+             fastcgi_temp_path {path}/fastcgi;
+             uwsgi_temp_path {path}/uwsgi;
+             scgi_temp_path {path}/scgi;
+             upstream livehub {{ server {upstream}; }}
+             server {{
+                 listen 127.0.0.1:{port};
+                 include {locations};
+             }}
+         }}"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx runs (.ci/run installs Debian's nginx)");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while reqwest::get(format!("{url}/healthz")).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Nginx {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn streams_pass_through_nginx_unbuffered_with_the_clients_address() {
+    let mut config = test_config();
+    config.max_streams_per_ip = 1;
+    config.trusted_proxies = livehub::proxies::TrustedProxies::parse("127.0.0.1").unwrap();
+    let app = TestApp::spawn_with(config).await;
+    let response = app
+        .post(
+            "/api/v1/collections",
+            &json!({"name": "public", "rules": {"read": "true"}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let nginx = nginx_in_front_of(app.address.trim_start_matches("http://")).await;
+    // Clients as nginx sees them (each says who it is; nginx appends the
+    // address it got the request from, which livehub trusts).
+    let open = |client: &'static str| {
+        let url = format!("{}/api/v1/realtime/public", nginx.url);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("x-forwarded-for", client)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = open("203.0.113.1").await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "text/event-stream");
+    let mut stream = SseClient::new(first);
+    stream.connected().await;
+    let second = open("203.0.113.2").await;
+    assert_eq!(second.status(), 200, "another client behind nginx");
+    assert_eq!(
+        open("203.0.113.1").await.status(),
+        429,
+        "the same client again"
+    );
+    // One small event arrives at once: nginx does not hold it back.
+    app.create_record("public", json!({"id": "r1"})).await;
+    let event = stream.record_event().await;
+    assert!(event.data.contains("\"r1\""));
+}
