@@ -130,7 +130,7 @@ async fn accept_loop(
         let mut socket = TimeoutStream::new(tcp);
         socket.set_write_timeout(Some(write_timeout));
         let mut socket: Socket = Box::pin(socket);
-        let (router, hand_over) = (router.clone(), hand_over.clone());
+        let (router, hand_over, shutdown) = (router.clone(), hand_over.clone(), shutdown.clone());
         tokio::spawn(async move {
             let Ok(Ok(head)) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await
             else {
@@ -138,9 +138,11 @@ async fn accept_loop(
             };
             match stream_request(&head, peer) {
                 Some(request) => serve_stream(socket, router, request).await,
-                None => {
-                    let _ = hand_over.send((Rewind::new(socket, head), peer)).await;
-                }
+                // After shutdown hyper takes no more connections: drop it.
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = hand_over.send((Rewind::new(socket, head), peer)) => {}
+                },
             }
         });
     }
