@@ -107,26 +107,27 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
     events
 }
 
-/// What a write that made `event` wrote, in the tracker's terms.
-fn written_by(event: &Event) -> Option<Written> {
-    match event.kind {
-        EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted => {
-            Some(Written::Record {
-                collection: event.collection()?.clone(),
-                key: event.record_id.clone()?,
-            })
+/// Whether a write of `written` makes `event` (compared in place: this
+/// runs for every event the feed publishes while writes await a match).
+fn made_by(event: &Event, written: &Written) -> bool {
+    use EventKind::*;
+    match written {
+        Written::Record { collection, key } => {
+            matches!(event.kind, RecordCreated | RecordUpdated | RecordDeleted)
+                && event.collection() == Some(collection)
+                && event.record_id.as_deref() == Some(key.as_str())
         }
-        EventKind::CollectionCreated
-        | EventKind::CollectionUpdated
-        | EventKind::CollectionDeleted => Some(Written::Collection(event.collection()?.clone())),
-        EventKind::ChannelMessage => match &event.source {
-            Source::Channel(channel) => Some(Written::Message {
-                channel: channel.to_string(),
-            }),
-            _ => None,
-        },
-        EventKind::SystemAnnouncement => Some(Written::Announcement),
-        EventKind::ForcedLogout | EventKind::UserJoined | EventKind::UserLeft => None,
+        Written::Collection(name) => {
+            matches!(
+                event.kind,
+                CollectionCreated | CollectionUpdated | CollectionDeleted
+            ) && event.collection() == Some(name)
+        }
+        Written::Message { channel } => {
+            event.kind == ChannelMessage
+                && matches!(&event.source, Source::Channel(to) if **to == **channel)
+        }
+        Written::Announcement => event.kind == SystemAnnouncement,
     }
 }
 
@@ -139,9 +140,7 @@ fn tag_acknowledged(writes: &WriteTracker, events: &[Arc<Event>], cursor: Stamp)
         return;
     }
     for event in events {
-        if let Some(written) = written_by(event)
-            && let Some(number) = unmatched.claim(&written, event.id.stamp)
-        {
+        if let Some(number) = unmatched.claim(event.id.stamp, |written| made_by(event, written)) {
             event.set_acknowledged(number);
         }
     }
