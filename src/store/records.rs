@@ -244,10 +244,6 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<Json>, StoreError> {
-        let (condition, params) = match filter {
-            Some(filter) => filter.to_surrealql(),
-            None => ("true".to_owned(), Vec::new()),
-        };
         let direction = if sort.descending { "DESC" } else { "ASC" };
         // `id` breaks ties so that pages are stable.
         let order = if sort.field.segments() == ["id"] {
@@ -255,27 +251,20 @@ impl Store {
         } else {
             format!("{} {direction}, id {direction}", sort.field.to_surrealql())
         };
-        let sql = format!(
-            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
-             SELECT * FROM type::table($tb) WHERE {condition} ORDER BY {order} LIMIT $limit START $start;"
-        );
-        // The filter's parameters are named `f0`, `f1`, …: no clash with these.
-        let mut query = self
-            .db
-            .query(sql)
-            .bind(("tb", collection.to_string()))
-            .bind(("limit", i64::from(limit)))
-            .bind(("start", offset.min(i64::MAX as u64) as i64));
-        for (name, value) in params {
-            query = query.bind((name, value));
-        }
-        let mut response = query.await?;
-        // Read the check first: the second statement fails on a table that
-        // does not exist.
-        let exists: Option<bool> = response.take(0)?;
-        if exists != Some(true) {
-            return Err(StoreError::NoCollection(collection.clone()));
-        }
+        let mut response = self
+            .select_where(
+                collection,
+                filter,
+                |condition| {
+                    format!("SELECT * FROM type::table($tb) WHERE {condition} ORDER BY {order} LIMIT $limit START $start")
+                },
+                |query| {
+                    query
+                        .bind(("limit", i64::from(limit)))
+                        .bind(("start", offset.min(i64::MAX as u64) as i64))
+                },
+            )
+            .await?;
         let rows: Vec<Value> = response.take(1)?;
         Ok(rows.into_iter().map(|row| record_json(row).2).collect())
     }
@@ -300,35 +289,27 @@ impl Store {
         after: &PageCursor,
         limit: u32,
     ) -> Result<(Vec<Json>, PageCursor), StoreError> {
-        let (condition, params) = match filter {
-            Some(filter) => filter.to_surrealql(),
-            None => ("true".to_owned(), Vec::new()),
-        };
         let from = if after.0.is_some() {
             "id > $after AND "
         } else {
             ""
         };
-        let sql = format!(
-            "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
-             SELECT * FROM type::table($tb) WHERE {from}({condition}) ORDER BY id ASC LIMIT $limit;"
-        );
-        let mut query = self
-            .db
-            .query(sql)
-            .bind(("tb", collection.to_string()))
-            .bind(("limit", i64::from(limit)));
-        if let Some(after) = &after.0 {
-            query = query.bind(("after", after.clone()));
-        }
-        for (name, value) in params {
-            query = query.bind((name, value));
-        }
-        let mut response = query.await?;
-        let exists: Option<bool> = response.take(0)?;
-        if exists != Some(true) {
-            return Err(StoreError::NoCollection(collection.clone()));
-        }
+        let mut response = self
+            .select_where(
+                collection,
+                filter,
+                |condition| {
+                    format!("SELECT * FROM type::table($tb) WHERE {from}({condition}) ORDER BY id ASC LIMIT $limit")
+                },
+                |query| {
+                    let query = query.bind(("limit", i64::from(limit)));
+                    match &after.0 {
+                        Some(after) => query.bind(("after", after.clone())),
+                        None => query,
+                    }
+                },
+            )
+            .await?;
         let rows: Vec<Value> = response.take(1)?;
         let last = rows.last().and_then(|row| match row {
             Value::Object(object) => object.get("id").cloned(),
@@ -339,21 +320,31 @@ impl Store {
         Ok((records, next))
     }
 
-    /// How many records of a collection match `filter`.
-    pub async fn count_records(
+    /// Runs one read of a collection's records that match `filter`:
+    /// `statement` gets the filter's SurrealQL condition, `bind` adds its
+    /// own parameters. The statement's rows are result 1 of the response;
+    /// a missing collection is `NoCollection` (checked first, since the
+    /// statement fails on a table that does not exist).
+    async fn select_where(
         &self,
         collection: &CollectionName,
         filter: Option<&Expr>,
-    ) -> Result<u64, StoreError> {
+        statement: impl FnOnce(&str) -> String,
+        bind: impl FnOnce(
+            surrealdb::method::Query<'_, surrealdb::engine::any::Any>,
+        ) -> surrealdb::method::Query<'_, surrealdb::engine::any::Any>,
+    ) -> Result<surrealdb::IndexedResults, StoreError> {
         let (condition, params) = match filter {
             Some(filter) => filter.to_surrealql(),
             None => ("true".to_owned(), Vec::new()),
         };
         let sql = format!(
             "RETURN record::exists(type::record('{COLLECTIONS_TABLE}', $tb));
-             SELECT VALUE count() FROM type::table($tb) WHERE {condition} GROUP ALL;"
+             {};",
+            statement(&condition)
         );
-        let mut query = self.db.query(sql).bind(("tb", collection.to_string()));
+        // The filter's parameters are named `f0`, `f1`, …: no clash.
+        let mut query = bind(self.db.query(sql).bind(("tb", collection.to_string())));
         for (name, value) in params {
             query = query.bind((name, value));
         }
@@ -362,6 +353,27 @@ impl Store {
         if exists != Some(true) {
             return Err(StoreError::NoCollection(collection.clone()));
         }
+        Ok(response)
+    }
+
+    /// How many records of a collection match `filter`.
+    pub async fn count_records(
+        &self,
+        collection: &CollectionName,
+        filter: Option<&Expr>,
+    ) -> Result<u64, StoreError> {
+        let mut response = self
+            .select_where(
+                collection,
+                filter,
+                |condition| {
+                    format!(
+                        "SELECT VALUE count() FROM type::table($tb) WHERE {condition} GROUP ALL"
+                    )
+                },
+                |query| query,
+            )
+            .await?;
         let counts: Vec<i64> = response.take(1)?;
         Ok(counts.first().copied().unwrap_or(0).max(0) as u64)
     }
