@@ -383,17 +383,10 @@ impl Session {
             self.phase = Phase::Live;
             return None;
         };
-        let read = async {
-            // Held for one page, so snapshots take turns with replays.
-            let _permit = self.state.replays.acquire().await;
-            snapshot.next_page(&self.state.store, &self.shape).await
-        };
-        let page = tokio::select! {
-            _ = self.state.shutdown.cancelled() => {
-                self.phase = Phase::Done;
-                return None;
-            }
-            page = read => page,
+        let read = snapshot.next_page(&self.state.store, &self.shape);
+        let Some(page) = in_turn(&self.state, read).await else {
+            self.phase = Phase::Done;
+            return None;
         };
         match page {
             Ok(Some(chunk)) => (!chunk.is_empty()).then_some(chunk),
@@ -438,17 +431,10 @@ impl Session {
 
     /// Reads one page of the gap; `None` if it held nothing for this stream.
     async fn replay_page(&mut self, since: Stamp, until: Stamp) -> Option<Bytes> {
-        let read = async {
-            // Held for one read, so long replays take turns with short ones.
-            let _permit = self.state.replays.acquire().await;
-            read_batch(&self.state.store, since, until, &self.page).await
-        };
-        let batch = tokio::select! {
-            _ = self.state.shutdown.cancelled() => {
-                self.phase = Phase::Done;
-                return None;
-            }
-            batch = read => batch,
+        let read = read_batch(&self.state.store, since, until, &self.page);
+        let Some(batch) = in_turn(&self.state, read).await else {
+            self.phase = Phase::Done;
+            return None;
         };
         let batch = match batch {
             Ok(batch) => batch,
@@ -597,6 +583,21 @@ impl Chunk {
 
     fn freeze(self) -> Bytes {
         self.first.unwrap_or_else(|| self.more.freeze())
+    }
+}
+
+/// Runs one database read of a replay or a snapshot in its turn: holding
+/// one of `--max-replays` permits for that read only, so many streams
+/// catching up at once take turns and long reads interleave with short
+/// ones. `None` if the server shuts down first.
+async fn in_turn<T>(state: &AppState, read: impl Future<Output = T>) -> Option<T> {
+    let turn = async {
+        let _permit = state.replays.acquire().await;
+        read.await
+    };
+    tokio::select! {
+        _ = state.shutdown.cancelled() => None,
+        done = turn => Some(done),
     }
 }
 
