@@ -104,14 +104,7 @@ async fn fill(
     collection: &str,
     count: u32,
 ) -> anyhow::Result<()> {
-    let response = admin
-        .post(format!("{base}/api/v1/collections"))
-        .json(&json!({ "name": collection }))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("creating {collection}: {}", response.status());
-    }
+    create_collection(admin, base, collection).await?;
     let started = Instant::now();
     let writers: Vec<_> = (0..8)
         .map(|writer| {
@@ -144,6 +137,22 @@ async fn fill(
         "filled {collection} with {count} records in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn create_collection(
+    admin: &reqwest::Client,
+    base: &str,
+    collection: &str,
+) -> anyhow::Result<()> {
+    let response = admin
+        .post(format!("{base}/api/v1/collections"))
+        .json(&json!({ "name": collection }))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("creating {collection}: {}", response.status());
+    }
     Ok(())
 }
 
@@ -288,14 +297,7 @@ async fn diff(
     collection: &str,
     rounds: u32,
 ) -> anyhow::Result<()> {
-    let response = admin
-        .post(format!("{base}/api/v1/collections"))
-        .json(&json!({ "name": collection }))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("creating {collection}: {}", response.status());
-    }
+    create_collection(admin, base, collection).await?;
     let mut record = serde_json::Map::new();
     record.insert("id".into(), json!("r"));
     for n in 0..19 {

@@ -60,29 +60,21 @@ pub fn now_secs() -> u64 {
 
 /// A client that sends `token` as a Bearer token with every request.
 pub fn client_with_token(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    with_token(token).build().unwrap()
 }
 
 /// Like [`client_with_token`], opening a new connection for every request.
 pub fn fresh_connections(token: &str) -> reqwest::Client {
+    with_token(token).pool_max_idle_per_host(0).build().unwrap()
+}
+
+fn with_token(token: &str) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().default_headers(headers)
 }
 
 /// Builds a server. A persistent database released by a server that just
