@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_SETTLE", value_parser = settle_duration)]
     pub settle: Option<Duration>,
 
+    /// With a server (`ws://`): how often this node tells the others how far
+    /// its writes are committed, so that they deliver its writes without
+    /// the settle window. Each time is a small write to the database.
+    #[arg(long, env = "LIVEHUB_SHARE_INTERVAL", default_value = "10ms", value_parser = positive_duration)]
+    pub share_interval: Duration,
+
     /// Events queued per stream before a slow client is disconnected (it then
     /// resumes from its last event id, losing nothing).
     #[arg(long, env = "LIVEHUB_STREAM_BUFFER", default_value_t = 4096)]

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Stamp;
 use crate::event::{Detail, Event, EventId, EventKind, Source};
 use crate::hub::Hub;
+use crate::peers::Peers;
 use crate::store::{
     CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError, WriteTracker, Written,
 };
@@ -309,6 +310,9 @@ pub struct Feed {
     pub hub: Hub,
     pub poll_interval: Duration,
     pub settle: Duration,
+    /// The other nodes sharing the database, when it is a server: the feed
+    /// also stays below their low stamps (see `peers`).
+    pub peers: Option<Peers>,
 }
 
 impl Feed {
@@ -328,6 +332,25 @@ impl Feed {
             .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY))
     }
 
+    /// Counts a failed read, says so (less often as failures go on) and
+    /// backs off before the next. False if shutdown came meanwhile.
+    async fn failed(
+        &self,
+        failures: &mut u32,
+        error: &StoreError,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        *failures += 1;
+        if *failures == 1 || failures.is_power_of_two() {
+            tracing::warn!(%error, failures, "reading the changefeed failed; retrying");
+        }
+        let backoff = Duration::from_millis(50 * u64::from((*failures).min(40)));
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(backoff) => true,
+        }
+    }
+
     /// Tails the changefeed until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut cursor = self.hub.cursor();
@@ -342,10 +365,15 @@ impl Feed {
         let mut audit = LateAudit::new(cursor, lookback);
         let mut last_audit = tokio::time::Instant::now();
         let mut page = PageSize::default();
+        // Whether the last watermark was another node's low stamp: then
+        // look again once it may have published a new one.
+        let mut held_by_peers = false;
         loop {
-            let wait = match held_back.take() {
-                Some(stamp) => self.until_deliverable(stamp),
-                None => self.poll_interval,
+            let wait = match (held_back.take(), &self.peers) {
+                (Some(_), Some(peers)) if held_by_peers => (peers.interval() / 2)
+                    .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY)),
+                (Some(stamp), _) => self.until_deliverable(stamp),
+                (None, _) => self.poll_interval,
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -353,7 +381,28 @@ impl Feed {
                 _ = tokio::time::sleep(wait) => {}
             }
             loop {
-                let watermark = writes.watermark(self.settle);
+                let mut watermark = writes.watermark(self.settle);
+                held_by_peers = false;
+                if let Some(peers) = &self.peers {
+                    // After this node's own watermark (and its clock): see `peers`.
+                    let low = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        low = peers.low_stamp() => low,
+                    };
+                    match low {
+                        Ok(Some(low)) if low < watermark => {
+                            watermark = low;
+                            held_by_peers = true;
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            if !self.failed(&mut failures, &error, &shutdown).await {
+                                return;
+                            }
+                            break;
+                        }
+                    }
+                }
                 if watermark <= cursor {
                     // Nothing can be delivered yet; look again shortly.
                     held_back = Some(cursor);
@@ -385,14 +434,8 @@ impl Feed {
                         }
                     }
                     Err(error) => {
-                        failures += 1;
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(%error, failures, "reading the changefeed failed; retrying");
-                        }
-                        let backoff = Duration::from_millis(50 * u64::from(failures.min(40)));
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
+                        if !self.failed(&mut failures, &error, &shutdown).await {
+                            return;
                         }
                         break;
                     }

@@ -15,7 +15,9 @@
 //! * [`collection`]: collection names, record keys and metadata.
 //! * [`event`]: events, their audiences, ids and SSE encoding.
 //! * [`store`]: the only SurrealQL: collections, records, changefeed reads.
-//! * [`feed`]: the changefeed tailer and its watermark.
+//! * [`feed`]: the changefeed tailer and its watermark; `peers`: the
+//!   other nodes' low stamps, so writes cross nodes without the settle
+//!   window.
 //! * [`hub`]: fan-out to subscriptions, grouped and indexed by filter;
 //!   [`rulebook`]: every collection's rules as of the hub's cursor;
 //!   [`revocations`]: sign-outs.
@@ -34,6 +36,7 @@ pub mod config;
 mod error;
 pub mod event;
 mod feed;
+mod peers;
 mod fields;
 mod front;
 /// The filter language (the `livehub-filter` crate of this workspace).
@@ -102,6 +105,8 @@ pub struct Server {
     cors: Option<tower_http::cors::CorsLayer>,
     dev_token: Option<String>,
     presence_task: tokio::task::JoinHandle<()>,
+    /// The other nodes on the same database server (none when embedded).
+    peers: Option<peers::Peers>,
 }
 
 impl Server {
@@ -118,6 +123,13 @@ impl Server {
         let presence_rule = presence::PresenceRule::parse(&config.presence_rule)
             .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
         let store = Store::connect(&config, WriteTracker::new()).await?;
+        // Before anything can write: see `peers`.
+        let peers = if config.embedded_db() {
+            None
+        } else {
+            let peers = peers::Peers::join(store.clone(), config.share_interval);
+            Some(peers.await.context("joining the nodes that share the database")?)
+        };
         // The feed starts at the present: older changes reach clients by replay.
         let start = store
             .writes()
@@ -138,6 +150,7 @@ impl Server {
         let channel_rules = channels::ChannelRules::parse(&config.channel_rules)?;
         Ok(Server {
             presence_task,
+            peers,
             cors,
             state: AppState {
                 presence,
@@ -190,9 +203,18 @@ impl Server {
                 hub: state.hub.clone(),
                 poll_interval: config.poll_interval,
                 settle: config.settle_window(),
+                peers: self.peers.clone(),
             },
             token.clone(),
         ));
+        // A server can go away: writes then fail at once (see `store::health`).
+        let health = (!config.embedded_db())
+            .then(|| tokio::spawn(state.store.clone().watch_health(token.clone())));
+        // Stopped once nothing is served any more (writes may run until then).
+        let stop_sharing = CancellationToken::new();
+        let sharing = self
+            .peers
+            .map(|peers| tokio::spawn(peers.run(stop_sharing.clone())));
         // Samples the hub's counters once a second, for events-per-second.
         let sampler = {
             let (metrics, hub, stop) = (state.metrics.clone(), state.hub.clone(), token.clone());
@@ -237,6 +259,10 @@ impl Server {
         };
         token.cancel();
         sampler.abort();
+        if let Some(health) = health {
+            health.abort();
+        }
+        stop_sharing.cancel();
         // Present users leave now, rather than when their entries expire.
         let _ = tokio::time::timeout(config.shutdown_grace, self.presence_task).await;
         // The feed stops at its next await; a database read that hangs
@@ -246,6 +272,9 @@ impl Server {
             .is_err()
         {
             feed.abort();
+        }
+        if let Some(sharing) = sharing {
+            let _ = tokio::time::timeout(peers::SHARE_TTL * 2, sharing).await;
         }
         result
     }

@@ -17,6 +17,9 @@ const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// `GET /readyz`: 200 only while the database answers (503 otherwise,
 /// whatever the reason, within 2 s).
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if !state.store.is_available() {
+        return Err(ApiError::Unavailable);
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready"}))),
         Ok(Err(error)) => {

@@ -15,7 +15,9 @@
 //! One file per concern: `schema` (livehub's tables and the replay bounds),
 //! `tracker` (writes in flight, for the feed's watermark), `collections`,
 //! `records`, `tickets`, `notices` (notices, sign-outs and channel
-//! messages), `presence`, and `changes` (reading the changefeed).
+//! messages), `presence`, `nodes` (the nodes' shared low stamps),
+//! `health` (whether a database server answers) and `changes` (reading the
+//! changefeed).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,6 +33,8 @@ use crate::config::Config;
 
 mod changes;
 mod collections;
+mod health;
+mod nodes;
 mod notices;
 mod presence;
 mod records;
@@ -101,6 +105,8 @@ pub struct Store {
     /// Changes before this stamp may have been purged under an earlier, shorter
     /// retention setting.
     horizon: Stamp,
+    /// Whether the database answers (see `health`).
+    available: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why the changes after an event id cannot all be replayed.
@@ -149,6 +155,7 @@ impl Store {
             retention: config.retention,
             epoch: Stamp(0),
             horizon: Stamp(0),
+            available: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         store.init().await.context("preparing livehub's tables")?;
         Ok(store)
@@ -201,6 +208,9 @@ impl Store {
     /// response, the error that caused a failure, if any, and the write's
     /// guard: the caller acknowledges what it changed, or drops it.
     async fn write(&self, sql: String, vars: Json) -> Result<Ran, StoreError> {
+        if !self.is_available() {
+            return Err(StoreError::Unavailable);
+        }
         let db = self.db.clone();
         let writes = self.writes.clone();
         let task = tokio::spawn(async move {

@@ -34,6 +34,10 @@ pub(super) const PRESENCE_LOG_TABLE: &str = "_lh_presence_log";
 /// start; changes travel as notices).
 pub(super) const REVOCATIONS_TABLE: &str = "_lh_revocations";
 
+/// The nodes sharing this database, with how far their writes are
+/// committed (no changefeed: see `peers`).
+pub(super) const NODES_TABLE: &str = "_lh_nodes";
+
 /// Thrown inside a write transaction when the collection does not exist, so
 /// that SurrealDB never creates an undefined table (one without a changefeed).
 pub(super) const NO_COLLECTION: &str = "livehub: no such collection";
@@ -66,7 +70,8 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {PRESENCE_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {PRESENCE_USERS_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {PRESENCE_LOG_TABLE} SCHEMALESS;
-             ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};"
+             ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};
+             DEFINE TABLE IF NOT EXISTS {NODES_TABLE} SCHEMALESS;"
         );
         let mut response = self
             .db

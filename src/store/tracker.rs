@@ -181,6 +181,11 @@ impl WriteTracker {
         }
     }
 
+    /// Whether no write is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.lock().writes.is_empty()
+    }
+
     /// How many writes have been acknowledged so far.
     pub fn acknowledged(&self) -> u64 {
         self.lock().acknowledged

@@ -1,0 +1,308 @@
+//! The database's faults, with the real server: killed and restarted on
+//! its data, paused, and connections cut in the middle of reads. Nodes
+//! recover by themselves, and no committed change is missing for a client.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::helpers::{HANG_GUARD, SseClient, TestApp};
+use crate::surreal::SurrealServer;
+
+/// A client of one node's stream of `posts` that resumes from its last id
+/// whenever the stream ends, as `EventSource` does.
+struct Follower<'a> {
+    node: &'a TestApp,
+    stream: Option<SseClient>,
+    last_id: Option<String>,
+    /// Record ids received, in order.
+    seen: Vec<String>,
+}
+
+impl<'a> Follower<'a> {
+    async fn open(node: &'a TestApp) -> Follower<'a> {
+        let mut follower = Follower {
+            node,
+            stream: None,
+            last_id: None,
+            seen: Vec::new(),
+        };
+        follower.connect().await;
+        follower
+    }
+
+    async fn connect(&mut self) {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        loop {
+            let mut request = self.node.client.get(self.node.url("/api/v1/realtime/posts"));
+            if let Some(id) = &self.last_id {
+                request = request.header("Last-Event-ID", id);
+            }
+            match request.send().await {
+                Ok(response) if response.status() == 200 => {
+                    let mut stream = SseClient::new(response);
+                    stream.connected().await;
+                    self.stream = Some(stream);
+                    return;
+                }
+                // The node refuses while the database is away: retry.
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "the stream reopens");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Reads until every id of `expected` has arrived; panics on a repeat.
+    async fn until_seen(&mut self, expected: &BTreeSet<String>) {
+        loop {
+            let have: BTreeSet<&String> = self.seen.iter().collect();
+            assert_eq!(have.len(), self.seen.len(), "a change came twice: {:?}", self.seen);
+            if expected.iter().all(|key| have.contains(key)) {
+                return;
+            }
+            let event = self.stream.as_mut().unwrap().next().await;
+            match event {
+                Some(event) if event.event.starts_with("record.") => {
+                    let data: Value = serde_json::from_str(&event.data).unwrap();
+                    self.seen.push(data["record_id"].as_str().unwrap().to_owned());
+                    self.last_id = Some(event.id);
+                }
+                Some(event) => {
+                    assert!(
+                        event.event.starts_with("collection."),
+                        "unexpected {event:?}"
+                    );
+                }
+                None => self.connect().await,
+            }
+        }
+    }
+}
+
+/// Polls `node`'s `/readyz` until it answers `status`.
+async fn ready_becomes(node: &TestApp, status: u16) {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let response = node.anonymous.get(node.url("/readyz")).send().await.unwrap();
+        if response.status() == status {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/readyz never became {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates `posts/{id}` through `node`, retrying while the node answers 503
+/// (it is reconnecting): for after a fault.
+async fn create_when_back(node: &TestApp, id: &str) {
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    loop {
+        let response = node
+            .post("/api/v1/collections/posts/records", &json!({ "id": id }))
+            .await;
+        match response.status().as_u16() {
+            201 => return,
+            503 => {
+                assert!(tokio::time::Instant::now() < deadline, "writes never came back");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            status => panic!("{status}: {}", response.text().await.unwrap()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_killed_and_restarted_loses_no_committed_change() {
+    let mut server = SurrealServer::start().await;
+    let nodes = server.nodes("crash", 2).await;
+    nodes[0].create_collection("posts").await;
+    let mut followers = Vec::new();
+    for node in &nodes {
+        followers.push(Follower::open(node).await);
+    }
+    let mut committed = BTreeSet::new();
+    for n in 0..6 {
+        let id = format!("before{n}");
+        nodes[n % 2].create_record("posts", json!({ "id": id })).await;
+        committed.insert(id);
+    }
+
+    server.kill();
+    for node in &nodes {
+        ready_becomes(node, 503).await;
+        // A write fails at once with a clear answer, not after the write
+        // timeout (30 s; the guard is shorter).
+        let body = json!({"id": "down"});
+        let write = node.post("/api/v1/collections/posts/records", &body);
+        let response = tokio::time::timeout(HANG_GUARD, write)
+            .await
+            .expect("a write while the database is down does not hang");
+        assert_eq!(response.status(), 503);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert_eq!(body["error"]["message"], "the database is unavailable");
+    }
+
+    server.restart().await;
+    for node in &nodes {
+        ready_becomes(node, 200).await;
+    }
+    for n in 0..6 {
+        let id = format!("after{n}");
+        create_when_back(&nodes[n % 2], &id).await;
+        committed.insert(id);
+    }
+    for follower in &mut followers {
+        follower.until_seen(&committed).await;
+        assert!(!follower.seen.contains(&"down".to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn nodes_recover_from_a_paused_database_without_a_restart() {
+    let server = SurrealServer::start().await;
+    let nodes = server.nodes("pause", 2).await;
+    nodes[0].create_collection("posts").await;
+    let mut followers = Vec::new();
+    for node in &nodes {
+        followers.push(Follower::open(node).await);
+    }
+    let mut committed = BTreeSet::from(["first".to_owned()]);
+    nodes[0].create_record("posts", json!({"id": "first"})).await;
+
+    server.pause();
+    // A write during the pause: answered once the database is back, or
+    // refused; either way the answer says what happened.
+    let body = json!({"id": "paused"});
+    let paused_write = nodes[1].post("/api/v1/collections/posts/records", &body);
+    let (response, ()) = tokio::join!(paused_write, tokio::time::sleep(Duration::from_secs(5)));
+    server.resume();
+    match response.status().as_u16() {
+        201 => {
+            committed.insert("paused".to_owned());
+        }
+        503 => {}
+        status => panic!("a write during the pause: {status}"),
+    }
+
+    for n in 0..6 {
+        let id = format!("after{n}");
+        create_when_back(&nodes[n % 2], &id).await;
+        committed.insert(id);
+    }
+    for follower in &mut followers {
+        follower.until_seen(&committed).await;
+    }
+    for node in &nodes {
+        ready_becomes(node, 200).await;
+    }
+}
+
+/// A TCP relay between nodes and the server whose connections the test
+/// can cut, as a network failure would.
+struct Relay {
+    port: u16,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+impl Relay {
+    async fn to(port: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_port = listener.local_addr().unwrap().port();
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
+                        continue;
+                    };
+                    let relay = tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    });
+                    connections.lock().unwrap().push(relay);
+                }
+            }
+        });
+        Relay {
+            port: relay_port,
+            connections,
+            accept,
+        }
+    }
+
+    /// Drops every open connection (both ends see it closed).
+    fn cut(&self) -> usize {
+        let cut: Vec<JoinHandle<()>> = self.connections.lock().unwrap().drain(..).collect();
+        let count = cut.iter().filter(|relay| !relay.is_finished()).count();
+        for relay in cut {
+            relay.abort();
+        }
+        count
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_connection_breaks_mid_read_neither_skips_nor_repeats() {
+    const RECORDS: usize = 3_000;
+    let server = SurrealServer::start().await;
+    let relay = Relay::to(server.port).await;
+    let mut config = server.node_config("cuts");
+    config.db = format!("ws://127.0.0.1:{}", relay.port);
+    let node = TestApp::spawn_with(config).await;
+    node.create_collection("posts").await;
+    let mut follower = Follower::open(&node).await;
+
+    // An outside writer, straight to the server, writes large records in
+    // batches, so that the node's reads are long; meanwhile its connection
+    // is cut again and again.
+    let writer = tokio::spawn({
+        let url = server.url();
+        async move {
+            let db = surrealdb::engine::any::connect(url).await.unwrap();
+            db.signin(surrealdb::opt::auth::Root {
+                username: "root".into(),
+                password: "root".into(),
+            })
+            .await
+            .unwrap();
+            db.use_ns("livehub").use_db("cuts").await.unwrap();
+            let blob = "x".repeat(4_000);
+            for batch in 0..RECORDS / 100 {
+                let ids: Vec<String> = (0..100).map(|n| format!("r{}", batch * 100 + n)).collect();
+                db.query("FOR $id IN $ids { CREATE type::record('posts', $id) CONTENT { blob: $blob } }")
+                    .bind(("ids", ids))
+                    .bind(("blob", blob.clone()))
+                    .await
+                    .unwrap()
+                    .check()
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let mut cuts = 0;
+    while !writer.is_finished() {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cuts += relay.cut();
+    }
+    writer.await.unwrap();
+    assert!(cuts >= 3, "the node's connection was cut {cuts} times");
+    let expected: BTreeSet<String> = (0..RECORDS).map(|n| format!("r{n}")).collect();
+    follower.until_seen(&expected).await;
+    assert_eq!(follower.seen.len(), RECORDS, "each change once");
+}

@@ -1,0 +1,371 @@
+//! Several nodes on one real SurrealDB server act as one service: one id
+//! per commit, resume anywhere, one presence list, notices on every node,
+//! and writes straight into the server reaching every stream.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    HANG_GUARD, SseClient, TestApp, client_with_token, now_secs, open_stream,
+};
+use crate::surreal::{SurrealServer, free_port};
+
+/// `(event id, record id)` of the next `count` record events.
+async fn record_events(stream: &mut SseClient, count: usize) -> Vec<(String, String)> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let event = stream.record_event().await;
+        let data: Value = serde_json::from_str(&event.data).unwrap();
+        seen.push((event.id, data["record_id"].as_str().unwrap().to_owned()));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_commit_has_one_id_on_every_node_and_a_client_resumes_on_any() {
+    let server = SurrealServer::start().await;
+    let nodes = server.nodes("ids", 3).await;
+    nodes[0].create_collection("posts").await;
+    let mut streams = Vec::new();
+    for node in &nodes {
+        let mut stream = node.stream("/api/v1/realtime/posts", None).await;
+        stream.connected().await;
+        streams.push(stream);
+    }
+    // Writes through every node.
+    for n in 0..9 {
+        nodes[n % 3]
+            .create_record("posts", json!({"id": format!("p{n}"), "n": n}))
+            .await;
+    }
+    let on_first = record_events(&mut streams[0], 9).await;
+    for stream in &mut streams[1..] {
+        assert_eq!(record_events(stream, 9).await, on_first, "the same ids");
+    }
+    let keys: BTreeSet<&str> = on_first.iter().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(keys.len(), 9, "every write once: {on_first:?}");
+
+    // A client of node 0 that saw four events resumes on node 2 while
+    // writes go on through node 1: nothing missing, nothing twice.
+    drop(streams);
+    for n in 9..12 {
+        nodes[1]
+            .create_record("posts", json!({"id": format!("p{n}"), "n": n}))
+            .await;
+    }
+    let (last_seen, _) = &on_first[3];
+    let mut resumed = nodes[2]
+        .stream("/api/v1/realtime/posts", Some(last_seen))
+        .await;
+    resumed.connected().await;
+    let rest = record_events(&mut resumed, 8).await;
+    assert_eq!(rest[..5], on_first[4..], "the replay, with the same ids");
+    let keys: Vec<&str> = rest[5..].iter().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(keys, ["p9", "p10", "p11"], "then what came after");
+    // Live from here: a write through node 0 comes next, nothing before it.
+    nodes[0].create_record("posts", json!({"id": "live"})).await;
+    let (_, key) = record_events(&mut resumed, 1).await.remove(0);
+    assert_eq!(key, "live");
+}
+
+/// An admin's stream of everything on `node`, presence included.
+async fn observer(node: &TestApp) -> SseClient {
+    let response = node
+        .client
+        .get(node.url("/api/v1/realtime"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseClient::with_presence(response);
+    stream.connected().await;
+    stream
+}
+
+/// The next presence event about `user`: `(type, data)`.
+async fn presence_of(stream: &mut SseClient, user: &str) -> (String, Value) {
+    loop {
+        let (kind, body) = stream.json_event().await;
+        if kind.starts_with("user.") && body["data"]["user_id"] == user {
+            return (kind, body["data"].clone());
+        }
+    }
+}
+
+/// `user`'s entry in `node`'s presence list, if present.
+async fn listed(node: &TestApp, user: &str) -> Option<Value> {
+    let list: Value = node.get("/api/v1/presence").await.json().await.unwrap();
+    list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["user_id"] == user)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_user_with_tabs_on_two_nodes_joins_once_and_leaves_after_the_last() {
+    let server = SurrealServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut config = server.node_config("presence");
+        config.presence_grace = Duration::ZERO;
+        nodes.push(TestApp::spawn_with(config).await);
+    }
+    let mut watch = observer(&nodes[0]).await;
+    let ann = client_with_token(&nodes[0].token(json!({"sub": "ann", "name": "Ann"})));
+    let tab_a = open_stream(&ann, nodes[0].url("/api/v1/realtime")).await;
+    let (kind, _) = presence_of(&mut watch, "ann").await;
+    assert_eq!(kind, "user.joined");
+    let tab_b = open_stream(&ann, nodes[1].url("/api/v1/realtime")).await;
+    // Both nodes list ann once, with both tabs (node 1 has counted its own
+    // once its list says so).
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    for node in &nodes {
+        loop {
+            let entry = listed(node, "ann").await.expect("ann is listed");
+            if entry["connections"] == 2 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{entry}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    drop(tab_a);
+    // Closing the tab on node 0 is no leave: a marker shows nothing came.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes[1]
+        .post("/api/v1/admin/broadcast", &json!({"message": "mark"}))
+        .await;
+    loop {
+        let (kind, body) = watch.json_event().await;
+        assert!(
+            !(kind.starts_with("user.") && body["data"]["user_id"] == "ann"),
+            "{kind} {body}"
+        );
+        if kind == "system.announcement" {
+            break;
+        }
+    }
+    drop(tab_b);
+    let (kind, data) = presence_of(&mut watch, "ann").await;
+    assert_eq!(kind, "user.left");
+    assert_eq!(data["connections"], 0);
+    assert!(listed(&nodes[1], "ann").await.is_none());
+}
+
+#[tokio::test]
+async fn a_node_killed_with_sigkill_leaves_no_ghost() {
+    let server = SurrealServer::start().await;
+    let mut config = server.node_config("ghosts");
+    config.presence_ttl = Duration::from_secs(2);
+    let survivor = TestApp::spawn_with(config).await;
+    let mut watch = observer(&survivor).await;
+
+    // The node to kill: the real binary, so that it can die mid-life.
+    let port = free_port();
+    let mut args = server.node_args("ghosts");
+    args.extend(
+        [
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--presence-ttl",
+            "2s",
+            "--jwt-secret",
+            crate::helpers::TEST_SECRET,
+        ]
+        .map(String::from),
+    );
+    let mut doomed = Command::new(env!("CARGO_BIN_EXE_livehub"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let doomed_url = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + HANG_GUARD;
+    while !matches!(reqwest::get(format!("{doomed_url}/readyz")).await, Ok(r) if r.status() == 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the node starts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ann = client_with_token(&survivor.token(json!({"sub": "ann"})));
+    let _tab = open_stream(&ann, format!("{doomed_url}/api/v1/realtime")).await;
+    let (kind, _) = presence_of(&mut watch, "ann").await;
+    assert_eq!(kind, "user.joined");
+    assert!(listed(&survivor, "ann").await.is_some());
+
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    // The surviving node sweeps the dead node's entry once it expires.
+    let (kind, _) = presence_of(&mut watch, "ann").await;
+    assert_eq!(kind, "user.left");
+    assert!(listed(&survivor, "ann").await.is_none());
+}
+
+/// The next event on `stream` that is not a collection event.
+async fn next_notice(stream: &mut SseClient) -> (String, Value) {
+    loop {
+        let (kind, body) = stream.json_event().await;
+        if !kind.starts_with("collection.") {
+            return (kind, body);
+        }
+    }
+}
+
+#[tokio::test]
+async fn messages_announcements_sign_outs_tickets_and_rules_reach_every_node() {
+    let server = SurrealServer::start().await;
+    let nodes = server.nodes("notices", 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.create_collection("posts").await;
+    let ann = client_with_token(&a.token(json!({"sub": "ann"})));
+    let bob = client_with_token(&a.token(json!({"sub": "bob"})));
+
+    // A channel message published through A reaches a subscriber on B.
+    let mut room = open_stream(&bob, b.url("/api/v1/realtime?channels=room")).await;
+    let sent = ann
+        .post(a.url("/api/v1/channels/room/messages"))
+        .json(&json!({"text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let (kind, body) = next_notice(&mut room).await;
+    assert_eq!(kind, "channel.message");
+    assert_eq!(body["data"]["message"], json!({"text": "hi"}));
+
+    // An announcement made on B reaches a stream on A.
+    let mut ann_on_a = open_stream(&ann, a.url("/api/v1/realtime/posts")).await;
+    let sent = b
+        .post("/api/v1/admin/broadcast", &json!({"message": "hello all"}))
+        .await;
+    assert_eq!(sent.status(), 202);
+    let (kind, body) = next_notice(&mut ann_on_a).await;
+    assert_eq!(kind, "system.announcement");
+    assert_eq!(body["data"]["message"], "hello all");
+
+    // A ticket issued by A opens one stream on B, and is then spent on A too.
+    let tickets = a.url("/api/v1/realtime/tickets");
+    let issued: Value = ann.post(&tickets).send().await.unwrap().json().await.unwrap();
+    let ticket = issued["ticket"].as_str().unwrap();
+    let on_b = b
+        .anonymous
+        .get(b.url(&format!("/api/v1/realtime/posts?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 200);
+    let again_on_a = a
+        .anonymous
+        .get(a.url(&format!("/api/v1/realtime/posts?ticket={ticket}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again_on_a.status(), 401, "single use across nodes");
+    drop(on_b);
+
+    // A rule changed through A holds on B: posts become admin-only, and
+    // ann's stream on B is told.
+    let mut ann_on_b = open_stream(&ann, b.url("/api/v1/realtime/posts")).await;
+    let changed = a
+        .patch("/api/v1/collections/posts", &json!({"rules": {"read": null}}))
+        .await;
+    assert_eq!(changed.status(), 200);
+    let (kind, body) = ann_on_b.json_event().await;
+    assert_eq!(kind, "collection.updated", "{body}");
+    a.create_record("posts", json!({"id": "secret"})).await;
+    b.post("/api/v1/admin/broadcast", &json!({"message": "mark"}))
+        .await;
+    let (kind, body) = next_notice(&mut ann_on_b).await;
+    assert_eq!(kind, "system.announcement", "ann no longer sees posts: {body}");
+    let listed = ann
+        .get(b.url("/api/v1/collections/posts/records"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 403, "B enforces A's rule");
+
+    // Signing ann out on B ends her streams on A and refuses her token there.
+    let signed_out = b.post("/api/v1/admin/users/ann/disconnect", &json!({})).await;
+    assert_eq!(signed_out.status(), 202);
+    let (kind, body) = next_notice(&mut ann_on_a).await;
+    assert_eq!(kind, "forced_logout");
+    assert_eq!(body["data"]["user_id"], "ann");
+    assert!(ann_on_a.next().await.is_none(), "then the stream ends");
+    let refused = ann.get(a.url("/api/v1/realtime")).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "A refuses the signed-out token");
+    let fresh = client_with_token(&a.token(json!({"sub": "ann", "iat": now_secs() + 1})));
+    let accepted = fresh.get(a.url("/api/v1/realtime")).send().await.unwrap();
+    assert_eq!(accepted.status(), 200, "a later token works");
+}
+
+/// SurrealDB clients writing straight into the server (not through
+/// livehub): every change reaches every stream of every node, and
+/// `/metrics` counts late changes (none at the default settle window).
+#[tokio::test]
+async fn writes_straight_into_the_server_reach_every_stream_of_every_node() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 3_000;
+    let server = SurrealServer::start().await;
+    let nodes = server.nodes("outside", 2).await;
+    nodes[0].create_collection("posts").await;
+    let mut streams = Vec::new();
+    for node in &nodes {
+        let mut stream = node.stream("/api/v1/realtime/posts", None).await;
+        stream.connected().await;
+        streams.push(stream);
+    }
+
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let url = server.url();
+        writers.push(tokio::spawn(async move {
+            let db = surrealdb::engine::any::connect(url).await.unwrap();
+            db.signin(surrealdb::opt::auth::Root {
+                username: "root".into(),
+                password: "root".into(),
+            })
+            .await
+            .unwrap();
+            db.use_ns("livehub").use_db("outside").await.unwrap();
+            for n in 0..EACH {
+                db.query("CREATE type::record('posts', $id) CONTENT { writer: $writer, n: $n }")
+                    .bind(("id", format!("w{writer}-{n}")))
+                    .bind(("writer", writer))
+                    .bind(("n", n))
+                    .await
+                    .unwrap()
+                    .check()
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        tokio::time::timeout(Duration::from_secs(600), writer)
+            .await
+            .expect("the writers finish")
+            .unwrap();
+    }
+    for stream in &mut streams {
+        let events = record_events(stream, WRITERS * EACH).await;
+        let keys: BTreeSet<&str> = events.iter().map(|(_, key)| key.as_str()).collect();
+        assert_eq!(keys.len(), WRITERS * EACH, "every write, once");
+        // Ids are fixed-width hex: their text order is their order.
+        assert!(
+            events.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "in id order"
+        );
+    }
+    for node in &nodes {
+        let metrics = node.get("/metrics").await.text().await.unwrap();
+        assert!(
+            metrics.contains("livehub_late_changes_total 0\n"),
+            "no late changes at the default settle window: {}",
+            metrics.lines().find(|line| line.starts_with("livehub_late_changes_total")).unwrap_or("(missing)")
+        );
+    }
+}
