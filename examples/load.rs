@@ -6,8 +6,10 @@
 //!
 //! Without `--url` it starts a livehub server in this process on a loopback
 //! port (in-memory database), so one command measures everything; with
-//! `--url` it loads a server that is already running. Loopback only: the
-//! tool refuses any other address.
+//! `--url` it loads a server that is already running, or several nodes of
+//! one database (`--url a,b`: streams and writers take turns over them;
+//! `--write-url` sends every write to one node, to measure delivery across
+//! nodes). Loopback only: the tool refuses any other address.
 //!
 //! Latency is measured from the moment a write request is sent to the moment
 //! a stream has read the event: an upper bound on commit-to-client latency,
@@ -26,9 +28,14 @@ use tokio::sync::Barrier;
 #[derive(Parser, Debug)]
 #[command(about = "Load livehub's SSE streams and measure delivery latency and throughput")]
 struct Options {
-    /// A running server to load (loopback only). Default: start one here.
+    /// Running servers to load (loopback only), comma-separated: nodes of
+    /// one database, over which streams and writers are spread. Default:
+    /// start one here.
+    #[arg(long, value_delimiter = ',')]
+    url: Vec<String>,
+    /// Write through this node only (loopback only); streams stay on `--url`.
     #[arg(long)]
-    url: Option<String>,
+    write_url: Option<String>,
     /// An admin token for `--url` (the one the server printed at start).
     #[arg(long, env = "LIVEHUB_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -56,6 +63,19 @@ struct Options {
     rooms: u64,
 }
 
+/// `url` without a trailing slash, if it is a loopback address.
+fn loopback(url: &str) -> anyhow::Result<String> {
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
+        bail!("--url and --write-url must be loopback addresses, not {url}");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 /// What one stream saw: latencies (microseconds from the write request) of
 /// the events it received.
 struct StreamReport {
@@ -66,27 +86,26 @@ struct StreamReport {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
-    let (base, token, _server) = match &options.url {
-        Some(url) => {
-            let host = url
-                .trim_start_matches("http://")
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default();
-            if !(host == "localhost" || host.starts_with("127.") || host == "[::1]") {
-                bail!("--url must be a loopback address, not {url}");
-            }
-            let token = options
-                .token
-                .clone()
-                .context("--url needs --token (or LIVEHUB_TOKEN): an admin token")?;
-            (url.trim_end_matches('/').to_owned(), token, None)
-        }
-        None => {
-            let (url, token, handle) = start_server().await?;
-            (url, token, Some(handle))
-        }
+    let (bases, token, _server) = if options.url.is_empty() {
+        let (url, token, handle) = start_server().await?;
+        (vec![url], token, Some(handle))
+    } else {
+        let token = options
+            .token
+            .clone()
+            .context("--url needs --token (or LIVEHUB_TOKEN): an admin token")?;
+        let bases: Vec<String> = options
+            .url
+            .iter()
+            .map(|url| loopback(url))
+            .collect::<anyhow::Result<_>>()?;
+        (bases, token, None)
     };
+    let write_bases = match &options.write_url {
+        Some(url) => vec![loopback(url)?],
+        None => bases.clone(),
+    };
+    let base = bases[0].clone();
     let mut auth = reqwest::header::HeaderMap::new();
     auth.insert(
         reqwest::header::AUTHORIZATION,
@@ -105,6 +124,17 @@ async fn main() -> anyhow::Result<()> {
     if !response.status().is_success() {
         bail!("creating the collection failed: {}", response.status());
     }
+    // Other nodes learn of the collection from the changefeed.
+    for node in bases.iter().chain(&write_bases) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let url = format!("{node}/api/v1/collections/{collection}/records?limit=1");
+        while client.get(&url).send().await?.status() != 200 {
+            if Instant::now() > deadline {
+                bail!("{node} never saw the collection");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     // Send times, by sequence number, in microseconds since `origin`.
     let origin = Instant::now();
@@ -120,9 +150,9 @@ async fn main() -> anyhow::Result<()> {
     // Open every stream and wait until all are connected.
     let ready = Arc::new(Barrier::new(options.streams + 1));
     let mut streams = Vec::with_capacity(options.streams);
-    let stream_url = match options.room_filter {
-        Some(room) => format!("{base}/api/v1/realtime/{collection}?query=room%3D{room}"),
-        None => format!("{base}/api/v1/realtime/{collection}"),
+    let stream_path = match options.room_filter {
+        Some(room) => format!("/api/v1/realtime/{collection}?query=room%3D{room}"),
+        None => format!("/api/v1/realtime/{collection}"),
     };
     // One client for every stream: a response being streamed holds its
     // connection, so each stream still gets a connection of its own. (A
@@ -133,9 +163,9 @@ async fn main() -> anyhow::Result<()> {
         .default_headers(auth.clone())
         .build()?;
     let opened = Instant::now();
-    for _ in 0..options.streams {
+    for index in 0..options.streams {
         let stream_client = streams_client.clone();
-        let url = stream_url.clone();
+        let url = format!("{}{stream_path}", bases[index % bases.len()]);
         let ready = ready.clone();
         let sent_at = sent_at.clone();
         let deadline = options.timeout;
@@ -160,9 +190,10 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
-    for _ in 0..options.writers {
+    for writer in 0..options.writers {
         let client = client.clone();
-        let url = format!("{base}/api/v1/collections/{collection}/records");
+        let node = &write_bases[writer % write_bases.len()];
+        let url = format!("{node}/api/v1/collections/{collection}/records");
         let next = next.clone();
         let sent_at = sent_at.clone();
         let (writes, rate, rooms) = (options.writes as u64, options.rate, options.rooms);

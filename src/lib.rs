@@ -36,9 +36,9 @@ pub mod config;
 mod error;
 pub mod event;
 mod feed;
-mod peers;
 mod fields;
 mod front;
+mod peers;
 /// The filter language (the `livehub-filter` crate of this workspace).
 pub use livehub_filter as filter;
 pub mod hub;
@@ -128,7 +128,11 @@ impl Server {
             None
         } else {
             let peers = peers::Peers::join(store.clone(), config.share_interval);
-            Some(peers.await.context("joining the nodes that share the database")?)
+            Some(
+                peers
+                    .await
+                    .context("joining the nodes that share the database")?,
+            )
         };
         // The feed starts at the present: older changes reach clients by replay.
         let start = store

@@ -19,7 +19,8 @@ impl Store {
         low: Stamp,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let expires = unix_ms_now().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let expires =
+            unix_ms_now().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         self.db
             .query(format!(
                 "UPSERT type::record('{NODES_TABLE}', $node) SET low = $low, expires = $expires RETURN NONE"

@@ -10,90 +10,26 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{HANG_GUARD, SseClient, TestApp};
+use crate::helpers::{Follower, HANG_GUARD, TestApp};
 use crate::surreal::SurrealServer;
-
-/// A client of one node's stream of `posts` that resumes from its last id
-/// whenever the stream ends, as `EventSource` does.
-struct Follower<'a> {
-    node: &'a TestApp,
-    stream: Option<SseClient>,
-    last_id: Option<String>,
-    /// Record ids received, in order.
-    seen: Vec<String>,
-}
-
-impl<'a> Follower<'a> {
-    async fn open(node: &'a TestApp) -> Follower<'a> {
-        let mut follower = Follower {
-            node,
-            stream: None,
-            last_id: None,
-            seen: Vec::new(),
-        };
-        follower.connect().await;
-        follower
-    }
-
-    async fn connect(&mut self) {
-        let deadline = tokio::time::Instant::now() + HANG_GUARD;
-        loop {
-            let mut request = self.node.client.get(self.node.url("/api/v1/realtime/posts"));
-            if let Some(id) = &self.last_id {
-                request = request.header("Last-Event-ID", id);
-            }
-            match request.send().await {
-                Ok(response) if response.status() == 200 => {
-                    let mut stream = SseClient::new(response);
-                    stream.connected().await;
-                    self.stream = Some(stream);
-                    return;
-                }
-                // The node refuses while the database is away: retry.
-                _ => {
-                    assert!(tokio::time::Instant::now() < deadline, "the stream reopens");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    /// Reads until every id of `expected` has arrived; panics on a repeat.
-    async fn until_seen(&mut self, expected: &BTreeSet<String>) {
-        loop {
-            let have: BTreeSet<&String> = self.seen.iter().collect();
-            assert_eq!(have.len(), self.seen.len(), "a change came twice: {:?}", self.seen);
-            if expected.iter().all(|key| have.contains(key)) {
-                return;
-            }
-            let event = self.stream.as_mut().unwrap().next().await;
-            match event {
-                Some(event) if event.event.starts_with("record.") => {
-                    let data: Value = serde_json::from_str(&event.data).unwrap();
-                    self.seen.push(data["record_id"].as_str().unwrap().to_owned());
-                    self.last_id = Some(event.id);
-                }
-                Some(event) => {
-                    assert!(
-                        event.event.starts_with("collection."),
-                        "unexpected {event:?}"
-                    );
-                }
-                None => self.connect().await,
-            }
-        }
-    }
-}
 
 /// Polls `node`'s `/readyz` until it answers `status`.
 async fn ready_becomes(node: &TestApp, status: u16) {
     let deadline = tokio::time::Instant::now() + HANG_GUARD;
     loop {
-        let response = node.anonymous.get(node.url("/readyz")).send().await.unwrap();
+        let response = node
+            .anonymous
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .unwrap();
         if response.status() == status {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "/readyz never became {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never became {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -109,7 +45,10 @@ async fn create_when_back(node: &TestApp, id: &str) {
         match response.status().as_u16() {
             201 => return,
             503 => {
-                assert!(tokio::time::Instant::now() < deadline, "writes never came back");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "writes never came back"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             status => panic!("{status}: {}", response.text().await.unwrap()),
@@ -129,7 +68,9 @@ async fn a_database_killed_and_restarted_loses_no_committed_change() {
     let mut committed = BTreeSet::new();
     for n in 0..6 {
         let id = format!("before{n}");
-        nodes[n % 2].create_record("posts", json!({ "id": id })).await;
+        nodes[n % 2]
+            .create_record("posts", json!({ "id": id }))
+            .await;
         committed.insert(id);
     }
 
@@ -174,7 +115,9 @@ async fn nodes_recover_from_a_paused_database_without_a_restart() {
         followers.push(Follower::open(node).await);
     }
     let mut committed = BTreeSet::from(["first".to_owned()]);
-    nodes[0].create_record("posts", json!({"id": "first"})).await;
+    nodes[0]
+        .create_record("posts", json!({"id": "first"}))
+        .await;
 
     server.pause();
     // A write during the pause: answered once the database is back, or
@@ -284,13 +227,15 @@ async fn a_node_whose_connection_breaks_mid_read_neither_skips_nor_repeats() {
             let blob = "x".repeat(4_000);
             for batch in 0..RECORDS / 100 {
                 let ids: Vec<String> = (0..100).map(|n| format!("r{}", batch * 100 + n)).collect();
-                db.query("FOR $id IN $ids { CREATE type::record('posts', $id) CONTENT { blob: $blob } }")
-                    .bind(("ids", ids))
-                    .bind(("blob", blob.clone()))
-                    .await
-                    .unwrap()
-                    .check()
-                    .unwrap();
+                db.query(
+                    "FOR $id IN $ids { CREATE type::record('posts', $id) CONTENT { blob: $blob } }",
+                )
+                .bind(("ids", ids))
+                .bind(("blob", blob.clone()))
+                .await
+                .unwrap()
+                .check()
+                .unwrap();
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

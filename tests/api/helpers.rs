@@ -1,6 +1,7 @@
 //! Shared test helpers: a real server on a loopback port, a real HTTP client
 //! and a real SSE client.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use eventsource_stream::{Event, Eventsource};
@@ -376,6 +377,83 @@ impl SseClient {
             }
         }
         records
+    }
+}
+
+/// A client of one node's stream of `posts` that resumes from its last id
+/// whenever the stream ends, as `EventSource` does.
+pub struct Follower<'a> {
+    node: &'a TestApp,
+    stream: Option<SseClient>,
+    last_id: Option<String>,
+    /// Record ids received, in order.
+    pub seen: Vec<String>,
+}
+
+impl<'a> Follower<'a> {
+    pub async fn open(node: &'a TestApp) -> Follower<'a> {
+        let mut follower = Follower {
+            node,
+            stream: None,
+            last_id: None,
+            seen: Vec::new(),
+        };
+        follower.connect().await;
+        follower
+    }
+
+    async fn connect(&mut self) {
+        let deadline = tokio::time::Instant::now() + HANG_GUARD;
+        loop {
+            let mut request = self
+                .node
+                .client
+                .get(self.node.url("/api/v1/realtime/posts"));
+            if let Some(id) = &self.last_id {
+                request = request.header("Last-Event-ID", id);
+            }
+            match request.send().await {
+                Ok(response) if response.status() == 200 => {
+                    let mut stream = SseClient::new(response);
+                    stream.connected().await;
+                    self.stream = Some(stream);
+                    return;
+                }
+                // The node refuses while the database is away: retry.
+                _ => {
+                    assert!(tokio::time::Instant::now() < deadline, "the stream reopens");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Reads until every id of `expected` has arrived; panics on a repeat.
+    pub async fn until_seen(&mut self, expected: &BTreeSet<String>) {
+        let mut have: BTreeSet<String> = self.seen.iter().cloned().collect();
+        let mut missing = expected.iter().filter(|key| !have.contains(*key)).count();
+        while missing > 0 {
+            let event = self.stream.as_mut().unwrap().next().await;
+            match event {
+                Some(event) if event.event.starts_with("record.") => {
+                    let data: Value = serde_json::from_str(&event.data).unwrap();
+                    let key = data["record_id"].as_str().unwrap().to_owned();
+                    assert!(have.insert(key.clone()), "{key} came twice");
+                    if expected.contains(&key) {
+                        missing -= 1;
+                    }
+                    self.seen.push(key);
+                    self.last_id = Some(event.id);
+                }
+                Some(event) => {
+                    assert!(
+                        event.event.starts_with("collection."),
+                        "unexpected {event:?}"
+                    );
+                }
+                None => self.connect().await,
+            }
+        }
     }
 }
 

@@ -10,9 +10,9 @@ use crate::helpers::{HANG_GUARD, SseClient, TestApp, test_config};
 
 /// nginx on a free loopback port in front of `upstream`, with the repo's
 /// locations; stopped when dropped.
-struct Nginx {
+pub struct Nginx {
     child: Child,
-    url: String,
+    pub url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +23,12 @@ impl Drop for Nginx {
     }
 }
 
-async fn nginx_in_front_of(upstream: &str) -> Nginx {
+/// nginx in front of the livehub nodes at `upstreams` (`host:port`s).
+pub async fn nginx_in_front_of(upstreams: &[&str]) -> Nginx {
+    let servers: String = upstreams
+        .iter()
+        .map(|upstream| format!("server {upstream}; "))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -45,7 +50,7 @@ async fn nginx_in_front_of(upstream: &str) -> Nginx {
              fastcgi_temp_path {path}/fastcgi;
              uwsgi_temp_path {path}/uwsgi;
              scgi_temp_path {path}/scgi;
-             upstream livehub {{ server {upstream}; }}
+             upstream livehub {{ {servers}}}
              server {{
                  listen 127.0.0.1:{port};
                  include {locations};
@@ -91,7 +96,7 @@ async fn streams_pass_through_nginx_unbuffered_with_the_clients_address() {
         )
         .await;
     assert_eq!(response.status(), 201);
-    let nginx = nginx_in_front_of(app.address.trim_start_matches("http://")).await;
+    let nginx = nginx_in_front_of(&[app.address.trim_start_matches("http://")]).await;
     // Clients as nginx sees them (each says who it is; nginx appends the
     // address it got the request from, which livehub trusts).
     let open = |client: &'static str| {

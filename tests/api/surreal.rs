@@ -96,7 +96,15 @@ impl SurrealServer {
             .unwrap();
         let child = Command::new(binary())
             .args(["start", "--bind", &format!("127.0.0.1:{}", self.port)])
-            .args(["--user", ROOT, "--pass", ROOT, "--log", "warn", "--no-banner"])
+            .args([
+                "--user",
+                ROOT,
+                "--pass",
+                ROOT,
+                "--log",
+                "warn",
+                "--no-banner",
+            ])
             .arg(&data)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
