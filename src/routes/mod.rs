@@ -74,6 +74,10 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
             post(tickets::create).get(realtime::stream_tickets_collection),
         )
         .fallback(route_not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            operations::refuse_without_database,
+        ))
         .layer(middleware::from_fn(json_method_not_allowed))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -30,6 +30,21 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     }
 }
 
+/// While the database server does not answer, API requests get a 503 at
+/// once: the SurrealDB client would hold them until it has reconnected.
+/// Health, readiness, metrics and the demo page still answer; open streams
+/// stay open and go on once the database is back.
+pub async fn refuse_without_database(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !state.store.is_available() && request.uri().path().starts_with("/api/") {
+        return ApiError::Unavailable.into_response();
+    }
+    next.run(request).await
+}
+
 /// `GET /metrics`: counts only (no record data), for a Prometheus scraper.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = state.metrics.render(

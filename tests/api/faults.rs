@@ -119,19 +119,39 @@ async fn nodes_recover_from_a_paused_database_without_a_restart() {
         .create_record("posts", json!({"id": "first"}))
         .await;
 
+    let paused_at = tokio::time::Instant::now();
     server.pause();
-    // A write during the pause: answered once the database is back, or
-    // refused; either way the answer says what happened.
-    let body = json!({"id": "paused"});
-    let paused_write = nodes[1].post("/api/v1/collections/posts/records", &body);
-    let (response, ()) = tokio::join!(paused_write, tokio::time::sleep(Duration::from_secs(5)));
+    // A write sent as the database stops: answered once it is back (or
+    // refused after the write timeout); either way the answer is true.
+    let in_flight = tokio::spawn(
+        nodes[1]
+            .client
+            .post(nodes[1].url("/api/v1/collections/posts/records"))
+            .json(&json!({"id": "in_flight"}))
+            .send(),
+    );
+    for node in &nodes {
+        ready_becomes(node, 503).await;
+        let body = json!({"id": "refused"});
+        let write = node.post("/api/v1/collections/posts/records", &body);
+        let response = tokio::time::timeout(HANG_GUARD, write)
+            .await
+            .expect("a write while the database is paused does not hang");
+        assert_eq!(response.status(), 503);
+    }
+    tokio::time::sleep_until(paused_at + Duration::from_secs(5)).await;
     server.resume();
-    match response.status().as_u16() {
+    let in_flight = tokio::time::timeout(Duration::from_secs(60), in_flight)
+        .await
+        .expect("the write in flight is answered")
+        .unwrap()
+        .unwrap();
+    match in_flight.status().as_u16() {
         201 => {
-            committed.insert("paused".to_owned());
+            committed.insert("in_flight".to_owned());
         }
         503 => {}
-        status => panic!("a write during the pause: {status}"),
+        status => panic!("the write in flight during the pause: {status}"),
     }
 
     for n in 0..6 {
@@ -141,6 +161,7 @@ async fn nodes_recover_from_a_paused_database_without_a_restart() {
     }
     for follower in &mut followers {
         follower.until_seen(&committed).await;
+        assert!(!follower.seen.contains(&"refused".to_owned()));
     }
     for node in &nodes {
         ready_becomes(node, 200).await;
