@@ -443,3 +443,49 @@ async fn nginx_balances_streams_and_writes_over_two_nodes() {
         assert_eq!(record_events(stream, 6).await, first);
     }
 }
+
+/// With only livehub writing (`--settle 0`), nodes deliver each other's
+/// writes by their shared low stamps: concurrent writers through both
+/// nodes, and every stream of every node gets every write.
+#[tokio::test]
+async fn without_a_settle_window_nodes_lose_none_of_each_others_writes() {
+    const WRITERS_PER_NODE: usize = 4;
+    const EACH: usize = 300;
+    let server = SurrealServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut config = server.node_config("shared");
+        config.settle = Some(Duration::ZERO);
+        nodes.push(TestApp::spawn_with(config).await);
+    }
+    nodes[0].create_collection("posts").await;
+    let mut followers = Vec::new();
+    for node in &nodes {
+        followers.push(Follower::open(node).await);
+    }
+    let writing = futures::future::join_all((0..2 * WRITERS_PER_NODE).map(|writer| {
+        let node = &nodes[writer % 2];
+        async move {
+            for n in 0..EACH {
+                node.create_record("posts", json!({"id": format!("w{writer}-{n}")}))
+                    .await;
+            }
+        }
+    }));
+    let expected: BTreeSet<String> = (0..2 * WRITERS_PER_NODE)
+        .flat_map(|writer| (0..EACH).map(move |n| format!("w{writer}-{n}")))
+        .collect();
+    let reading = futures::future::join_all(
+        followers
+            .iter_mut()
+            .map(|follower| follower.until_seen(&expected)),
+    );
+    tokio::join!(writing, reading);
+    for node in &nodes {
+        let metrics = node.get("/metrics").await.text().await.unwrap();
+        assert!(
+            metrics.contains("livehub_late_changes_total 0\n"),
+            "no change became visible behind a node's feed"
+        );
+    }
+}
