@@ -62,9 +62,10 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_SETTLE", value_parser = settle_duration)]
     pub settle: Option<Duration>,
 
-    /// With a server (`ws://`): how often this node tells the others how far
-    /// its writes are committed, so that they deliver its writes without
-    /// the settle window. Each time is a small write to the database.
+    /// With a server (`ws://`) and a `--settle` under 100ms: how often this
+    /// node tells the others how far its writes are committed, so that they
+    /// deliver its writes without the settle window. Each time is a small
+    /// write to the database.
     #[arg(long, env = "LIVEHUB_SHARE_INTERVAL", default_value = "10ms", value_parser = positive_duration)]
     pub share_interval: Duration,
 

@@ -124,7 +124,7 @@ impl Server {
             .map_err(|error| anyhow::anyhow!("--presence-rule: {error}"))?;
         let store = Store::connect(&config, WriteTracker::new()).await?;
         // Before anything can write: see `peers`.
-        let peers = if config.embedded_db() {
+        let peers = if config.embedded_db() || config.settle_window() >= peers::USEFUL_BELOW {
             None
         } else {
             let peers = peers::Peers::join(store.clone(), config.share_interval);

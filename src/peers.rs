@@ -21,7 +21,8 @@
 //! [`SHARE_TTL`]; until then the others hold back at its last low stamp. A
 //! node that stops cleanly deletes its row. Writers that are not livehub
 //! nodes publish nothing: they still need the settle window, so the speed
-//! up is for deployments where only livehub writes (`--settle 0`).
+//! up is for deployments where only livehub writes (`--settle 0`), and
+//! nodes share only when the window is short ([`USEFUL_BELOW`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,13 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Stamp;
 use crate::collection::RecordKey;
 use crate::store::{Store, StoreError};
+
+/// Nodes share low stamps only with a settle window shorter than this:
+/// with a longer one, every change waits longer for the window than it
+/// would for the others' low stamps, and each share is a write to the
+/// database (100 a second per node at the default interval; two idle
+/// nodes sharing cost a debug-built server a quarter of a core here).
+pub const USEFUL_BELOW: Duration = Duration::from_millis(100);
 
 /// How long a node's row outlives its last refresh: how long a dead node
 /// can hold the others back. Short, since the row says little about a
