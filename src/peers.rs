@@ -6,7 +6,8 @@
 //! flight (see `feed`). Another node's writes are invisible to that
 //! tracker, which is what the settle window (`--settle`) guards against.
 //! With peers, every node publishes its *low stamp*, `min(start of its
-//! writes in flight, its clock)`, every `--share-interval`, and the feed
+//! writes in flight, its clock)`, every `--share-interval` and whenever
+//! one of its writes completes (one publication at a time), and the feed
 //! also stays below the lowest low stamp of the other live nodes. That
 //! bound is sound:
 //!
@@ -94,9 +95,12 @@ impl Peers {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
+            // On every tick, and as soon as a write completes: the others
+            // deliver that write once they read a low stamp above it.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = self.store.writes().completed_for_peers() => {}
             }
             let published = tokio::select! {
                 _ = shutdown.cancelled() => break,

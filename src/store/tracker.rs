@@ -36,6 +36,9 @@ struct TrackerInner {
     in_flight: Mutex<InFlight>,
     /// Woken when a write completes, so the feed reads at once.
     completed: Notify,
+    /// Woken when a write completes, so this node shares its new low stamp
+    /// with the other nodes at once (see `peers`).
+    completed_for_peers: Notify,
 }
 
 #[derive(Default)]
@@ -201,6 +204,11 @@ impl WriteTracker {
         self.inner.completed.notified().await
     }
 
+    /// Like [`Self::completed`], for the task that shares the low stamp.
+    pub async fn completed_for_peers(&self) {
+        self.inner.completed_for_peers.notified().await
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
         // A panic while holding this lock leaves the set consistent (each
         // operation is a single insert or remove), so poisoning is ignored.
@@ -215,6 +223,7 @@ impl Drop for WriteGuard {
     fn drop(&mut self) {
         self.tracker.lock().writes.remove(&self.key);
         self.tracker.inner.completed.notify_one();
+        self.tracker.inner.completed_for_peers.notify_one();
     }
 }
 
