@@ -34,6 +34,21 @@ async fn ready_becomes(node: &TestApp, status: u16) {
     }
 }
 
+/// Writing `posts/{id}` through `node` while its database does not answer
+/// gets a clear 503 at once: not after the write timeout (30 s), which the
+/// guard is shorter than.
+async fn refused_at_once(node: &TestApp, id: &str) {
+    let body = json!({ "id": id });
+    let write = node.post("/api/v1/collections/posts/records", &body);
+    let response = tokio::time::timeout(HANG_GUARD, write)
+        .await
+        .expect("a write while the database is away does not hang");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(body["error"]["message"], "the database is unavailable");
+}
+
 /// Creates `posts/{id}` through `node`, retrying while the node answers 503
 /// (it is reconnecting): for after a fault.
 async fn create_when_back(node: &TestApp, id: &str) {
@@ -77,17 +92,7 @@ async fn a_database_killed_and_restarted_loses_no_committed_change() {
     server.kill();
     for node in &nodes {
         ready_becomes(node, 503).await;
-        // A write fails at once with a clear answer, not after the write
-        // timeout (30 s; the guard is shorter).
-        let body = json!({"id": "down"});
-        let write = node.post("/api/v1/collections/posts/records", &body);
-        let response = tokio::time::timeout(HANG_GUARD, write)
-            .await
-            .expect("a write while the database is down does not hang");
-        assert_eq!(response.status(), 503);
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "unavailable", "{body}");
-        assert_eq!(body["error"]["message"], "the database is unavailable");
+        refused_at_once(node, "down").await;
     }
 
     server.restart().await;
@@ -132,12 +137,7 @@ async fn nodes_recover_from_a_paused_database_without_a_restart() {
     );
     for node in &nodes {
         ready_becomes(node, 503).await;
-        let body = json!({"id": "refused"});
-        let write = node.post("/api/v1/collections/posts/records", &body);
-        let response = tokio::time::timeout(HANG_GUARD, write)
-            .await
-            .expect("a write while the database is paused does not hang");
-        assert_eq!(response.status(), 503);
+        refused_at_once(node, "refused").await;
     }
     tokio::time::sleep_until(paused_at + Duration::from_secs(5)).await;
     server.resume();
@@ -234,17 +234,9 @@ async fn a_node_whose_connection_breaks_mid_read_neither_skips_nor_repeats() {
     // An outside writer, straight to the server, writes large records in
     // batches, so that the node's reads are long; meanwhile its connection
     // is cut again and again.
+    let db = server.outside_client("cuts").await;
     let writer = tokio::spawn({
-        let url = server.url();
         async move {
-            let db = surrealdb::engine::any::connect(url).await.unwrap();
-            db.signin(surrealdb::opt::auth::Root {
-                username: "root".into(),
-                password: "root".into(),
-            })
-            .await
-            .unwrap();
-            db.use_ns("livehub").use_db("cuts").await.unwrap();
             let blob = "x".repeat(4_000);
             for batch in 0..RECORDS / 100 {
                 let ids: Vec<String> = (0..100).map(|n| format!("r{}", batch * 100 + n)).collect();

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{
     Follower, HANG_GUARD, SseClient, TestApp, client_with_token, now_secs, open_stream,
 };
+use crate::presence::observer;
 use crate::surreal::{SurrealServer, free_port};
 
 /// `(event id, record id)` of the next `count` record events.
@@ -69,19 +70,6 @@ async fn a_commit_has_one_id_on_every_node_and_a_client_resumes_on_any() {
     nodes[0].create_record("posts", json!({"id": "live"})).await;
     let (_, key) = record_events(&mut resumed, 1).await.remove(0);
     assert_eq!(key, "live");
-}
-
-/// An admin's stream of everything on `node`, presence included.
-async fn observer(node: &TestApp) -> SseClient {
-    let response = node
-        .client
-        .get(node.url("/api/v1/realtime"))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = SseClient::with_presence(response);
-    stream.connected().await;
-    stream
 }
 
 /// The next presence event about `user`: `(type, data)`.
@@ -334,16 +322,8 @@ async fn writes_straight_into_the_server_reach_every_stream_of_every_node() {
 
     let mut writers = Vec::new();
     for writer in 0..WRITERS {
-        let url = server.url();
+        let db = server.outside_client("outside").await;
         writers.push(tokio::spawn(async move {
-            let db = surrealdb::engine::any::connect(url).await.unwrap();
-            db.signin(surrealdb::opt::auth::Root {
-                username: "root".into(),
-                password: "root".into(),
-            })
-            .await
-            .unwrap();
-            db.use_ns("livehub").use_db("outside").await.unwrap();
             for n in 0..EACH {
                 db.query("CREATE type::record('posts', $id) CONTENT { writer: $writer, n: $n }")
                     .bind(("id", format!("w{writer}-{n}")))

@@ -15,7 +15,7 @@ async fn spawn_with_grace(grace: Duration) -> TestApp {
 }
 
 /// An admin's stream of every collection, with presence events.
-async fn observer(app: &TestApp) -> SseClient {
+pub async fn observer(app: &TestApp) -> SseClient {
     let response = app
         .client
         .get(app.url("/api/v1/realtime"))

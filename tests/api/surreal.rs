@@ -183,6 +183,24 @@ impl SurrealServer {
         .to_vec()
     }
 
+    /// A SurrealDB client of database `db`, signed in as root: an outside
+    /// writer, going straight to the server rather than through livehub.
+    pub async fn outside_client(
+        &self,
+        db: &str,
+    ) -> surrealdb::Surreal<surrealdb::engine::any::Any> {
+        let client = surrealdb::engine::any::connect(self.url()).await.unwrap();
+        client
+            .signin(surrealdb::opt::auth::Root {
+                username: ROOT.into(),
+                password: ROOT.into(),
+            })
+            .await
+            .unwrap();
+        client.use_ns("livehub").use_db(db).await.unwrap();
+        client
+    }
+
     /// `count` nodes in this process sharing database `db`.
     pub async fn nodes(&self, db: &str, count: usize) -> Vec<TestApp> {
         let mut nodes = Vec::with_capacity(count);
