@@ -32,14 +32,20 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
 
 /// While the database server does not answer, API requests get a 503 at
 /// once: the SurrealDB client would hold them until it has reconnected.
-/// Health, readiness, metrics and the demo page still answer; open streams
-/// stay open and go on once the database is back.
+/// A stream request gets an empty stream with `retry:` instead (a browser
+/// gives up on any other status). Health, readiness, metrics and the demo
+/// page still answer; open streams stay open and go on once the database
+/// is back.
 pub async fn refuse_without_database(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if !state.store.is_available() && request.uri().path().starts_with("/api/") {
+    let path = request.uri().path();
+    if !state.store.is_available() && path.starts_with("/api/") {
+        if request.method() == axum::http::Method::GET && path.starts_with("/api/v1/realtime") {
+            return super::realtime::come_back_later(state.config.retry);
+        }
         return ApiError::Unavailable.into_response();
     }
     next.run(request).await

@@ -290,6 +290,11 @@ async fn open_stream(
         let chunk = session.next_chunk().await?;
         Some((Ok::<Bytes, Infallible>(chunk), session))
     }));
+    Ok(event_stream(body))
+}
+
+/// A `text/event-stream` response, uncached and unbuffered by proxies.
+fn event_stream(body: Body) -> Response {
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
@@ -301,7 +306,19 @@ async fn open_stream(
         HeaderValue::from_static("no-cache, no-transform"),
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
+}
+
+/// The answer to a stream request while the database does not answer: an
+/// empty stream that asks the client to come back in `retry`. Any status
+/// but 200 would make a browser's `EventSource` give up for good; a stream
+/// that ends makes it reconnect, with its `Last-Event-ID`.
+pub(super) fn come_back_later(retry: std::time::Duration) -> Response {
+    let text = format!(
+        ": the database is unavailable; reconnect later\nretry: {}\n\n",
+        retry.as_millis()
+    );
+    event_stream(Body::from(text))
 }
 
 /// `snapshot_limit` and `snapshot_sort`, if given: the first N records by

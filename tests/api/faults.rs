@@ -93,6 +93,20 @@ async fn a_database_killed_and_restarted_loses_no_committed_change() {
     for node in &nodes {
         ready_becomes(node, 503).await;
         refused_at_once(node, "down").await;
+        // A new stream is asked to come back later, with a status a browser
+        // retries (200 and an ended stream), not one it gives up on.
+        let request = node.client.get(node.url("/api/v1/realtime/posts")).send();
+        let response = tokio::time::timeout(HANG_GUARD, request)
+            .await
+            .expect("a stream request while the database is down does not hang")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let body = tokio::time::timeout(HANG_GUARD, response.text())
+            .await
+            .expect("the stream ends")
+            .unwrap();
+        assert!(body.contains("\nretry: 2000\n"), "{body}");
     }
 
     server.restart().await;

@@ -415,9 +415,15 @@ impl<'a> Follower<'a> {
             match request.send().await {
                 Ok(response) if response.status() == 200 => {
                     let mut stream = SseClient::new(response);
-                    stream.connected().await;
-                    self.stream = Some(stream);
-                    return;
+                    // While the database is away the node answers an empty
+                    // stream that asks to come back later.
+                    if let Some(first) = stream.next().await {
+                        assert_eq!(first.event, "connected", "first event: {first:?}");
+                        self.stream = Some(stream);
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "the stream reopens");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 // The node refuses while the database is away: retry.
                 _ => {
