@@ -45,6 +45,13 @@ pub enum ApiError {
     /// 413: the body is larger than `--max-body-bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 410: a change page's cursor can no longer be served (the same
+    /// reasons a stream's `reset` gives).
+    #[error("{message}")]
+    CursorUnavailable {
+        reason: &'static str,
+        message: String,
+    },
     /// 503: the database does not answer.
     #[error("the database is unavailable")]
     Unavailable,
@@ -82,6 +89,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyStreams(_) | ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::CursorUnavailable { .. } => StatusCode::GONE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,6 +107,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::CursorUnavailable { .. } => "cursor_unavailable",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -119,6 +128,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::InvalidFilter { message, column } => {
                 json!({"error": {"code": code, "message": message, "column": column}})
+            }
+            ApiError::CursorUnavailable { reason, message } => {
+                json!({"error": {"code": code, "message": message, "reason": reason}})
             }
             other => json!({"error": {"code": code, "message": other.to_string()}}),
         };

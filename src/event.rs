@@ -439,6 +439,15 @@ impl Event {
     }
 }
 
+/// The JSON body of a frame [`sse_frame`] encoded: what follows its
+/// `data: `, without the blank line. Change pages send events as this JSON,
+/// sliced from the frame each event already holds rather than encoded again.
+pub fn frame_data(frame: &Bytes) -> Bytes {
+    let start = memchr::memmem::find(frame, b"data: ").map_or(0, |at| at + b"data: ".len());
+    let end = frame.len().saturating_sub(2).max(start);
+    frame.slice(start..end)
+}
+
 /// Encodes one SSE message.
 ///
 /// `id` and `event` must be values this server made (they are never record

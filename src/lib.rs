@@ -45,6 +45,7 @@ pub mod hub;
 pub mod identity;
 mod limits;
 mod metrics;
+mod pages;
 mod presence;
 pub mod proxies;
 mod revocations;

@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource. `openapi.yaml` is its contract.
 
 mod admin;
+mod changes;
 mod channels;
 mod collections;
 mod extract;
@@ -41,6 +42,7 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route("/metrics", get(operations::metrics))
         .route("/api/v1/stats", get(operations::stats))
         .route("/api/v1/presence", get(presence::list))
+        .route("/api/v1/changes", get(changes::page))
         .route("/api/v1/channels/{name}/messages", post(channels::publish))
         .route("/api/v1/admin/broadcast", post(admin::broadcast))
         .route("/api/v1/admin/users/{id}/disconnect", post(admin::sign_out))

@@ -100,26 +100,33 @@ pub async fn stream_tickets_collection(
 /// Most topics (collections and channels) on one connection.
 const MAX_TOPICS: usize = 32;
 
-/// What a stream asks for, from the route's collection (if any) and the
-/// query: `collections=` and `channels=` (comma-separated) name topics;
+/// The `collections=` and `channels=` lists of a request, as sent.
+#[derive(Clone, Copy)]
+pub(super) struct TopicLists<'a> {
+    pub collections: Option<&'a str>,
+    pub channels: Option<&'a str>,
+}
+
+/// What a stream (or a change page) asks for, from the route's collection
+/// (if any) and the query: `collections=` and `channels=` (comma-separated) name topics;
 /// `filter.<collection>=` filters a named collection; `query=` filters the
 /// route's collection, or every collection.
-fn plan(
+pub(super) fn plan(
     route: Option<String>,
-    params: &StreamParams,
+    topics: TopicLists<'_>,
     raw_query: Option<&str>,
     query: Option<Filter>,
 ) -> Result<Plan, ApiError> {
-    let list = |text: &Option<String>| -> Vec<String> {
-        text.iter()
+    let list = |text: Option<&str>| -> Vec<String> {
+        text.into_iter()
             .flat_map(|text| text.split(','))
             .map(str::trim)
             .filter(|name| !name.is_empty())
             .map(str::to_owned)
             .collect()
     };
-    let mut names = list(&params.collections);
-    let mut channels = list(&params.channels);
+    let mut names = list(topics.collections);
+    let mut channels = list(topics.channels);
     let mut seen = std::collections::HashSet::new();
     channels.retain(|channel| seen.insert(channel.clone()));
     for channel in &channels {
@@ -203,7 +210,11 @@ async fn open_stream(
     };
     let resume = resume_id(headers, params.last_event_id.as_deref())?;
     let single = route.clone();
-    let plan = plan(route, &params, raw_query.as_deref(), query)?;
+    let topics = TopicLists {
+        collections: params.collections.as_deref(),
+        channels: params.channels.as_deref(),
+    };
+    let plan = plan(route, topics, raw_query.as_deref(), query)?;
     let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
     let first = first_n(&params)?;
     let wants_snapshot = params.snapshot.unwrap_or(false);

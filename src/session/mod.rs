@@ -407,26 +407,8 @@ impl Session {
         }
     }
 
-    /// The frame of `event` for this stream: as encoded once for everyone,
-    /// or projected to its fields, or as a merge patch (`diff=true`) when
-    /// the client held the record before the change.
     fn frame_of(&self, event: &Event, delivery: Delivery, rules: &RuleBook) -> Bytes {
-        if self.shape.is_whole()
-            || delivery == Delivery::Left
-            || event.kind.audience() != Audience::Record
-        {
-            return event.frame(delivery);
-        }
-        let data = self.shape.project(&event.data);
-        if self.shape.diff
-            && event.kind == EventKind::RecordUpdated
-            && let Some(before) = &event.before
-            && self.interest.saw_before(event, rules)
-        {
-            let patch = merge_patch(&self.shape.project(before), &data);
-            return event.frame_with(Payload::Patch(&patch));
-        }
-        event.frame_with(Payload::Data(&data))
+        frame_for(&self.shape, &self.interest, event, delivery, rules)
     }
 
     /// Reads one page of the gap; `None` if it held nothing for this stream.
@@ -551,6 +533,32 @@ impl Session {
     }
 }
 
+/// The frame of `event` for a subscriber with `shape` and `interest`: as
+/// encoded once for everyone, or projected to its fields, or as a merge
+/// patch (`diff=true`) when the subscriber held the record before the
+/// change.
+pub(crate) fn frame_for(
+    shape: &Shape,
+    interest: &Interest,
+    event: &Event,
+    delivery: Delivery,
+    rules: &RuleBook,
+) -> Bytes {
+    if shape.is_whole() || delivery == Delivery::Left || event.kind.audience() != Audience::Record {
+        return event.frame(delivery);
+    }
+    let data = shape.project(&event.data);
+    if shape.diff
+        && event.kind == EventKind::RecordUpdated
+        && let Some(before) = &event.before
+        && interest.saw_before(event, rules)
+    {
+        let patch = merge_patch(&shape.project(before), &data);
+        return event.frame_with(Payload::Patch(&patch));
+    }
+    event.frame_with(Payload::Data(&data))
+}
+
 /// The frames of one live chunk. A lone frame goes out as it is, shared
 /// with every other stream, not copied; several are copied into one buffer,
 /// so the socket takes them in one write.
@@ -590,7 +598,7 @@ impl Chunk {
 /// one of `--max-replays` permits for that read only, so many streams
 /// catching up at once take turns and long reads interleave with short
 /// ones. `None` if the server shuts down first.
-async fn in_turn<T>(state: &AppState, read: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn in_turn<T>(state: &AppState, read: impl Future<Output = T>) -> Option<T> {
     let turn = async {
         let _permit = state.replays.acquire().await;
         read.await
@@ -665,7 +673,7 @@ fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
 
 /// Whether a replayed event may reach a stream of `caller` (before its
 /// interest decides), judged by the rules of now.
-fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
+pub(crate) fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
     match event.kind.audience() {
         // A sign-out is news only while it happens: a stream resuming now
         // was opened with a token that passed it.

@@ -173,26 +173,32 @@ impl Store {
 
     /// Whether every change after `stamp` is still in the changefeed.
     pub fn replay_check(&self, stamp: Stamp) -> Result<(), Unreplayable> {
-        let now = SystemTime::now();
         // Every change from `stamp + 1` on must be retained.
         let first_needed = stamp.next();
-        if stamp > Stamp::at(now + FUTURE_TOLERANCE) {
+        if stamp > Stamp::at(SystemTime::now() + FUTURE_TOLERANCE) {
             return Err(Unreplayable::Unknown);
         }
         if first_needed < self.epoch {
             return Err(Unreplayable::BeforeDatabase);
         }
-        // A margin inside the window, so the changefeed's garbage collector
-        // cannot drop the start of the gap between this check and the read.
-        let margin = (self.retention / 10).min(Duration::from_secs(60));
-        let retained_since = Stamp::at(
-            now.checked_sub(self.retention.saturating_sub(margin))
-                .unwrap_or(SystemTime::UNIX_EPOCH),
-        );
-        if first_needed < retained_since.max(self.horizon) {
+        if first_needed < self.earliest_retained() {
             return Err(Unreplayable::Expired);
         }
         Ok(())
+    }
+
+    /// The oldest stamp whose changes can still be replayed: the start of
+    /// the changefeed's retention (less a margin, so its garbage collector
+    /// cannot drop the start of a gap between a check and the read), and
+    /// never before this database.
+    pub fn earliest_retained(&self) -> Stamp {
+        let margin = (self.retention / 10).min(Duration::from_secs(60));
+        let retained_since = Stamp::at(
+            SystemTime::now()
+                .checked_sub(self.retention.saturating_sub(margin))
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        );
+        retained_since.max(self.horizon).max(self.epoch)
     }
 
     /// Whether the database answers.

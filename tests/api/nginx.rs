@@ -25,6 +25,12 @@ impl Drop for Nginx {
 
 /// nginx in front of the livehub nodes at `upstreams` (`host:port`s).
 pub async fn nginx_in_front_of(upstreams: &[&str]) -> Nginx {
+    nginx_with(upstreams, false).await
+}
+
+/// nginx in front of `upstreams`, with the shipped change-page cache when
+/// `cache` is set.
+async fn nginx_with(upstreams: &[&str], cache: bool) -> Nginx {
     let servers: String = upstreams
         .iter()
         .map(|upstream| format!("server {upstream}; "))
@@ -37,6 +43,20 @@ pub async fn nginx_in_front_of(upstreams: &[&str]) -> Nginx {
         .port();
     let path = dir.path().display();
     let locations = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/livehub.conf");
+    let (cache_zone, cache_locations) = if cache {
+        (
+            format!("proxy_cache_path {path}/cache keys_zone=livehub_changes:1m;"),
+            format!(
+                "include {};",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/deploy/nginx/changes-cache.conf"
+                )
+            ),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let config = format!(
         "daemon off;
          worker_processes 1;
@@ -50,10 +70,12 @@ pub async fn nginx_in_front_of(upstreams: &[&str]) -> Nginx {
              fastcgi_temp_path {path}/fastcgi;
              uwsgi_temp_path {path}/uwsgi;
              scgi_temp_path {path}/scgi;
+             {cache_zone}
              upstream livehub {{ {servers}}}
              server {{
                  listen 127.0.0.1:{port};
                  include {locations};
+                 {cache_locations}
              }}
          }}"
     );
@@ -126,4 +148,58 @@ async fn streams_pass_through_nginx_unbuffered_with_the_clients_address() {
     app.create_record("public", json!({"id": "r1"})).await;
     let event = stream.record_event().await;
     assert!(event.data.contains("\"r1\""));
+}
+
+#[tokio::test]
+async fn nginx_serves_history_pages_from_its_cache_and_never_the_live_edge() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .post(
+            "/api/v1/collections",
+            &json!({"name": "public", "rules": {"read": "true"}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    for n in 0..5 {
+        app.create_record("public", json!({"id": format!("r{n}")}))
+            .await;
+    }
+    let nginx = nginx_with(&[app.address.trim_start_matches("http://")], true).await;
+    let get = |query: &str| {
+        let url = format!("{}/api/v1/changes?collections=public&{query}", nginx.url);
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let cache = response.headers()["x-cache-status"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (cache, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // A page of history: fetched once, then served by nginx.
+    let (first, history) = get("since=earliest&limit=2").await;
+    assert_eq!(history["caught_up"], false);
+    assert_eq!(first, "MISS");
+    let (second, again) = get("since=earliest&limit=2").await;
+    assert_eq!(
+        second, "HIT",
+        "a repeated history page comes from the cache"
+    );
+    assert_eq!(again, history);
+    // The live edge is asked of livehub every time, and sees new changes.
+    let edge = format!("since={}", history["next"].as_str().unwrap());
+    let (first, page) = get(&edge).await;
+    assert_eq!(page["caught_up"], true);
+    assert_ne!(first, "HIT");
+    app.create_record("public", json!({"id": "late"})).await;
+    let (second, page) = get(&edge).await;
+    assert_ne!(second, "HIT", "the live edge is never cached");
+    let ids: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap())
+        .collect();
+    // The first page held the collection's creation and `r0`.
+    assert_eq!(ids, ["r1", "r2", "r3", "r4", "late"]);
 }

@@ -1,0 +1,174 @@
+//! Change pages: the events a stream would carry, read as pages with a
+//! cursor, for services that capture changes and for clients behind
+//! proxies that break long streams.
+//!
+//! A page is the replay a stream resuming from the cursor would send,
+//! stopped after `limit` events. It subscribes to the hub first, like a
+//! stream, and reads the changefeed only below the subscription's start:
+//! everything there is final, so a page that fills up before that edge is
+//! history and never changes (the route lets caches keep it). A page that
+//! reaches the edge empty may wait for the next live events that match.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::AppState;
+use crate::clock::Stamp;
+use crate::error::ApiError;
+use crate::event::{Audience, Event, EventId, frame_data};
+use crate::feed::{PageSize, events_of, read_batch};
+use crate::hub::{Interest, Subscription};
+use crate::identity::Caller;
+use crate::session::{frame_for, in_turn, replayable};
+use crate::shape::Shape;
+
+/// Where a page starts and how much it may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    /// The page holds events after this one.
+    pub since: EventId,
+    /// At most this many events.
+    pub limit: usize,
+    /// How long a page that would be empty at the edge waits for events.
+    pub wait: Duration,
+}
+
+/// One page of events.
+pub struct Page {
+    /// Each event's JSON, as a stream's `data:` carries it.
+    pub events: Vec<Bytes>,
+    /// The cursor to ask for next: the page's last event, or the edge it
+    /// read up to.
+    pub next: EventId,
+    /// Whether the page reached the feed's edge. One that did not holds
+    /// exactly `limit` events, all final: asked again, it is the same.
+    pub caught_up: bool,
+}
+
+/// What a page is read for: the caller, and the interest its subscription
+/// was made with (the caller's read rules folded in).
+pub struct Reader<'a> {
+    pub state: &'a AppState,
+    pub caller: &'a Caller,
+    pub interest: &'a Interest,
+    pub shape: &'a Shape,
+}
+
+impl Reader<'_> {
+    /// Reads the page `request` asks for. The subscription must have been
+    /// made before (its start is the edge of history).
+    pub async fn read(
+        &self,
+        subscription: &mut Subscription,
+        request: PageRequest,
+    ) -> Result<Page, ApiError> {
+        self.state
+            .store
+            .replay_check(request.since.stamp)
+            .map_err(|reason| ApiError::CursorUnavailable {
+                reason: reason.as_str(),
+                message: format!(
+                    "the events after `{}` are not available ({}): start again from `since=earliest` or `since=now`, after reloading the current state",
+                    request.since,
+                    reason.as_str()
+                ),
+            })?;
+        let mut page = self.history(subscription.start, request).await?;
+        if page.events.is_empty() && !request.wait.is_zero() {
+            self.wait_for_live(subscription, request, &mut page).await;
+        }
+        Ok(page)
+    }
+
+    /// The events after `request.since` below `edge`, up to the limit.
+    async fn history(&self, edge: Stamp, request: PageRequest) -> Result<Page, ApiError> {
+        let state = self.state;
+        let mut events = Vec::new();
+        let mut since = request.since.stamp;
+        let mut size = PageSize::default();
+        while since < edge {
+            let read = read_batch(&state.store, since, edge, &size);
+            let batch = in_turn(state, read)
+                .await
+                .ok_or(ApiError::Unavailable)?
+                .map_err(|error| ApiError::Internal(error.into()))?;
+            let entries = batch.sets.iter().map(|set| set.entries).sum();
+            let read: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
+            size.observe(entries, &read);
+            // Replayed events are judged by the rules in force now.
+            let rules = state.hub.rules();
+            for event in read {
+                if event.id <= request.since || !replayable(self.caller, &rules, &event) {
+                    continue;
+                }
+                if let Some(delivery) = self.interest.delivery(&event, &rules) {
+                    let frame = frame_for(self.shape, self.interest, &event, delivery, &rules);
+                    events.push(frame_data(&frame));
+                    if events.len() >= request.limit {
+                        return Ok(Page {
+                            events,
+                            next: event.id,
+                            caught_up: false,
+                        });
+                    }
+                }
+            }
+            if !batch.more {
+                break;
+            }
+            since = batch.next_since;
+        }
+        Ok(Page {
+            events,
+            // A cursor ahead of this node's edge (from a node that is
+            // further on) stays where it is.
+            next: request.since.max(EventId::before_stamp(edge)),
+            caught_up: true,
+        })
+    }
+
+    /// Waits up to `request.wait` for live events, and puts those queued
+    /// when the first arrives into `page`. A collection event or a notice
+    /// ends the page: the next request binds the rules anew.
+    async fn wait_for_live(
+        &self,
+        subscription: &mut Subscription,
+        request: PageRequest,
+        page: &mut Page,
+    ) {
+        let deadline = Instant::now() + request.wait;
+        let state = self.state;
+        loop {
+            let queued = tokio::select! {
+                biased;
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => return,
+                queued = subscription.recv() => queued,
+            };
+            // `None`: the queue overflowed; the client asks again.
+            let Some(first) = queued else { return };
+            let rules = state.hub.rules();
+            let mut next = Some(first);
+            while let Some((event, delivery)) = next {
+                let audience = event.kind.audience();
+                if event.id > request.since && replayable(self.caller, &rules, &event) {
+                    let frame = frame_for(self.shape, self.interest, &event, delivery, &rules);
+                    page.events.push(frame_data(&frame));
+                    page.next = event.id;
+                }
+                if page.events.len() >= request.limit
+                    || matches!(audience, Audience::Collection | Audience::Everyone)
+                {
+                    break;
+                }
+                next = subscription.try_recv();
+            }
+            if !page.events.is_empty() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! `GET /api/v1/changes`: change pages over plain HTTP (see
+//! [`crate::pages`]). This module reads the request and says how the page
+//! may be cached.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
+
+use super::realtime::{TopicLists, plan};
+use super::{Client, QueryParams};
+use crate::AppState;
+use crate::clock::Stamp;
+use crate::error::ApiError;
+use crate::event::EventId;
+use crate::filter::Filter;
+use crate::pages::{Page, PageRequest, Reader};
+use crate::session::subscribe;
+use crate::shape::Shape;
+
+/// Events per page unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 100;
+/// The most events one page holds.
+const MAX_LIMIT: usize = 10_000;
+/// The longest `wait`.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+/// Query of the change-page route. Unknown parameters are ignored.
+#[derive(Deserialize, Default)]
+pub struct ChangeParams {
+    /// An event id, `earliest` or `now`.
+    since: Option<String>,
+    collections: Option<String>,
+    channels: Option<String>,
+    query: Option<String>,
+    fields: Option<String>,
+    limit: Option<usize>,
+    /// How long an empty page waits for events (`30s`, `500ms`).
+    wait: Option<String>,
+}
+
+/// Where a page starts.
+enum Since {
+    Id(EventId),
+    Earliest,
+    Now,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    Client { caller, ip, .. }: Client,
+    QueryParams(params): QueryParams<ChangeParams>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let since = since(params.since.as_deref())?;
+    let limit = match params.limit {
+        None => DEFAULT_LIMIT,
+        Some(limit @ 1..=MAX_LIMIT) => limit,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`limit` must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+    };
+    let wait = wait(params.wait.as_deref())?;
+    let query = match params.query.as_deref() {
+        Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?),
+        _ => None,
+    };
+    let topics = TopicLists {
+        collections: params.collections.as_deref(),
+        channels: params.channels.as_deref(),
+    };
+    let plan = plan(None, topics, raw_query.as_deref(), query)?;
+    // Patches need the record the client holds; a page reader holds none
+    // the server knows of.
+    let shape = Shape::parse(params.fields.as_deref(), false)?;
+    // A long poll holds a place like a stream does.
+    let _permit = if wait.is_zero() {
+        None
+    } else {
+        Some(state.limits.admit(
+            caller.as_ref().map(|identity| identity.user_id.as_str()),
+            ip,
+        )?)
+    };
+    let (interest, mut subscription, _) = subscribe(&state, &caller, &plan, None).await?;
+    let since = match since {
+        Since::Id(id) => id,
+        Since::Earliest => EventId::before_stamp(state.store.earliest_retained()),
+        // From this millisecond on: a write answered before the request,
+        // which the hub's cursor may still trail, is not news.
+        Since::Now => {
+            let now = Stamp::at(std::time::SystemTime::now());
+            EventId::before_stamp(Stamp::of_millis(now.millis()).max(subscription.start))
+        }
+    };
+    let reader = Reader {
+        state: &state,
+        caller: &caller,
+        interest: &interest,
+        shape: &shape,
+    };
+    let page = reader
+        .read(&mut subscription, PageRequest { since, limit, wait })
+        .await?;
+    Ok(respond(&page, caller.is_none(), &headers))
+}
+
+fn since(text: Option<&str>) -> Result<Since, ApiError> {
+    match text.map(str::trim) {
+        None | Some("") => Err(ApiError::bad_request(
+            "invalid_query",
+            "give `since`: the `next` of the page before, `earliest` (the oldest change kept) or `now` (only what comes next)",
+        )),
+        Some("earliest") => Ok(Since::Earliest),
+        Some("now") => Ok(Since::Now),
+        Some(id) => id
+            .parse()
+            .map(Since::Id)
+            .map_err(|error: crate::event::InvalidEventId| {
+                ApiError::bad_request("invalid_event_id", error.to_string())
+            }),
+    }
+}
+
+fn wait(text: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(text) = text.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(Duration::ZERO);
+    };
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "`wait` is a duration such as `30s` or `500ms`, at most {}s",
+                MAX_WAIT.as_secs()
+            ),
+        )
+    };
+    let wait = humantime::parse_duration(text).map_err(|_| invalid())?;
+    if wait > MAX_WAIT {
+        return Err(invalid());
+    }
+    Ok(wait)
+}
+
+/// The page as JSON, with the headers that say how it may be cached: a
+/// page of history never changes, so it is cacheable for a year (by shared
+/// caches too when the caller is anonymous, who sees only what anyone may);
+/// a page at the edge is not cached at all.
+fn respond(page: &Page, anonymous: bool, request: &HeaderMap) -> Response {
+    let size: usize = page.events.iter().map(|event| event.len() + 1).sum();
+    let mut body = BytesMut::with_capacity(size + 96);
+    body.put_slice(b"{\"events\":[");
+    for (index, event) in page.events.iter().enumerate() {
+        if index > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(event);
+    }
+    body.put_slice(
+        format!(
+            "],\"next\":\"{}\",\"caught_up\":{}}}",
+            page.next, page.caught_up
+        )
+        .as_bytes(),
+    );
+    let body = body.freeze();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // The answer depends on who asks.
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Cookie"),
+    );
+    if page.caught_up {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return (headers, Body::from(body)).into_response();
+    }
+    let tag = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body));
+    let cache = if anonymous {
+        "public, max-age=31536000, immutable"
+    } else {
+        "private, max-age=31536000, immutable"
+    };
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, value);
+    }
+    let unchanged = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .map(|candidate| candidate.trim().trim_start_matches("W/"))
+                .any(|candidate| candidate == tag || candidate == "*")
+        });
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, Body::from(body)).into_response()
+}
