@@ -95,7 +95,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The stable code clients read.
+    pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::InvalidFilter { .. } => "invalid_filter",

@@ -109,6 +109,10 @@ pub enum EventKind {
     /// An admin signed a user out: that user's streams end.
     #[serde(rename = "forced_logout")]
     ForcedLogout,
+    /// A change to one open stream's subscriptions, asked of another node:
+    /// taken by that stream, never sent (see `connections`).
+    #[serde(rename = "subscription.change")]
+    SubscriptionChange,
 }
 
 impl EventKind {
@@ -126,6 +130,7 @@ impl EventKind {
             EventKind::UserLeft => "user.left",
             EventKind::SystemAnnouncement => "system.announcement",
             EventKind::ForcedLogout => "forced_logout",
+            EventKind::SubscriptionChange => "subscription.change",
         }
     }
 
@@ -142,7 +147,9 @@ impl EventKind {
             | EventKind::CollectionDeleted => Audience::Collection,
             EventKind::ChannelMessage => Audience::Channel,
             EventKind::UserJoined | EventKind::UserLeft => Audience::Presence,
-            EventKind::SystemAnnouncement | EventKind::ForcedLogout => Audience::Everyone,
+            EventKind::SystemAnnouncement
+            | EventKind::ForcedLogout
+            | EventKind::SubscriptionChange => Audience::Everyone,
         }
     }
 }

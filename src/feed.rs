@@ -101,6 +101,10 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 let kind = EventKind::ForcedLogout;
                 Event::with_detail(id, kind, Source::Service, None, data, None, detail)
             }
+            Change::Notice(Notice::SubscriptionChange(data)) => {
+                let kind = EventKind::SubscriptionChange;
+                Event::new(id, kind, Source::Service, None, data, None)
+            }
             Change::Other => continue,
         };
         events.push(Arc::new(event));

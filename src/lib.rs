@@ -33,6 +33,7 @@ mod channels;
 pub mod clock;
 pub mod collection;
 pub mod config;
+mod connections;
 mod error;
 pub mod event;
 mod feed;
@@ -54,6 +55,7 @@ mod rulebook;
 pub mod rules;
 mod session;
 mod shape;
+mod sort;
 pub mod store;
 
 use std::future::Future;
@@ -97,6 +99,8 @@ pub struct AppState {
     pub channels: Arc<channels::ChannelRules>,
     /// How fast each publisher may publish to channels.
     pub publish_rate: Arc<channels::PublishRate>,
+    /// This node's open streams that their clients may change.
+    pub connections: connections::Connections,
 }
 
 /// A server that has connected to its database and is ready to serve.
@@ -162,6 +166,7 @@ impl Server {
                 presence_rule,
                 channels: Arc::new(channel_rules),
                 publish_rate: Arc::new(channels::PublishRate::new(config.publish_rate)),
+                connections: connections::Connections::default(),
                 store,
                 hub,
                 replays: Arc::new(tokio::sync::Semaphore::new(config.max_replays as usize)),

@@ -4,6 +4,7 @@ mod admin;
 mod changes;
 mod channels;
 mod collections;
+mod connections;
 mod extract;
 mod health;
 mod operations;
@@ -19,7 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -74,6 +75,14 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route(
             "/api/v1/realtime/tickets",
             post(tickets::create).get(realtime::stream_tickets_collection),
+        )
+        .route(
+            "/api/v1/realtime/connections/{id}/subscriptions",
+            post(connections::add),
+        )
+        .route(
+            "/api/v1/realtime/connections/{id}/subscriptions/{subscription}",
+            delete(connections::remove),
         )
         .fallback(route_not_found)
         .layer(middleware::from_fn_with_state(
@@ -178,6 +187,7 @@ pub fn cors_layer(config: &Config) -> anyhow::Result<Option<CorsLayer>> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
+                HeaderName::from_static("x-connection-secret"),
             ])
             .allow_credentials(config.cors_credentials)
             .max_age(Duration::from_secs(3600)),

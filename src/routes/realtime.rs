@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::{redeem_ticket, refuse_revoked};
-use super::records::parse_sort;
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::channels::validate_channel;
@@ -24,10 +23,12 @@ use crate::collection::CollectionName;
 use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
-use crate::hub::{Interest, Scope};
 use crate::identity::claims_of;
 use crate::presence::present_as;
-use crate::session::{First, MAX_FIRST, Opened, Plan, Session, Snapshot, subscribe};
+use crate::session::{
+    First, MAX_TOPICS, Opened, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts,
+    subscribe,
+};
 use crate::shape::Shape;
 
 /// Query of the stream routes. Unknown parameters are ignored.
@@ -96,9 +97,6 @@ pub async fn stream_tickets_collection(
 ) -> Result<Response, ApiError> {
     open_stream(state, client, Some("tickets".into()), params, raw, &headers).await
 }
-
-/// Most topics (collections and channels) on one connection.
-const MAX_TOPICS: usize = 32;
 
 /// The `collections=` and `channels=` lists of a request, as sent.
 #[derive(Clone, Copy)]
@@ -216,7 +214,11 @@ async fn open_stream(
     };
     let plan = plan(route, topics, raw_query.as_deref(), query)?;
     let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
-    let first = first_n(&params)?;
+    let first = First::parse(
+        params.snapshot_limit,
+        params.snapshot_sort.as_deref(),
+        params.diff == Some(true),
+    )?;
     let wants_snapshot = params.snapshot.unwrap_or(false);
     if wants_snapshot && plan.all.is_some() {
         return Err(ApiError::bad_request(
@@ -272,7 +274,7 @@ async fn open_stream(
     let takes_snapshot =
         wants_snapshot && resume.is_none_or(|id| state.store.replay_check(id.stamp).is_err());
     let snapshot = if takes_snapshot {
-        let parts = snapshot_parts(&plan, &interest);
+        let parts = snapshot_parts(&plan.collections, &interest);
         if first.is_none() {
             check_snapshot_size(&state, &parts).await?;
         }
@@ -294,6 +296,7 @@ async fn open_stream(
             permit,
             snapshot,
             shape,
+            plan,
         },
         resume,
     );
@@ -330,83 +333,6 @@ pub(super) fn come_back_later(retry: std::time::Duration) -> Response {
         retry.as_millis()
     );
     event_stream(Body::from(text))
-}
-
-/// `snapshot_limit` and `snapshot_sort`, if given: the first N records by
-/// a sort.
-fn first_n(params: &StreamParams) -> Result<Option<First>, ApiError> {
-    if params.snapshot_limit.is_none() && params.snapshot_sort.is_none() {
-        return Ok(None);
-    }
-    let limit = match params.snapshot_limit {
-        Some(limit @ 1..=MAX_FIRST) => limit,
-        None => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "`snapshot_sort` picks the first N records: give `snapshot_limit` too (1 to {MAX_FIRST})"
-                ),
-            ));
-        }
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "`snapshot_limit` must be between 1 and {MAX_FIRST} (it picks the first N records by `snapshot_sort`)"
-                ),
-            ));
-        }
-    };
-    if params.diff == Some(true) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`diff=true` patches records the client holds, and with `snapshot_limit` it holds only the first N: use one or the other",
-        ));
-    }
-    let sort = parse_sort(params.snapshot_sort.as_deref().unwrap_or("-id"))?;
-    Ok(Some(First { sort, limit }))
-}
-
-/// Each named collection of the plan with the condition its topic was
-/// bound with: the caller's read rule and the stream's filter.
-fn snapshot_parts(
-    plan: &Plan,
-    interest: &Interest,
-) -> Vec<(CollectionName, Option<crate::filter::Expr>)> {
-    plan.collections
-        .iter()
-        .map(|(name, _)| {
-            let condition = interest
-                .topics
-                .iter()
-                .find(|topic| matches!(&topic.scope, Scope::Collection(scope) if **scope == *name.as_str()))
-                .and_then(|topic| topic.filter.as_ref())
-                .map(|filter| filter.expr().clone());
-            (name.clone(), condition)
-        })
-        .collect()
-}
-
-/// Refuses a snapshot of more records than `--max-snapshot`, before the
-/// stream opens (a stream that failed midway would only be retried).
-async fn check_snapshot_size(
-    state: &AppState,
-    parts: &[(CollectionName, Option<crate::filter::Expr>)],
-) -> Result<(), ApiError> {
-    let max = state.config.max_snapshot;
-    let mut total = 0;
-    for (name, condition) in parts {
-        total += state.store.count_records(name, condition.as_ref()).await?;
-        if total > max {
-            return Err(ApiError::bad_request(
-                "snapshot_too_large",
-                format!(
-                    "more than {max} records match this snapshot (the server's --max-snapshot): narrow the filter, or take the first N with `snapshot_limit` and `snapshot_sort`"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The id to resume after: the `Last-Event-ID` header (sent by a browser

@@ -12,11 +12,12 @@ use crate::AppState;
 use crate::collection::{CollectionName, RecordKey};
 use crate::error::ApiError;
 use crate::event::EventId;
-use crate::filter::{FieldPath, Filter};
+use crate::filter::Filter;
 use crate::identity::{Caller, claims_of};
 use crate::rules::{Access, Action, both};
 use crate::shape::Shape;
-use crate::store::{RuleChecks, SortOrder};
+use crate::sort::parse_sort;
+use crate::store::RuleChecks;
 
 /// The checks an update or delete runs in its transaction: the record must
 /// be readable (else it is "not found") and pass the action's rule.
@@ -280,42 +281,9 @@ fn parse_cursor(cursor: &str) -> Result<u64, ApiError> {
         })
 }
 
-/// `field`, `-field` or `+field`, with a dotted path of identifiers (as
-/// filters write them).
-pub(super) fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
-    let (descending, path) = match sort.strip_prefix('-') {
-        Some(path) => (true, path),
-        None => (false, sort.strip_prefix('+').unwrap_or(sort)),
-    };
-    let field = FieldPath::parse(path).filter(|_| path.len() <= 256);
-    let Some(field) = field else {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "`sort` must be a field name such as `title` or `-created`, not `{}`",
-                sort.chars().take(80).collect::<String>()
-            ),
-        ));
-    };
-    Ok(SortOrder { field, descending })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sort_orders_parse() {
-        let sort = parse_sort("-created").unwrap();
-        assert!(sort.descending);
-        assert_eq!(sort.field.segments(), ["created"]);
-        let sort = parse_sort("author.name").unwrap();
-        assert!(!sort.descending);
-        assert_eq!(sort.field.segments(), ["author", "name"]);
-        for bad in ["", "-", "a..b", "a`b", "1a", "a b"] {
-            assert!(parse_sort(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn oversized_integers_are_refused() {

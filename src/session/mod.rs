@@ -20,22 +20,25 @@
 //! another node or another SurrealDB client in that same millisecond (or
 //! settle window), which this node cannot tell apart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::AppState;
 use crate::access::{collection_access, refusal};
 use crate::clock::{Stamp, unix_now};
 use crate::collection::CollectionName;
+use crate::connections::{Change, Command, Registration, Requester};
 use crate::error::ApiError;
 use crate::event::{Audience, Delivery, Event, EventId, EventKind, Payload, sse_frame};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::filter::{Expr, Filter};
+use crate::hub::Queued;
 use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic, Topics};
 use crate::identity::{Caller, claims_of};
 use crate::limits::StreamPermit;
@@ -45,9 +48,13 @@ use crate::rules::{Access, Action, Rules, both};
 use crate::shape::{Shape, merge_patch};
 use crate::store::Unreplayable;
 
+mod changes;
+
+pub use changes::MAX_TOPICS;
+use changes::subscription_ids;
 mod snapshot;
 
-pub use snapshot::{First, MAX_FIRST, Snapshot};
+pub use snapshot::{First, Snapshot, check_snapshot_size, snapshot_parts};
 
 /// Live events are written in chunks of at most this many.
 const EVENTS_PER_CHUNK: usize = 256;
@@ -62,6 +69,7 @@ const SUBSCRIBE_ATTEMPTS: usize = 3;
 pub type WatchedRules = HashMap<Arc<str>, Rules>;
 
 /// What a stream asked for.
+#[derive(Clone)]
 pub struct Plan {
     /// Every collection, with this filter (the stream of every collection
     /// when it names no collection or channel).
@@ -208,6 +216,8 @@ pub struct Opened {
     /// that resumes skips it, unless it is reset.
     pub snapshot: Option<Snapshot>,
     pub shape: Shape,
+    /// What the stream asked for: its topics change with its subscriptions.
+    pub plan: Plan,
 }
 
 /// One open stream.
@@ -238,6 +248,18 @@ pub struct Session {
     /// For a stream that began without a resume id: how many writes this
     /// node had answered then. Events they made are not sent.
     answered: Option<u64>,
+    /// What the stream carries now (see `changes`).
+    plan: Plan,
+    /// The shapes of collections added with shapes of their own.
+    shapes: HashMap<Arc<str>, Shape>,
+    /// Its place among the changeable streams, and who may change it.
+    registration: Registration,
+    /// Changes asked of this node.
+    commands: mpsc::Receiver<Command>,
+    /// Changes asked of other nodes, which reached it through the feed.
+    forwarded: VecDeque<(Change, Requester)>,
+    /// Events of the subscription a change replaced, still to send.
+    pending: VecDeque<Queued>,
 }
 
 impl Session {
@@ -252,7 +274,9 @@ impl Session {
             permit,
             snapshot,
             shape,
+            plan,
         } = opened;
+        let (registration, commands) = state.connections.register(&caller);
         let config = &state.config;
         let start = subscription.start;
         // The stream begins now, after subscribing. The clock first, then
@@ -285,9 +309,13 @@ impl Session {
             let cut = Stamp::of_millis(Stamp::at(settled).millis());
             position = position.max(EventId::before_stamp(cut));
         }
-        let connection_id = format!("{:016x}", rand::random::<u64>());
+        let connection_id = registration.id.clone();
         let mut connected = described;
         connected["connection_id"] = json!(connection_id);
+        if let Some(secret) = registration.owner.secret() {
+            connected["connection_secret"] = json!(secret);
+        }
+        connected["subscriptions"] = json!(subscription_ids(&plan, interest.presence.is_some()));
         connected["resumed_after"] =
             json!(resume.filter(|_| reset.is_none()).map(|id| id.to_string()));
         connected["position"] = json!(position.to_string());
@@ -334,6 +362,12 @@ impl Session {
             snapshot,
             shape,
             answered: fresh.then_some(answered),
+            plan,
+            shapes: HashMap::new(),
+            registration,
+            commands,
+            forwarded: VecDeque::new(),
+            pending: VecDeque::new(),
         }
     }
 
@@ -383,7 +417,11 @@ impl Session {
             self.phase = Phase::Live;
             return None;
         };
-        let read = snapshot.next_page(&self.state.store, &self.shape);
+        let shape = match snapshot.collection() {
+            Some(name) => self.shapes.get(name.as_str()).unwrap_or(&self.shape),
+            None => &self.shape,
+        };
+        let read = snapshot.next_page(&self.state.store, shape);
         let Some(page) = in_turn(&self.state, read).await else {
             self.phase = Phase::Done;
             return None;
@@ -408,7 +446,20 @@ impl Session {
     }
 
     fn frame_of(&self, event: &Event, delivery: Delivery, rules: &RuleBook) -> Bytes {
-        frame_for(&self.shape, &self.interest, event, delivery, rules)
+        frame_for(
+            self.shape_of(event.collection().map(|name| &**name)),
+            &self.interest,
+            event,
+            delivery,
+            rules,
+        )
+    }
+
+    /// The shape of a collection's records on this stream.
+    fn shape_of(&self, collection: Option<&str>) -> &Shape {
+        collection
+            .and_then(|name| self.shapes.get(name))
+            .unwrap_or(&self.shape)
     }
 
     /// Reads one page of the gap; `None` if it held nothing for this stream.
@@ -465,6 +516,21 @@ impl Session {
         };
         tokio::pin!(expiry);
         loop {
+            // A change forwarded by another node, then the events of a
+            // subscription a change replaced, come before anything new.
+            if let Some((change, requester)) = self.forwarded.pop_front() {
+                if let Some(frame) = self.apply_forwarded(change, &requester).await {
+                    return Some(frame);
+                }
+                continue;
+            }
+            if let Some(first) = self.pending.pop_front() {
+                match self.take_chunk(first) {
+                    Taken::Chunk(chunk) => return Some(chunk),
+                    Taken::End => return None,
+                    Taken::Nothing => continue,
+                }
+            }
             tokio::select! {
                 biased;
                 _ = self.state.shutdown.cancelled() => {
@@ -475,54 +541,22 @@ impl Session {
                     self.phase = Phase::Done;
                     return Some(expired_frame());
                 }
+                Some(command) = self.commands.recv() => {
+                    let outcome = self.apply(command.change).await;
+                    let frame = outcome.as_ref().ok().map(|(_, frame)| frame.clone());
+                    // The client may have gone; the change stands either way.
+                    let _ = command.reply.send(outcome.map(|(answer, _)| answer));
+                    if let Some(frame) = frame {
+                        return Some(frame);
+                    }
+                }
                 event = self.subscription.recv() => {
                     // `None`: the hub dropped this stream because its queue
                     // overflowed; ending it makes the client resume.
-                    let queued = event?;
-                    let mut chunk = Chunk::default();
-                    let mut next = Some(queued);
-                    let mut count = 0;
-                    // One clock read per chunk: its events are sent together.
-                    let now = time::OffsetDateTime::now_utc();
-                    // Rules for diffs only, which judge the record before.
-                    let rules = self.shape.diff.then(|| self.state.hub.rules());
-                    let no_rules = RuleBook::new();
-                    while let Some((event, delivery)) = next {
-                        // Never send an id twice, even if the feed published
-                        // it again after a restart.
-                        if self.after.is_none_or(|after| event.id > after)
-                            && !self.answered.is_some_and(|count| event.answered_before(count))
-                        {
-                            let verdict = judge(&self.caller, &self.watched_rules, &event);
-                            if verdict.send {
-                                let rules = rules.as_deref().unwrap_or(&no_rules);
-                                chunk.push(self.frame_of(&event, delivery, rules));
-                                let latency = (now - event.timestamp).as_seconds_f64();
-                                self.state.metrics.commit_to_send.observe(latency.max(0.0));
-                            }
-                            self.after = Some(event.id);
-                            if verdict.end {
-                                // A sign-out, or a rule change: reconnecting
-                                // binds the new rules, and the client resumes
-                                // after this event, losing nothing.
-                                self.phase = Phase::Done;
-                                break;
-                            }
-                        }
-                        count += 1;
-                        // Bounded in bytes too: a chunk is a copy, held until
-                        // the socket takes it.
-                        next = if count < EVENTS_PER_CHUNK && chunk.len() < CHUNK_BYTES {
-                            self.subscription.try_recv()
-                        } else {
-                            None
-                        };
-                    }
-                    if !chunk.is_empty() {
-                        return Some(chunk.freeze());
-                    }
-                    if matches!(self.phase, Phase::Done) {
-                        return None;
+                    match self.take_chunk(event?) {
+                        Taken::Chunk(chunk) => return Some(chunk),
+                        Taken::End => return None,
+                        Taken::Nothing => {}
                     }
                 }
                 _ = self.heartbeat.tick() => {
@@ -531,6 +565,83 @@ impl Session {
             }
         }
     }
+
+    /// The next queued event: those a change left behind first.
+    fn next_queued(&mut self) -> Option<Queued> {
+        self.pending
+            .pop_front()
+            .or_else(|| self.subscription.try_recv())
+    }
+
+    /// Frames `first` and the events queued behind it into one chunk.
+    fn take_chunk(&mut self, first: Queued) -> Taken {
+        let mut chunk = Chunk::default();
+        let mut next = Some(first);
+        let mut count = 0;
+        // One clock read per chunk: its events are sent together.
+        let now = time::OffsetDateTime::now_utc();
+        // Rules for diffs only, which judge the record before.
+        let rules = self.shape.diff.then(|| self.state.hub.rules());
+        let no_rules = RuleBook::new();
+        while let Some((event, delivery)) = next {
+            // Never send an id twice, even if the feed published it again
+            // after a restart.
+            if self.after.is_none_or(|after| event.id > after)
+                && !self
+                    .answered
+                    .is_some_and(|count| event.answered_before(count))
+            {
+                if event.kind == EventKind::SubscriptionChange {
+                    self.after = Some(event.id);
+                    if let Some(forwarded) = self.forwarded_to_me(&event) {
+                        self.forwarded.push_back(forwarded);
+                        break;
+                    }
+                    count += 1;
+                    next = self.next_queued();
+                    continue;
+                }
+                let verdict = judge(&self.caller, &self.watched_rules, &event);
+                if verdict.send {
+                    let rules = rules.as_deref().unwrap_or(&no_rules);
+                    chunk.push(self.frame_of(&event, delivery, rules));
+                    let latency = (now - event.timestamp).as_seconds_f64();
+                    self.state.metrics.commit_to_send.observe(latency.max(0.0));
+                }
+                self.after = Some(event.id);
+                if verdict.end {
+                    // A sign-out, or a rule change: reconnecting binds the
+                    // new rules, and the client resumes after this event,
+                    // losing nothing.
+                    self.phase = Phase::Done;
+                    break;
+                }
+            }
+            count += 1;
+            // Bounded in bytes too: a chunk is a copy, held until the
+            // socket takes it.
+            next = if count < EVENTS_PER_CHUNK && chunk.len() < CHUNK_BYTES {
+                self.next_queued()
+            } else {
+                None
+            };
+        }
+        if !chunk.is_empty() {
+            return Taken::Chunk(chunk.freeze());
+        }
+        if matches!(self.phase, Phase::Done) {
+            return Taken::End;
+        }
+        Taken::Nothing
+    }
+}
+
+/// What one pass over queued events gave.
+enum Taken {
+    Chunk(Bytes),
+    /// The stream ends.
+    End,
+    Nothing,
 }
 
 /// The frame of `event` for a subscriber with `shape` and `interest`: as
@@ -630,6 +741,11 @@ fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
     match event.kind.audience() {
         Audience::Record | Audience::Channel | Audience::Presence => send,
         Audience::Everyone => match event.kind {
+            // Taken by the stream it is for, before judging; never sent.
+            EventKind::SubscriptionChange => Verdict {
+                send: false,
+                end: false,
+            },
             // Only the signed-out user's streams show it, and end.
             EventKind::ForcedLogout => {
                 let ours = event.sign_out().is_some_and(|sign_out| {
@@ -677,7 +793,11 @@ pub(crate) fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bo
     match event.kind.audience() {
         // A sign-out is news only while it happens: a stream resuming now
         // was opened with a token that passed it.
-        Audience::Everyone => event.kind != EventKind::ForcedLogout,
+        // So is a change to a stream, which only its stream takes, live.
+        Audience::Everyone => !matches!(
+            event.kind,
+            EventKind::ForcedLogout | EventKind::SubscriptionChange
+        ),
         Audience::Presence | Audience::Channel => true,
         Audience::Record | Audience::Collection => {
             // The history of a deleted collection is not replayed under the

@@ -21,10 +21,14 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::Value as Json;
 
+use crate::AppState;
 use crate::collection::CollectionName;
+use crate::error::ApiError;
 use crate::event::snapshot_frame;
 use crate::filter::Expr;
+use crate::hub::{Interest, Scope};
 use crate::shape::Shape;
+use crate::sort::parse_sort;
 use crate::store::{PageCursor, SortOrder, Store, StoreError};
 
 /// Records per page at most.
@@ -42,6 +46,89 @@ pub const MAX_FIRST: u32 = 1000;
 pub struct First {
     pub sort: SortOrder,
     pub limit: u32,
+}
+
+impl First {
+    /// `snapshot_limit` and `snapshot_sort`, if given: the first N records
+    /// by a sort (not with `diff`).
+    pub fn parse(
+        limit: Option<u32>,
+        sort: Option<&str>,
+        diff: bool,
+    ) -> Result<Option<First>, ApiError> {
+        if limit.is_none() && sort.is_none() {
+            return Ok(None);
+        }
+        let limit = match limit {
+            Some(limit @ 1..=MAX_FIRST) => limit,
+            None => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "`snapshot_sort` picks the first N records: give `snapshot_limit` too (1 to {MAX_FIRST})"
+                    ),
+                ));
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "`snapshot_limit` must be between 1 and {MAX_FIRST} (it picks the first N records by `snapshot_sort`)"
+                    ),
+                ));
+            }
+        };
+        if diff {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`diff=true` patches records the client holds, and with `snapshot_limit` it holds only the first N: use one or the other",
+            ));
+        }
+        let sort = parse_sort(sort.unwrap_or("-id"))?;
+        Ok(Some(First { sort, limit }))
+    }
+}
+
+/// Each named collection of the plan with the condition its topic was
+/// bound with: the caller's read rule and the stream's filter.
+pub fn snapshot_parts(
+    collections: &[(CollectionName, Option<Expr>)],
+    interest: &Interest,
+) -> Vec<(CollectionName, Option<Expr>)> {
+    collections
+        .iter()
+        .map(|(name, _)| {
+            let condition = interest
+                .topics
+                .iter()
+                .find(|topic| matches!(&topic.scope, Scope::Collection(scope) if **scope == *name.as_str()))
+                .and_then(|topic| topic.filter.as_ref())
+                .map(|filter| filter.expr().clone());
+            (name.clone(), condition)
+        })
+        .collect()
+}
+
+/// Refuses a snapshot of more records than `--max-snapshot`, before the
+/// stream opens (a stream that failed midway would only be retried).
+pub async fn check_snapshot_size(
+    state: &AppState,
+    parts: &[(CollectionName, Option<Expr>)],
+) -> Result<(), ApiError> {
+    let max = state.config.max_snapshot;
+    let mut total = 0;
+    for (name, condition) in parts {
+        total += state.store.count_records(name, condition.as_ref()).await?;
+        if total > max {
+            return Err(ApiError::bad_request(
+                "snapshot_too_large",
+                format!(
+                    "more than {max} records match this snapshot (the server's --max-snapshot): narrow the filter, or take the first N with `snapshot_limit` and `snapshot_sort`"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A snapshot being sent.
@@ -72,6 +159,12 @@ impl Snapshot {
 
     /// The frames of the next page (possibly none, for a collection with
     /// no match), or `None` once every collection is read.
+    /// The first collection it reads (the only one of a snapshot taken
+    /// for a subscription added to an open stream).
+    pub fn collection(&self) -> Option<&CollectionName> {
+        self.parts.first().map(|(name, _)| name)
+    }
+
     pub async fn next_page(
         &mut self,
         store: &Store,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use surrealdb::types::Value;
 
-use super::notices::{ANNOUNCEMENT, SIGN_OUT};
+use super::notices::{ANNOUNCEMENT, SIGN_OUT, SUBSCRIPTION_CHANGE};
 use super::records::record_json;
 use super::schema::{COLLECTIONS_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE};
 use super::{Store, StoreError};
@@ -79,6 +79,8 @@ pub enum Change {
 #[derive(Debug)]
 pub enum Notice {
     Announcement(Json),
+    /// A change to one open stream, for the node that holds it.
+    SubscriptionChange(Json),
     /// A sign-out: `data` as clients see it, and what it revokes (`None`
     /// if the data lacks the user or the time: it then revokes nothing).
     SignOut {
@@ -209,6 +211,7 @@ impl RawChange {
                 let data = self.data.get("data").cloned().unwrap_or(Json::Null);
                 match field(&self.data, "kind").as_deref() {
                     Some(ANNOUNCEMENT) => Change::Notice(Notice::Announcement(data)),
+                    Some(SUBSCRIPTION_CHANGE) => Change::Notice(Notice::SubscriptionChange(data)),
                     Some(SIGN_OUT) => Change::Notice(Notice::SignOut {
                         sign_out: SignOut::decode(&data),
                         data,

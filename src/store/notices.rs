@@ -15,6 +15,8 @@ use crate::revocations::SignOut;
 pub(super) const ANNOUNCEMENT: &str = "announcement";
 /// A notice's `kind` for a sign-out.
 pub(super) const SIGN_OUT: &str = "logout";
+/// A notice's `kind` for a change to one open stream.
+pub(super) const SUBSCRIPTION_CHANGE: &str = "subscription";
 
 impl Store {
     /// Sends an admin's announcement to every stream of every node,
@@ -27,6 +29,17 @@ impl Store {
             serde_json::json!({ "id": RecordKey::generate(), "data": data, "now": unix_ms_now() });
         self.write_only(sql, vars, Some(Written::Announcement))
             .await
+    }
+
+    /// Sends a change to an open stream of another node (`data` says which
+    /// stream, who asks and what), through the changefeed.
+    pub async fn forward_subscription_change(&self, data: Json) -> Result<(), StoreError> {
+        let sql = format!(
+            "CREATE type::record('{NOTICES_TABLE}', $id) CONTENT {{ kind: '{SUBSCRIPTION_CHANGE}', data: $data, at: $now }}"
+        );
+        let vars =
+            serde_json::json!({ "id": RecordKey::generate(), "data": data, "now": unix_ms_now() });
+        self.write_only(sql, vars, None).await
     }
 
     /// Records that `user_id`'s tokens issued at or before `before` (Unix

@@ -26,4 +26,5 @@ mod records;
 mod resume;
 mod rules_property;
 mod streams;
+mod subscriptions;
 mod surreal;

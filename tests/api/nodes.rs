@@ -12,6 +12,7 @@ use crate::helpers::{
     Follower, HANG_GUARD, SseClient, TestApp, client_with_token, now_secs, open_stream,
 };
 use crate::presence::observer;
+use crate::subscriptions::stream_as;
 use crate::surreal::{SurrealServer, free_port};
 
 /// `(event id, record id)` of the next `count` record events.
@@ -468,4 +469,88 @@ async fn without_a_settle_window_nodes_lose_none_of_each_others_writes() {
             "no change became visible behind a node's feed"
         );
     }
+}
+
+#[tokio::test]
+async fn a_subscription_change_asked_of_another_node_reaches_the_stream() {
+    let server = SurrealServer::start().await;
+    let nodes = server.nodes("subscriptions", 2).await;
+    for name in ["posts", "comments"] {
+        let response = nodes[0]
+            .post(
+                "/api/v1/collections",
+                &json!({"name": name, "rules": {"read": "true"}}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+    nodes[0]
+        .create_record("comments", json!({"id": "c0"}))
+        .await;
+    let ann = nodes[0].user("ann");
+    let (mut stream, id, _) = stream_as(&ann, &nodes[0], "/api/v1/realtime/posts").await;
+    let url = nodes[1].url(&format!("/api/v1/realtime/connections/{id}/subscriptions"));
+    // Asked of the other node: accepted there, applied where the stream is.
+    let added = nodes[1]
+        .user("ann")
+        .post(&url)
+        .json(&json!({"collection": "comments", "snapshot": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 202);
+    let mut kinds = Vec::new();
+    loop {
+        let (kind, data) = stream.json_event().await;
+        if kind == "snapshot.done" {
+            break;
+        }
+        if kind == "record.snapshot" {
+            kinds.push(data["record_id"].as_str().unwrap().to_owned());
+        } else if kind.starts_with("subscription.") {
+            assert_eq!(kind, "subscription.added");
+            assert_eq!(data, json!({"id": "collection:comments", "snapshot": true}));
+            kinds.push(kind);
+        }
+    }
+    assert_eq!(kinds, ["subscription.added", "c0"]);
+    nodes[1]
+        .create_record("comments", json!({"id": "c1"}))
+        .await;
+    let event = stream.record_event().await;
+    assert!(event.data.contains("\"c1\""), "{}", event.data);
+    // Someone else's change is accepted by the other node, which cannot
+    // tell, and ignored where the stream is; the owner's bad change is
+    // refused on the stream.
+    let bobs = nodes[1]
+        .user("bob")
+        .delete(format!("{url}/collection:posts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 202);
+    let bad = nodes[1]
+        .user("ann")
+        .post(&url)
+        .json(&json!({"collection": "nothing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 202);
+    let (kind, data) = stream.json_event().await;
+    assert_eq!(kind, "subscription.refused", "{data}");
+    assert_eq!(data["id"], "collection:nothing");
+    assert_eq!(data["error"]["code"], "not_found");
+    let removed = nodes[1]
+        .user("ann")
+        .delete(format!("{url}/collection:posts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 202);
+    let (kind, data) = stream.json_event().await;
+    assert_eq!(
+        (kind.as_str(), &data),
+        ("subscription.removed", &json!({"id": "collection:posts"}))
+    );
 }

@@ -1,0 +1,251 @@
+//! The open streams of this node that their clients may change: each
+//! stream's connection id, who owns it, and how to reach it.
+//!
+//! A change asked of the node that holds the stream is applied there and
+//! answered with its outcome. One asked of another node sharing the
+//! database travels as a notice through the changefeed, which every node
+//! reads: the node holding the stream applies it and tells the outcome on
+//! the stream itself. So the call works on whichever node it reaches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::identity::Caller;
+
+/// Changes a stream has not taken yet, at most.
+const QUEUED_CHANGES: usize = 16;
+
+/// A subscription to add to an open stream: exactly one of a collection
+/// (with its filter, fields, diff and snapshot options), a channel, or
+/// presence.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscription {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_limit: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sort: Option<String>,
+}
+
+impl NewSubscription {
+    /// The id the subscription will have on the stream: `collection:<name>`,
+    /// `channel:<name>` or `presence`.
+    pub fn id(&self) -> Result<String, ApiError> {
+        match (&self.collection, &self.channel, self.presence) {
+            (Some(name), None, None) => Ok(format!("collection:{name}")),
+            (None, Some(name), None) => Ok(format!("channel:{name}")),
+            (None, None, Some(true)) => Ok("presence".into()),
+            _ => Err(ApiError::bad_request(
+                "invalid_body",
+                "name exactly one of `collection`, `channel` or `presence: true`",
+            )),
+        }
+    }
+}
+
+/// What a client asks of its stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    Add(NewSubscription),
+    Remove { id: String },
+}
+
+/// Who may change a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// The signed-in user who opened it.
+    User(String),
+    /// An anonymous caller who holds the secret its `connected` event gave.
+    Anonymous(String),
+}
+
+impl Owner {
+    /// The owner of a stream opened by `caller`.
+    pub fn of(caller: &Caller) -> Owner {
+        match caller {
+            Some(identity) => Owner::User(identity.user_id.clone()),
+            None => Owner::Anonymous(format!("{:032x}", rand::random::<u128>())),
+        }
+    }
+
+    /// Whether the caller of a request, with the secret it sent (if any),
+    /// is this owner.
+    pub fn admits(&self, requester: &Requester) -> bool {
+        match (self, requester) {
+            (Owner::User(owner), Requester::User(user)) => owner == user,
+            (Owner::Anonymous(secret), Requester::Secret(sent)) => {
+                // Compared in full, whatever differs first.
+                secret.len() == sent.len()
+                    && secret
+                        .bytes()
+                        .zip(sent.bytes())
+                        .fold(0, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The secret an anonymous owner proves itself with.
+    pub fn secret(&self) -> Option<&str> {
+        match self {
+            Owner::Anonymous(secret) => Some(secret),
+            Owner::User(_) => None,
+        }
+    }
+}
+
+/// Who asks for a change: a signed-in user, or whoever sent a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requester {
+    User(String),
+    Secret(String),
+    Nobody,
+}
+
+impl Requester {
+    pub fn of(caller: &Caller, secret: Option<&str>) -> Requester {
+        match (caller, secret) {
+            (Some(identity), _) => Requester::User(identity.user_id.clone()),
+            (None, Some(secret)) => Requester::Secret(secret.to_owned()),
+            (None, None) => Requester::Nobody,
+        }
+    }
+}
+
+/// A change on its way to a stream of this node, with where its outcome
+/// goes.
+pub struct Command {
+    pub change: Change,
+    pub reply: oneshot::Sender<Result<Json, ApiError>>,
+}
+
+/// The changeable streams of this node.
+#[derive(Clone, Default)]
+pub struct Connections {
+    open: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+struct Entry {
+    owner: Owner,
+    commands: mpsc::Sender<Command>,
+}
+
+/// A stream's place among the connections; dropped with the stream.
+pub struct Registration {
+    connections: Connections,
+    pub id: String,
+    pub owner: Owner,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections.lock().remove(&self.id);
+    }
+}
+
+/// Where a change asked of this node goes.
+pub enum Route {
+    /// The stream is here: its owner checked, the way to it.
+    Here(mpsc::Sender<Command>),
+    /// Not here: perhaps on another node.
+    Elsewhere,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new stream of `caller`: its id (unguessable), its owner,
+    /// and the queue its changes arrive in.
+    pub fn register(&self, caller: &Caller) -> (Registration, mpsc::Receiver<Command>) {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let owner = Owner::of(caller);
+        let (commands, receiver) = mpsc::channel(QUEUED_CHANGES);
+        self.lock().insert(
+            id.clone(),
+            Entry {
+                owner: owner.clone(),
+                commands,
+            },
+        );
+        let registration = Registration {
+            connections: self.clone(),
+            id,
+            owner,
+        };
+        (registration, receiver)
+    }
+
+    /// Where a change of stream `id` asked by `requester` goes; a stream of
+    /// this node owned by someone else is refused (as if it did not exist,
+    /// so ids cannot be probed).
+    pub fn route(&self, id: &str, requester: &Requester) -> Result<Route, ApiError> {
+        match self.lock().get(id) {
+            Some(entry) if entry.owner.admits(requester) => Ok(Route::Here(entry.commands.clone())),
+            Some(_) => Err(not_yours(id)),
+            None => Ok(Route::Elsewhere),
+        }
+    }
+
+    /// How many streams are open here.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// The answer for a stream that does not exist or is not the caller's.
+pub fn not_yours(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no open stream `{id}` of yours"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_may_change_a_stream() {
+        let connections = Connections::default();
+        let (anonymous, _queue) = connections.register(&None);
+        let secret = anonymous.owner.secret().unwrap().to_owned();
+        let here = |id: &str, requester: Requester| {
+            matches!(connections.route(id, &requester), Ok(Route::Here(_)))
+        };
+        assert!(here(&anonymous.id, Requester::Secret(secret.clone())));
+        assert!(!here(&anonymous.id, Requester::Secret("0".repeat(32))));
+        assert!(!here(&anonymous.id, Requester::Nobody));
+        assert!(!here(&anonymous.id, Requester::User("ann".into())));
+        let id = anonymous.id.clone();
+        drop(anonymous);
+        assert!(matches!(
+            connections.route(&id, &Requester::Secret(secret)),
+            Ok(Route::Elsewhere)
+        ));
+        assert_eq!(connections.len(), 0);
+    }
+}

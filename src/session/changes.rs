@@ -1,0 +1,253 @@
+//! Subscriptions added to and removed from an open stream.
+//!
+//! # The seam
+//!
+//! A change subscribes the stream anew, with its new topics, at the hub's
+//! cursor `S`. The hub queues events under the same lock that moves its
+//! cursor, so by then every event below `S` is in the old subscription's
+//! queue: the stream sends those first, then the new subscription's, which
+//! begin at `S`. The topics it keeps lose nothing and repeat nothing; an
+//! added collection begins at `S`, after its snapshot if it asked for one
+//! (read after subscribing, as a new stream's is).
+
+use bytes::Bytes;
+use serde_json::{Value as Json, json};
+
+use super::{Phase, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe};
+use crate::channels::validate_channel;
+use crate::collection::CollectionName;
+use crate::connections::{Change, NewSubscription, Requester};
+use crate::error::ApiError;
+use crate::event::{Event, sse_frame};
+use crate::filter::Filter;
+use crate::rules::Access;
+use crate::session::First;
+use crate::shape::Shape;
+
+/// Most collections and channels on one stream.
+pub const MAX_TOPICS: usize = 32;
+
+/// The ids of a plan's subscriptions: `collection:<name>`,
+/// `channel:<name>` and `presence`.
+pub fn subscription_ids(plan: &Plan, presence: bool) -> Vec<String> {
+    let mut ids = Vec::new();
+    if plan.all.is_some() {
+        ids.push("collections".to_owned());
+    }
+    ids.extend(
+        plan.collections
+            .iter()
+            .map(|(name, _)| format!("collection:{name}")),
+    );
+    ids.extend(plan.channels.iter().map(|name| format!("channel:{name}")));
+    if presence {
+        ids.push("presence".to_owned());
+    }
+    ids
+}
+
+impl Session {
+    /// Applies a change its owner asked of this node: the answer for the
+    /// request, and the frame that marks the change on the stream.
+    pub(super) async fn apply(&mut self, change: Change) -> Result<(Json, Bytes), ApiError> {
+        match change {
+            Change::Add(new) => self.add(new).await,
+            Change::Remove { id } => self.remove(&id).await,
+        }
+    }
+
+    /// Applies a change asked of another node, if `requester` owns this
+    /// stream; its outcome is told on the stream.
+    pub(super) async fn apply_forwarded(
+        &mut self,
+        change: Change,
+        requester: &Requester,
+    ) -> Option<Bytes> {
+        if !self.registration.owner.admits(requester) {
+            tracing::debug!("a forwarded change by someone else was ignored");
+            return None;
+        }
+        let asked = match &change {
+            Change::Add(new) => new.id().ok(),
+            Change::Remove { id } => Some(id.clone()),
+        };
+        match self.apply(change).await {
+            Ok((_, frame)) => Some(frame),
+            Err(error) => {
+                let body = json!({
+                    "id": asked,
+                    "error": {"code": error.code(), "message": error.to_string()},
+                });
+                Some(sse_frame(None, "subscription.refused", &body))
+            }
+        }
+    }
+
+    /// The change a `subscription.change` event carries, if it is for this
+    /// stream.
+    pub(super) fn forwarded_to_me(&self, event: &Event) -> Option<(Change, Requester)> {
+        let data = &event.data;
+        if data.get("connection")?.as_str()? != self.registration.id {
+            return None;
+        }
+        let change = serde_json::from_value(data.get("change")?.clone()).ok()?;
+        let requester = serde_json::from_value(data.get("requester")?.clone()).ok()?;
+        Some((change, requester))
+    }
+
+    async fn add(&mut self, new: NewSubscription) -> Result<(Json, Bytes), ApiError> {
+        let id = new.id()?;
+        let mut plan = self.plan.clone();
+        let mut presence = self.interest.presence.clone();
+        let topics = plan.collections.len() + plan.channels.len();
+        let collection_only = |what: &str| {
+            ApiError::bad_request(
+                "invalid_body",
+                format!("`{what}` applies to a collection's subscription"),
+            )
+        };
+        if new.collection.is_none() {
+            for (given, what) in [
+                (new.query.is_some(), "query"),
+                (new.fields.is_some(), "fields"),
+                (new.diff.is_some(), "diff"),
+                (new.snapshot.is_some(), "snapshot"),
+                (new.snapshot_limit.is_some(), "snapshot_limit"),
+                (new.snapshot_sort.is_some(), "snapshot_sort"),
+            ] {
+                if given {
+                    return Err(collection_only(what));
+                }
+            }
+        }
+        let taken = || ApiError::Conflict(format!("this stream has `{id}` already"));
+        let too_many = || {
+            ApiError::Conflict(format!(
+                "at most {MAX_TOPICS} collections and channels on one stream"
+            ))
+        };
+        let mut added = None;
+        if let Some(name) = &new.collection {
+            let name = CollectionName::new(name)?;
+            if plan.all.is_some() {
+                return Err(ApiError::Conflict(
+                    "this stream carries every collection already".into(),
+                ));
+            }
+            if plan.collections.iter().any(|(other, _)| *other == name) {
+                return Err(taken());
+            }
+            if topics >= MAX_TOPICS {
+                return Err(too_many());
+            }
+            let filter = match new.query.as_deref() {
+                Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?.expr().clone()),
+                _ => None,
+            };
+            let diff = new.diff.unwrap_or(false);
+            let shape = Shape::parse(new.fields.as_deref(), diff)?;
+            let first = First::parse(new.snapshot_limit, new.snapshot_sort.as_deref(), diff)?;
+            let wants_snapshot = new.snapshot.unwrap_or(false);
+            if first.is_some() && !wants_snapshot {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "`snapshot_limit` and `snapshot_sort` need `snapshot: true`",
+                ));
+            }
+            plan.collections.push((name.clone(), filter));
+            added = Some((name, shape, wants_snapshot.then_some(first)));
+        } else if let Some(channel) = &new.channel {
+            validate_channel(channel)?;
+            if plan.channels.contains(channel) {
+                return Err(taken());
+            }
+            if topics >= MAX_TOPICS {
+                return Err(too_many());
+            }
+            plan.channels.push(channel.clone());
+        } else {
+            if presence.is_some() {
+                return Err(taken());
+            }
+            presence = Some(self.state.presence_rule.access(&self.caller)?);
+        }
+        self.resubscribe(plan, presence).await?;
+        let mut snapshot = false;
+        if let Some((name, shape, first)) = added {
+            if !shape.is_whole() {
+                self.shapes.insert(name.shared(), shape);
+            }
+            if let Some(first) = first {
+                let parts = snapshot_parts(std::slice::from_ref(&(name, None)), &self.interest);
+                if first.is_none() {
+                    check_snapshot_size(&self.state, &parts).await?;
+                }
+                self.snapshot = Some(Snapshot::new(parts, first));
+                self.phase = Phase::Snapshot;
+                snapshot = true;
+            }
+        }
+        let body = json!({"id": id, "snapshot": snapshot});
+        let frame = sse_frame(None, "subscription.added", &body);
+        Ok((body, frame))
+    }
+
+    async fn remove(&mut self, id: &str) -> Result<(Json, Bytes), ApiError> {
+        let mut plan = self.plan.clone();
+        let mut presence = self.interest.presence.clone();
+        let before = (
+            plan.collections.len(),
+            plan.channels.len(),
+            presence.is_some(),
+        );
+        if let Some(name) = id.strip_prefix("collection:") {
+            plan.collections.retain(|(other, _)| other.as_str() != name);
+        } else if let Some(name) = id.strip_prefix("channel:") {
+            plan.channels.retain(|other| other != name);
+        } else if id == "presence" {
+            presence = None;
+        }
+        if before
+            == (
+                plan.collections.len(),
+                plan.channels.len(),
+                presence.is_some(),
+            )
+        {
+            return Err(ApiError::NotFound(format!(
+                "this stream has no subscription `{id}`"
+            )));
+        }
+        if plan.all.is_none() && plan.collections.is_empty() && plan.channels.is_empty() {
+            return Err(ApiError::Conflict(
+                "a stream keeps at least one collection or channel: close it instead".into(),
+            ));
+        }
+        if let Some(name) = id.strip_prefix("collection:") {
+            self.shapes.remove(name);
+        }
+        self.resubscribe(plan, presence).await?;
+        let body = json!({"id": id});
+        Ok((body.clone(), sse_frame(None, "subscription.removed", &body)))
+    }
+
+    /// Subscribes anew with `plan` and `presence`, keeping the events the
+    /// old subscription holds from before the new one's start (see the
+    /// seam above).
+    async fn resubscribe(&mut self, plan: Plan, presence: Option<Access>) -> Result<(), ApiError> {
+        let (interest, subscription, watched) =
+            subscribe(&self.state, &self.caller, &plan, presence).await?;
+        let start = subscription.start;
+        let mut old = std::mem::replace(&mut self.subscription, subscription);
+        while let Some(queued) = old.try_recv() {
+            if queued.0.id.stamp >= start {
+                break;
+            }
+            self.pending.push_back(queued);
+        }
+        self.interest = interest;
+        self.watched_rules = watched;
+        self.plan = plan;
+        Ok(())
+    }
+}
