@@ -32,7 +32,10 @@ async fn a_stream_starts_with_retry_and_connected_and_has_sse_headers() {
     assert_eq!(data["connection_id"].as_str().unwrap().len(), 32);
     // Signed in: the user proves it owns the stream, no secret needed.
     assert!(data.get("connection_secret").is_none());
-    assert_eq!(data["subscriptions"], serde_json::json!(["collections"]));
+    assert_eq!(
+        data["subscriptions"],
+        serde_json::json!(["collections", "presence"])
+    );
     assert_eq!(data["collection"], Value::Null);
 }
 
