@@ -4,6 +4,7 @@
 //! query, the resume id) and answers with the event stream. The stream
 //! itself, from subscribing to its end, is [`crate::session`].
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -214,6 +215,7 @@ async fn open_stream(
     };
     let plan = plan(route, topics, raw_query.as_deref(), query)?;
     let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
+    let shapes = shapes_by_collection(raw_query.as_deref(), &plan, params.diff.unwrap_or(false))?;
     let first = First::parse(
         params.snapshot_limit,
         params.snapshot_sort.as_deref(),
@@ -296,6 +298,7 @@ async fn open_stream(
             permit,
             snapshot,
             shape,
+            shapes,
             plan,
         },
         resume,
@@ -333,6 +336,40 @@ pub(super) fn come_back_later(retry: std::time::Duration) -> Response {
         retry.as_millis()
     );
     event_stream(Body::from(text))
+}
+
+/// `fields.<collection>=a,b`: the fields of one collection's records, for
+/// a stream whose collections want different ones (over `fields`).
+fn shapes_by_collection(
+    raw_query: Option<&str>,
+    plan: &Plan,
+    diff: bool,
+) -> Result<HashMap<Arc<str>, Shape>, ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
+    let mut shapes = HashMap::new();
+    for (key, text) in pairs {
+        let Some(name) = key.strip_prefix("fields.") else {
+            continue;
+        };
+        let Some((collection, _)) = plan.collections.iter().find(|(c, _)| c.as_str() == name)
+        else {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`fields.{name}` names a collection this stream does not subscribe to"),
+            ));
+        };
+        let shape = Shape::parse(Some(&text), diff).map_err(|error| {
+            ApiError::bad_request("invalid_query", format!("`fields.{name}`: {error}"))
+        })?;
+        if shapes.insert(collection.shared(), shape).is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`fields.{name}` is given twice"),
+            ));
+        }
+    }
+    Ok(shapes)
 }
 
 /// The id to resume after: the `Last-Event-ID` header (sent by a browser

@@ -174,9 +174,7 @@ impl Session {
         self.resubscribe(plan, presence).await?;
         let mut snapshot = false;
         if let Some((name, shape, first)) = added {
-            if !shape.is_whole() {
-                self.shapes.insert(name.shared(), shape);
-            }
+            self.shapes.insert(name.shared(), shape);
             if let Some(first) = first {
                 let parts = snapshot_parts(std::slice::from_ref(&(name, None)), &self.interest);
                 if first.is_none() {

@@ -216,6 +216,8 @@ pub struct Opened {
     /// that resumes skips it, unless it is reset.
     pub snapshot: Option<Snapshot>,
     pub shape: Shape,
+    /// Shapes of collections that asked for their own (`fields.<name>`).
+    pub shapes: HashMap<Arc<str>, Shape>,
     /// What the stream asked for: its topics change with its subscriptions.
     pub plan: Plan,
 }
@@ -274,6 +276,7 @@ impl Session {
             permit,
             snapshot,
             shape,
+            shapes,
             plan,
         } = opened;
         let (registration, commands) = state.connections.register(&caller);
@@ -363,7 +366,7 @@ impl Session {
             shape,
             answered: fresh.then_some(answered),
             plan,
-            shapes: HashMap::new(),
+            shapes,
             registration,
             commands,
             forwarded: VecDeque::new(),

@@ -157,14 +157,13 @@ impl Snapshot {
         }
     }
 
-    /// The frames of the next page (possibly none, for a collection with
-    /// no match), or `None` once every collection is read.
-    /// The first collection it reads (the only one of a snapshot taken
-    /// for a subscription added to an open stream).
+    /// The collection the next page is of.
     pub fn collection(&self) -> Option<&CollectionName> {
-        self.parts.first().map(|(name, _)| name)
+        self.parts.get(self.part).map(|(name, _)| name)
     }
 
+    /// The frames of the next page (possibly none, for a collection with
+    /// no match), or `None` once every collection is read.
     pub async fn next_page(
         &mut self,
         store: &Store,

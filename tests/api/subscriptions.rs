@@ -369,3 +369,46 @@ async fn a_change_keeps_the_events_queued_for_a_reader_that_fell_behind() {
     assert_eq!(change.await.unwrap(), 200);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_collection_of_a_stream_may_have_its_own_fields() {
+    let app = TestApp::spawn().await;
+    public_collection(&app, "posts").await;
+    public_collection(&app, "comments").await;
+    app.create_record("posts", json!({"id": "p1", "title": "T", "body": "B"}))
+        .await;
+    app.create_record("comments", json!({"id": "c1", "text": "X", "n": 1}))
+        .await;
+    let (mut stream, _, _) = anonymous_stream(
+        &app,
+        "/api/v1/realtime?collections=posts,comments&fields.posts=title&snapshot=true",
+    )
+    .await;
+    let mut seen = Vec::new();
+    loop {
+        let (event, data) = stream.json_event().await;
+        if event == "snapshot.done" {
+            break;
+        }
+        seen.push(data["data"].clone());
+    }
+    assert_eq!(
+        seen,
+        [
+            json!({"id": "p1", "title": "T"}),
+            json!({"id": "c1", "text": "X", "n": 1})
+        ]
+    );
+    app.create_record("posts", json!({"id": "p2", "title": "U", "body": "C"}))
+        .await;
+    let (_, data) = stream.json_event().await;
+    assert_eq!(data["data"], json!({"id": "p2", "title": "U"}));
+    let refused = app
+        .anonymous
+        .get(app.url("/api/v1/realtime?collections=posts&fields.comments=text"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    app.shutdown().await;
+}
