@@ -3,6 +3,7 @@
 mod admin;
 mod changes;
 mod channels;
+mod client;
 mod collections;
 mod connections;
 mod extract;
@@ -38,6 +39,12 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let proxies = state.config.trusted_proxies.clone();
     let router = Router::new()
         .route("/", get(health::demo_page))
+        .route("/livehub.js", get(client::library))
+        .route("/livehub.d.ts", get(client::library_types))
+        .route("/livehub-react.js", get(client::react))
+        .route("/livehub-react.d.ts", get(client::react_types))
+        .route("/livehub-vue.js", get(client::vue))
+        .route("/livehub-vue.d.ts", get(client::vue_types))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(operations::readyz))
         .route("/metrics", get(operations::metrics))

@@ -1,0 +1,484 @@
+//! The browser library (`/livehub.js`) and its React and Vue bindings in
+//! real headless Chromium (Debian's `chromium`, driven by Playwright from
+//! `tests/browser/driver.mjs`), against the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::helpers::{HANG_GUARD, TEST_SECRET, client_with_token};
+
+/// One Chromium page, driven line by line.
+struct Browser {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        assert!(
+            dir.join("node_modules/playwright-core").exists(),
+            "run `npm ci` in tests/browser first (.ci/run does)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("driver.mjs"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (.ci/run installs Node.js)");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Browser {
+            _child: child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn send(&mut self, command: Value) -> Value {
+        let line = format!("{command}\n");
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        let answer = tokio::time::timeout(HANG_GUARD * 3, self.stdout.next_line())
+            .await
+            .expect("the driver answered")
+            .unwrap()
+            .expect("the driver is running");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        if let Some(error) = answer.get("error") {
+            panic!("{command}: {error}\n{}", answer["log"]);
+        }
+        answer["ok"].clone()
+    }
+
+    async fn open(&mut self, origin: &str, html: String) {
+        self.send(json!({"open": origin, "html": html})).await;
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        self.send(json!({"eval": expression})).await
+    }
+
+    /// Waits until `expression` is true in the page (a guard, not a timing
+    /// assertion: only a stalled page misses it).
+    async fn wait(&mut self, expression: &str) {
+        self.send(json!({"wait": expression, "timeout": HANG_GUARD.as_millis() as u64}))
+            .await;
+    }
+}
+
+/// The real binary on a fixed port, restartable on its data.
+struct Server {
+    child: Option<std::process::Child>,
+    port: u16,
+    data: PathBuf,
+}
+
+impl Server {
+    async fn start(data: PathBuf) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Server {
+            child: None,
+            port,
+            data,
+        };
+        server.run().await;
+        server
+    }
+
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn run(&mut self) {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_livehub"))
+            .args(["--addr", &format!("127.0.0.1:{}", self.port)])
+            .args(["--db", &format!("surrealkv://{}", self.data.display())])
+            .args(["--retry", "200ms"])
+            .env("LIVEHUB_JWT_SECRET", TEST_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + HANG_GUARD;
+        loop {
+            if let Ok(response) = reqwest::get(format!("{}/readyz", self.origin())).await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the binary never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Destroys every open TCP connection of the server (`ss -K`), as a
+    /// network failure would.
+    fn cut_connections(&self) {
+        let status = std::process::Command::new("ss")
+            .args(["-K", "-t", "state", "established"])
+            .arg(format!("( sport = :{} )", self.port))
+            .stdout(Stdio::null())
+            .status()
+            .expect("ss runs (iproute2)");
+        assert!(status.success());
+    }
+
+    /// Kills it at once (SIGKILL) and starts it again on `data`.
+    async fn restart_on(&mut self, data: PathBuf) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        self.data = data;
+        self.run().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn token(sub: &str, admin: bool) -> String {
+    let settings = livehub::config::AuthSettings {
+        jwt_secret: Some(livehub::config::Secret::from(TEST_SECRET.to_owned())),
+        ..Default::default()
+    };
+    let (auth, _) = livehub::auth::Authenticator::from_settings(&settings).unwrap();
+    let mut claims = json!({"sub": sub, "exp": crate::helpers::now_secs() + 3600});
+    if admin {
+        claims["role"] = json!("admin");
+    }
+    auth.sign(&claims).unwrap()
+}
+
+/// A page that loads the library with `script` after it: `hub` is a hub
+/// that authenticates with tickets (or, once `staleTicket` is set, with
+/// that ticket first), and `window.streams` counts the EventSources made.
+fn page(token: &str, script: &str) -> String {
+    format!(
+        r#"<!doctype html><meta charset="utf-8"><body><div id="app"></div>
+<script src="/vendor/react.js"></script>
+<script src="/vendor/react-dom.js"></script>
+<script type="module">
+const Native = window.EventSource;
+window.streams = 0;
+window.EventSource = class extends Native {{
+  constructor(url) {{ super(url); window.streams += 1; }}
+}};
+const {{ connect }} = await import('/livehub.js');
+const token = {token:?};
+async function ticket() {{
+  const response = await fetch('/api/v1/realtime/tickets', {{
+    method: 'POST', headers: {{ authorization: `Bearer ${{token}}` }},
+  }});
+  return (await response.json()).ticket;
+}}
+window.ticket = ticket;
+window.staleTicket = null;
+window.hub = connect({{
+  auth: async () => {{
+    const stale = window.staleTicket;
+    window.staleTicket = null;
+    return {{ ticket: stale || await ticket(), token }};
+  }},
+  retry: {{ initial: 100, max: 1000 }},
+}});
+window.ids = (query) => query.getSnapshot().records.map((record) => record.id).join(',');
+{script}
+window.ready = true;
+</script>"#
+    )
+}
+
+async fn create(client: &reqwest::Client, origin: &str, collection: &str, body: Value) {
+    let response = client
+        .post(format!("{origin}/api/v1/collections/{collection}/records"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+async fn delete(client: &reqwest::Client, origin: &str, collection: &str, id: &str) {
+    let response = client
+        .delete(format!(
+            "{origin}/api/v1/collections/{collection}/records/{id}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+async fn public_collection(client: &reqwest::Client, origin: &str, name: &str) {
+    let response = client
+        .post(format!("{origin}/api/v1/collections"))
+        .json(&json!({"name": name, "rules": {"read": "true"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+/// Waits until the page's query `name` holds exactly `ids`, in order.
+async fn until_holds(browser: &mut Browser, name: &str, ids: &[&str]) {
+    let expected = ids.join(",");
+    browser
+        .wait(&format!("window.ids({name}) === {expected:?}"))
+        .await;
+}
+
+#[tokio::test]
+async fn a_live_query_stays_exact_across_restarts_disconnects_expired_tickets_and_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path().join("one")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "posts").await;
+    for id in ["a", "b", "x"] {
+        create(&admin, &origin, "posts", json!({"id": id, "n": 1})).await;
+    }
+    let mut browser = Browser::start().await;
+    let script = "window.posts = hub.liveQuery('posts', { query: 'n >= 1', fields: 'n' });\n\
+                  window.held = await ticket();";
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    let held_at = Instant::now();
+    until_holds(&mut browser, "posts", &["a", "b", "x"]).await;
+    // Changes arrive; a record that stops matching leaves.
+    create(&admin, &origin, "posts", json!({"id": "c", "n": 2})).await;
+    let response = admin
+        .patch(format!("{origin}/api/v1/collections/posts/records/x"))
+        .json(&json!({"n": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    until_holds(&mut browser, "posts", &["a", "b", "c"]).await;
+    assert_eq!(
+        browser
+            .eval("JSON.stringify(posts.getSnapshot().records[2])")
+            .await,
+        json!(r#"{"id":"c","n":2}"#),
+        "only the fields asked for"
+    );
+
+    // The server killed and restarted on its data: the page resumes, and
+    // sees what was written while it was away.
+    server.restart_on(dir.path().join("one")).await;
+    create(&admin, &origin, "posts", json!({"id": "d", "n": 1})).await;
+    delete(&admin, &origin, "posts", "a").await;
+    until_holds(&mut browser, "posts", &["b", "c", "d"]).await;
+
+    // The page's connection cut, the page off the network for a while
+    // (its reconnects fail and back off), and changes made meanwhile.
+    let streams = browser.eval("window.streams").await.as_u64().unwrap();
+    browser.send(json!({"offline": true})).await;
+    server.cut_connections();
+    // (This client's pooled connections were cut too.)
+    let admin = client_with_token(&token("root", true));
+    create(&admin, &origin, "posts", json!({"id": "e", "n": 1})).await;
+    delete(&admin, &origin, "posts", "b").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    browser.send(json!({"offline": false})).await;
+    until_holds(&mut browser, "posts", &["c", "d", "e"]).await;
+    assert!(
+        browser.eval("window.streams").await.as_u64().unwrap() > streams,
+        "the page reconnected"
+    );
+
+    // A ticket that expired (held past its 30 s): refused, so the hub asks
+    // for fresh credentials and goes on.
+    let expired = Duration::from_secs(31).saturating_sub(held_at.elapsed());
+    tokio::time::sleep(expired).await;
+    browser
+        .eval("window.staleTicket = window.held; hub.reconnectNow(); true")
+        .await;
+    create(&admin, &origin, "posts", json!({"id": "f", "n": 1})).await;
+    until_holds(&mut browser, "posts", &["c", "d", "e", "f"]).await;
+    // It was expired indeed: the server refuses it.
+    let held = browser.eval("window.held").await;
+    let refused = reqwest::get(format!(
+        "{origin}/api/v1/realtime/posts?ticket={}",
+        held.as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    // A reset: the server comes back on a new, empty database, so the
+    // page's last id is from before it. The page takes the new state.
+    server.restart_on(dir.path().join("two")).await;
+    public_collection(&admin, &origin, "posts").await;
+    create(&admin, &origin, "posts", json!({"id": "z", "n": 5})).await;
+    until_holds(&mut browser, "posts", &["z"]).await;
+}
+
+#[tokio::test]
+async fn every_subscription_of_a_page_shares_one_stream_and_changes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    for name in ["posts", "comments", "notes", "later"] {
+        public_collection(&admin, &origin, name).await;
+    }
+    for n in 0..5 {
+        let id = format!("m{n}");
+        create(&admin, &origin, "comments", json!({"id": id, "n": n})).await;
+    }
+    create(&admin, &origin, "later", json!({"id": "l1"})).await;
+    let mut browser = Browser::start().await;
+    let script = "window.posts = hub.liveQuery('posts');\n\
+        window.top3 = hub.liveQuery('comments', { limit: 3, sort: '-n' });\n\
+        window.messages = [];\n\
+        window.room = hub.channel('room.1', (message) => window.messages.push(message));\n\
+        window.changes = [];\n\
+        window.noteEvents = hub.events('notes', null, (event) => window.changes.push(event.record_id));";
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    until_holds(&mut browser, "top3", &["m4", "m3", "m2"]).await;
+    browser
+        .wait("hub.status.getSnapshot().state === 'open'")
+        .await;
+    // Added later, on the same stream, with its snapshot.
+    browser
+        .eval("window.later = hub.liveQuery('later'); true")
+        .await;
+    until_holds(&mut browser, "later", &["l1"]).await;
+    // Writes all along while subscriptions come and go.
+    for n in 0..20 {
+        create(&admin, &origin, "posts", json!({"id": format!("p{n:02}")})).await;
+        if n == 5 {
+            browser.eval("window.noteEvents.close(); true").await;
+        }
+        if n == 10 {
+            browser
+                .eval("window.extra = hub.channel('room.2', () => {}); true")
+                .await;
+        }
+    }
+    let posts: Vec<String> = (0..20).map(|n| format!("p{n:02}")).collect();
+    let posts: Vec<&str> = posts.iter().map(String::as_str).collect();
+    until_holds(&mut browser, "posts", &posts).await;
+    // The first N stay the first N when one of them goes.
+    delete(&admin, &origin, "comments", "m4").await;
+    until_holds(&mut browser, "top3", &["m3", "m2", "m1"]).await;
+    // A channel message, published from the page.
+    browser
+        .eval("room.publish({ text: 'hi' }).then(() => true)")
+        .await;
+    browser
+        .wait("window.messages.some((message) => message.message && message.message.text === 'hi')")
+        .await;
+    assert_eq!(
+        browser.eval("window.streams").await,
+        json!(1),
+        "one stream carried everything"
+    );
+}
+
+#[tokio::test]
+async fn the_react_and_vue_bindings_render_a_live_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "posts").await;
+    create(
+        &admin,
+        &origin,
+        "posts",
+        json!({"id": "a", "title": "First", "status": "published"}),
+    )
+    .await;
+    create(
+        &admin,
+        &origin,
+        "posts",
+        json!({"id": "b", "title": "Draft", "status": "draft"}),
+    )
+    .await;
+    let script = r#"
+const { createHooks } = await import('/livehub-react.js');
+const { useLiveQuery } = createHooks(React);
+function Posts() {
+  const { records } = useLiveQuery(hub, 'posts', { query: 'status = "published"' });
+  return React.createElement('ul', { id: 'react' },
+    records.map((post) => React.createElement('li', { key: post.id }, post.title)));
+}
+const reactRoot = document.createElement('div');
+document.body.append(reactRoot);
+ReactDOM.createRoot(reactRoot).render(React.createElement(Posts));
+
+const Vue = await import('/vendor/vue.js');
+const { createComposables } = await import('/livehub-vue.js');
+const { useLiveQuery: useVueQuery } = createComposables(Vue);
+const vueRoot = document.createElement('div');
+document.body.append(vueRoot);
+Vue.createApp({
+  setup() {
+    const posts = useVueQuery(hub, 'posts', { query: 'status = "published"' });
+    return { posts };
+  },
+  template: '<ul id="vue"><li v-for="post in posts.records" :key="post.id">{{ post.title }}</li></ul>',
+}).mount(vueRoot);
+window.rendered = (id) => [...document.querySelectorAll(`#${id} li`)].map((li) => li.textContent).join(',');
+"#;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    for id in ["react", "vue"] {
+        browser
+            .wait(&format!("window.rendered('{id}') === 'First'"))
+            .await;
+    }
+    create(
+        &admin,
+        &origin,
+        "posts",
+        json!({"id": "c", "title": "Second", "status": "published"}),
+    )
+    .await;
+    let response = admin
+        .patch(format!("{origin}/api/v1/collections/posts/records/b"))
+        .json(&json!({"status": "published", "title": "Now out"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for id in ["react", "vue"] {
+        browser
+            .wait(&format!(
+                "window.rendered('{id}') === 'First,Now out,Second'"
+            ))
+            .await;
+    }
+    // Both share the page's one stream (the same query, one subscription).
+    assert_eq!(browser.eval("window.streams").await, json!(1));
+}

@@ -1,0 +1,72 @@
+// Drives one headless Chromium page for the browser tests
+// (tests/api/browser.rs), which send it one JSON command per line on stdin
+// and read one JSON answer per line on stdout:
+//
+//   {"open": "<origin>", "html": "<page>"}  serve the page at <origin>/test.html
+//                                           (with /vendor/* from node_modules) and load it
+//   {"eval": "<expression>"}                 its value (awaited), as JSON
+//   {"wait": "<expression>", "timeout": ms}  until the expression is truthy
+//   {"offline": true|false}                  cut the page off the network, or not
+//
+// Answers: {"ok": value} or {"error": "..."}.
+import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const vendor = {
+  '/vendor/react.js': 'node_modules/react/umd/react.development.js',
+  '/vendor/react-dom.js': 'node_modules/react-dom/umd/react-dom.development.js',
+  '/vendor/vue.js': 'node_modules/vue/dist/vue.esm-browser.js',
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.LIVEHUB_CHROMIUM || '/usr/bin/chromium',
+  args: [
+    '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ],
+});
+const context = await browser.newContext();
+const page = await context.newPage();
+const log = [];
+page.on('console', (message) => log.push(`${message.type()}: ${message.text()}`));
+page.on('pageerror', (error) => log.push(`pageerror: ${error.message}`));
+
+async function run(command) {
+  if (command.open !== undefined) {
+    const origin = command.open;
+    await page.route(`${origin}/test.html`, (route) =>
+      route.fulfill({ contentType: 'text/html', body: command.html }));
+    for (const [path, file] of Object.entries(vendor)) {
+      await page.route(`${origin}${path}`, (route) =>
+        route.fulfill({ contentType: 'text/javascript', body: readFileSync(here + file, 'utf8') }));
+    }
+    await page.goto(`${origin}/test.html`);
+    return null;
+  }
+  if (command.eval !== undefined) return page.evaluate(command.eval);
+  if (command.wait !== undefined) {
+    await page.waitForFunction(command.wait, null, { timeout: command.timeout || 20000, polling: 50 });
+    return true;
+  }
+  if (command.offline !== undefined) {
+    await context.setOffline(command.offline);
+    return null;
+  }
+  if (command.log !== undefined) return log;
+  throw new Error(`unknown command ${JSON.stringify(command)}`);
+}
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  let answer;
+  try {
+    answer = { ok: (await run(JSON.parse(line))) ?? null };
+  } catch (error) {
+    answer = { error: String(error && error.message ? error.message : error), log: log.slice(-20) };
+  }
+  process.stdout.write(`${JSON.stringify(answer)}\n`);
+}
+await browser.close();
