@@ -396,7 +396,8 @@ export class Hub {
     this.opening = true;
     let plan;
     try {
-      plan = await this.streamUrl();
+      // After a refusal of several at once, one at a time finds the culprit.
+      plan = this.oneAtATime ? { url: null } : await this.streamUrl();
       if (!plan.url) plan = await this.firstTopicUrl();
     } catch (error) {
       this.opening = false;
@@ -417,10 +418,70 @@ export class Hub {
     }
     source.onerror = () => {
       if (this.source !== source) return;
+      if (!this.connection) {
+        // Refused before it opened: EventSource hides why, so ask.
+        this.diagnose(source, plan);
+        return;
+      }
       // The browser would retry the same URL (a spent ticket, an old
       // token): this hub retries itself.
       this.reconnect(new Error('the stream broke'));
     };
+  }
+
+  /**
+   * Why a stream was refused. A refusal that asking again cannot change
+   * (400, 403, 404: a bad filter, a rule, no such collection) puts the
+   * subscriptions it carried in `error` and drops them from the stream;
+   * anything else (401: a spent or expired ticket, 429, 5xx, no network)
+   * is retried with fresh credentials after a backoff.
+   */
+  async diagnose(source, plan) {
+    source.close();
+    let response = null;
+    const controller = new AbortController();
+    try {
+      // Asked again with fresh credentials: the refused request may have
+      // spent its ticket.
+      const url = new URL(plan.url, globalThis.location ? globalThis.location.href : undefined);
+      url.searchParams.delete('ticket');
+      url.searchParams.delete('token');
+      const headers = { accept: 'text/event-stream' };
+      const { token, ticket } = await this.credentials();
+      if (token) headers.authorization = `Bearer ${token}`;
+      else if (ticket) url.searchParams.set('ticket', ticket);
+      response = await this.fetch(url.href, { headers, signal: controller.signal });
+    } catch (_) {
+      // No network: retried below.
+    }
+    if (this.source !== source) {
+      controller.abort();
+      return;
+    }
+    const status = response ? response.status : 0;
+    if (![400, 403, 404].includes(status)) {
+      controller.abort();
+      this.reconnect(new Error('the stream was refused'));
+      return;
+    }
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (_) {
+      // Not JSON.
+    }
+    const error = (body && body.error) || { message: `refused with ${status}` };
+    this.source = null;
+    if (plan.carried.length > 1) {
+      this.oneAtATime = true;
+      this.open();
+      return;
+    }
+    for (const subscription of plan.carried) {
+      this.topics.delete(subscription.topic);
+      if (subscription.set) subscription.set({ status: 'error', error });
+    }
+    this.open();
   }
 
   /** With nothing resumable, the URL of one subscription on its own. */
@@ -538,6 +599,7 @@ export class Hub {
 
   connected(data) {
     this.attempt = 0;
+    this.oneAtATime = false;
     this.connection = { id: data.connection_id, secret: data.connection_secret };
     this.status.set({ state: 'open', connection: data.connection_id });
     const carried = this.carried;

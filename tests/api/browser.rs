@@ -482,3 +482,79 @@ window.rendered = (id) => [...document.querySelectorAll(`#${id} li`)].map((li) =
     // Both share the page's one stream (the same query, one subscription).
     assert_eq!(browser.eval("window.streams").await, json!(1));
 }
+
+#[tokio::test]
+async fn a_refused_subscription_reports_its_error_and_spares_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "posts").await;
+    create(&admin, &origin, "posts", json!({"id": "a"})).await;
+    // Both in the stream's first request: the server refuses it whole.
+    let script = "window.bad = hub.liveQuery('posts', { query: 'title = ' });\n\
+                  window.missing = hub.liveQuery('nothing');\n\
+                  window.good = hub.liveQuery('posts', { fields: 'id' });";
+    let mut browser = Browser::start().await;
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    until_holds(&mut browser, "good", &["a"]).await;
+    browser
+        .wait("bad.getSnapshot().status === 'error' && missing.getSnapshot().status === 'error'")
+        .await;
+    assert_eq!(
+        browser.eval("bad.getSnapshot().error.code").await,
+        json!("invalid_filter")
+    );
+    assert_eq!(
+        browser.eval("missing.getSnapshot().error.code").await,
+        json!("not_found")
+    );
+    // Added once the stream is open, a bad one is refused alone too.
+    browser
+        .eval("window.late = hub.liveQuery('nothing2'); true")
+        .await;
+    browser.wait("late.getSnapshot().status === 'error'").await;
+    create(&admin, &origin, "posts", json!({"id": "b"})).await;
+    until_holds(&mut browser, "good", &["a", "b"]).await;
+}
+
+#[tokio::test]
+async fn the_demo_page_keeps_its_table_live_with_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin_token = token("root", true);
+    let admin = client_with_token(&admin_token);
+    public_collection(&admin, &origin, "posts").await;
+    for id in ["a", "b"] {
+        create(&admin, &origin, "posts", json!({"id": id, "n": 1})).await;
+    }
+    let mut browser = Browser::start().await;
+    // The token is set on the origin first (the page reads it at start).
+    browser
+        .send(json!({"goto": format!("{origin}/healthz")}))
+        .await;
+    browser
+        .eval(&format!(
+            "localStorage.setItem('livehub-token', {admin_token:?}); true"
+        ))
+        .await;
+    browser
+        .send(json!({"goto": format!("{origin}/#posts")}))
+        .await;
+    let rows =
+        "[...document.querySelectorAll('#records tr td.id')].map((td) => td.textContent).join(',')";
+    browser.wait(&format!("{rows} === 'b,a'")).await;
+    create(&admin, &origin, "posts", json!({"id": "c", "n": 2})).await;
+    browser.wait(&format!("{rows} === 'c,b,a'")).await;
+    delete(&admin, &origin, "posts", "a").await;
+    browser.wait(&format!("{rows} === 'c,b'")).await;
+    // The table's filter is the live query's.
+    browser
+        .eval("document.getElementById('rec-filter').value = 'n = 2'; document.getElementById('rec-filter-form').requestSubmit(); true")
+        .await;
+    browser.wait(&format!("{rows} === 'c'")).await;
+}

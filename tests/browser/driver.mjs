@@ -4,6 +4,7 @@
 //
 //   {"open": "<origin>", "html": "<page>"}  serve the page at <origin>/test.html
 //                                           (with /vendor/* from node_modules) and load it
+//   {"goto": "<url>"}                        load a page the server serves itself
 //   {"eval": "<expression>"}                 its value (awaited), as JSON
 //   {"wait": "<expression>", "timeout": ms}  until the expression is truthy
 //   {"offline": true|false}                  cut the page off the network, or not
@@ -44,6 +45,10 @@ async function run(command) {
         route.fulfill({ contentType: 'text/javascript', body: readFileSync(here + file, 'utf8') }));
     }
     await page.goto(`${origin}/test.html`);
+    return null;
+  }
+  if (command.goto !== undefined) {
+    await page.goto(command.goto);
     return null;
   }
   if (command.eval !== undefined) return page.evaluate(command.eval);
