@@ -558,3 +558,33 @@ async fn the_demo_page_keeps_its_table_live_with_the_library() {
         .await;
     browser.wait(&format!("{rows} === 'c'")).await;
 }
+
+#[tokio::test]
+async fn the_library_runs_in_node_with_its_eventsource() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "posts").await;
+    create(&admin, &origin, "posts", json!({"id": "a"})).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node.mjs");
+    let node = Command::new("node")
+        .arg("--experimental-eventsource")
+        .arg(script)
+        .args([&origin, &token("ann", false), "a,b"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    // A change after it subscribed, which it must take up too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    create(&admin, &origin, "posts", json!({"id": "b"})).await;
+    let output = tokio::time::timeout(HANG_GUARD, node.wait_with_output())
+        .await
+        .expect("node saw both records")
+        .unwrap();
+    assert!(output.status.success());
+    let records: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(records, json!([{"id": "a"}, {"id": "b"}]));
+}
