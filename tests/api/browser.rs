@@ -104,7 +104,7 @@ impl Server {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_livehub"))
             .args(["--addr", &format!("127.0.0.1:{}", self.port)])
             .args(["--db", &format!("surrealkv://{}", self.data.display())])
-            .args(["--retry", "200ms"])
+            .args(["--retry", "200ms", "--presence-grace", "200ms"])
             .env("LIVEHUB_JWT_SECRET", TEST_SECRET)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -587,4 +587,35 @@ async fn the_library_runs_in_node_with_its_eventsource() {
     assert!(output.status.success());
     let records: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(records, json!([{"id": "a"}, {"id": "b"}]));
+}
+
+#[tokio::test]
+async fn presence_is_a_live_list_in_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "posts").await;
+    let script = "window.posts = hub.liveQuery('posts');\n\
+        window.online = hub.presence();\n\
+        window.users = () => online.getSnapshot().users.map((user) => user.user_id).join(',');";
+    let mut browser = Browser::start().await;
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    // The page's own user, from the list read once its stream is open.
+    browser.wait("window.users() === 'ann'").await;
+    // Someone else opens a stream, then closes it.
+    let bob = client_with_token(&token("bob", false));
+    let response = bob
+        .get(format!("{origin}/api/v1/realtime/posts"))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = crate::helpers::SseClient::new(response);
+    stream.connected().await;
+    browser.wait("window.users() === 'ann,bob'").await;
+    drop(stream);
+    browser.wait("window.users() === 'ann'").await;
 }
