@@ -38,6 +38,8 @@ export interface LiveQueryOptions {
   limit?: number;
   /** A sort such as `-created` (default `id`, or `-id` with `limit`). */
   sort?: string;
+  /** Updates arrive as merge patches to the record held (less to send); not with `limit`. */
+  diff?: boolean;
 }
 
 export type Status = 'loading' | 'live' | 'error';

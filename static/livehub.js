@@ -79,11 +79,16 @@ class LiveQuery extends Store {
     const body = { collection: this.collection, snapshot: true };
     if (query) body.query = query;
     if (fields) body.fields = fields;
+    if (this.diffs()) body.diff = true;
     if (limit) {
       body.snapshot_limit = limit;
       body.snapshot_sort = sort || '-id';
     }
     return body;
+  }
+  /** Updates come as merge patches (not with `limit`: the first N hold too few records to patch). */
+  diffs() {
+    return Boolean(this.options.diff && !this.options.limit);
   }
   beginSnapshot() {
     this.staged = new Map();
@@ -105,6 +110,9 @@ class LiveQuery extends Store {
       this.byId = new Map();
     } else if (type === 'record.deleted' || event.left) {
       refill = this.byId.delete(id) && Boolean(this.options.limit);
+    } else if (event.patch) {
+      const held = this.byId.get(id);
+      if (held) this.byId.set(id, mergePatch(held, event.patch));
     } else if (type === 'record.created' || type === 'record.updated') {
       this.byId.set(id, event.data);
     } else {
@@ -374,6 +382,7 @@ export class Hub {
         collections.push(name);
         if (subscription.options.query) params.set(`filter.${name}`, subscription.options.query);
         if (subscription.options.fields) params.set(`fields.${name}`, subscription.options.fields);
+        if (subscription.diffs && subscription.diffs()) params.set(`diff.${name}`, 'true');
       }
     }
     if (collections.length === 0 && channels.length === 0) {
@@ -499,6 +508,7 @@ export class Hub {
       params.set('collections', body.collection);
       if (body.query) params.set('query', body.query);
       if (body.fields) params.set('fields', body.fields);
+      if (body.diff) params.set('diff', 'true');
       if (body.snapshot) params.set('snapshot', 'true');
       if (body.snapshot_limit) {
         params.set('snapshot_limit', String(body.snapshot_limit));
@@ -631,6 +641,17 @@ export class Hub {
         query.refilling = false;
       });
   }
+}
+
+/** Applies an RFC 7396 merge patch. */
+function mergePatch(target, patch) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch;
+  const out = target !== null && typeof target === 'object' && !Array.isArray(target) ? { ...target } : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete out[key];
+    else out[key] = mergePatch(out[key], value);
+  }
+  return out;
 }
 
 function same(a, b) {

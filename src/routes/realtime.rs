@@ -215,11 +215,16 @@ async fn open_stream(
     };
     let plan = plan(route, topics, raw_query.as_deref(), query)?;
     let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
-    let shapes = shapes_by_collection(raw_query.as_deref(), &plan, params.diff.unwrap_or(false))?;
+    let shapes = shapes_by_collection(
+        raw_query.as_deref(),
+        &plan,
+        params.fields.as_deref(),
+        params.diff.unwrap_or(false),
+    )?;
     let first = First::parse(
         params.snapshot_limit,
         params.snapshot_sort.as_deref(),
-        params.diff == Some(true),
+        params.diff == Some(true) || shapes.values().any(|shape| shape.diff),
     )?;
     let wants_snapshot = params.snapshot.unwrap_or(false);
     if wants_snapshot && plan.all.is_some() {
@@ -338,36 +343,68 @@ pub(super) fn come_back_later(retry: std::time::Duration) -> Response {
     event_stream(Body::from(text))
 }
 
-/// `fields.<collection>=a,b`: the fields of one collection's records, for
-/// a stream whose collections want different ones (over `fields`).
+/// `fields.<collection>=a,b` and `diff.<collection>=true`: the shape of one
+/// collection's records, for a stream whose collections want different
+/// ones (over `fields` and `diff`).
 fn shapes_by_collection(
     raw_query: Option<&str>,
     plan: &Plan,
+    fields: Option<&str>,
     diff: bool,
 ) -> Result<HashMap<Arc<str>, Shape>, ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
-    let mut shapes = HashMap::new();
+    let mut own_fields = HashMap::new();
+    let mut own_diff = HashMap::new();
     for (key, text) in pairs {
-        let Some(name) = key.strip_prefix("fields.") else {
-            continue;
+        let (parameter, name) = match (key.strip_prefix("fields."), key.strip_prefix("diff.")) {
+            (Some(name), _) => ("fields", name),
+            (_, Some(name)) => ("diff", name),
+            _ => continue,
         };
         let Some((collection, _)) = plan.collections.iter().find(|(c, _)| c.as_str() == name)
         else {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                format!("`fields.{name}` names a collection this stream does not subscribe to"),
+                format!(
+                    "`{parameter}.{name}` names a collection this stream does not subscribe to"
+                ),
             ));
         };
-        let shape = Shape::parse(Some(&text), diff).map_err(|error| {
-            ApiError::bad_request("invalid_query", format!("`fields.{name}`: {error}"))
-        })?;
-        if shapes.insert(collection.shared(), shape).is_some() {
-            return Err(ApiError::bad_request(
+        let twice = || {
+            ApiError::bad_request(
                 "invalid_query",
-                format!("`fields.{name}` is given twice"),
-            ));
+                format!("`{parameter}.{name}` is given twice"),
+            )
+        };
+        if parameter == "fields" {
+            if own_fields.insert(collection.shared(), text).is_some() {
+                return Err(twice());
+            }
+        } else {
+            let on = match text.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_query",
+                        format!("`diff.{name}` is `true` or `false`"),
+                    ));
+                }
+            };
+            if own_diff.insert(collection.shared(), on).is_some() {
+                return Err(twice());
+            }
         }
+    }
+    let mut shapes = HashMap::new();
+    for name in own_fields.keys().chain(own_diff.keys()) {
+        let text = own_fields.get(name).map(String::as_str).or(fields);
+        let shape =
+            Shape::parse(text, own_diff.get(name).copied().unwrap_or(diff)).map_err(|error| {
+                ApiError::bad_request("invalid_query", format!("`fields.{name}`: {error}"))
+            })?;
+        shapes.insert(name.clone(), shape);
     }
     Ok(shapes)
 }

@@ -584,7 +584,8 @@ impl Session {
         // One clock read per chunk: its events are sent together.
         let now = time::OffsetDateTime::now_utc();
         // Rules for diffs only, which judge the record before.
-        let rules = self.shape.diff.then(|| self.state.hub.rules());
+        let diffs = self.shape.diff || self.shapes.values().any(|shape| shape.diff);
+        let rules = diffs.then(|| self.state.hub.rules());
         let no_rules = RuleBook::new();
         while let Some((event, delivery)) = next {
             // Never send an id twice, even if the feed published it again

@@ -202,6 +202,8 @@ window.hub = connect({{
   retry: {{ initial: 100, max: 1000 }},
 }});
 window.ids = (query) => query.getSnapshot().records.map((record) => record.id).join(',');
+window.patches = 0;
+window.hub.onEvent = (type, data) => {{ if (data && data.patch) window.patches += 1; }};
 {script}
 window.ready = true;
 </script>"#
@@ -258,7 +260,7 @@ async fn a_live_query_stays_exact_across_restarts_disconnects_expired_tickets_an
         create(&admin, &origin, "posts", json!({"id": id, "n": 1})).await;
     }
     let mut browser = Browser::start().await;
-    let script = "window.posts = hub.liveQuery('posts', { query: 'n >= 1', fields: 'n' });\n\
+    let script = "window.posts = hub.liveQuery('posts', { query: 'n >= 1', fields: 'n,t', diff: true });\n\
                   window.held = await ticket();";
     browser
         .open(&origin, page(&token("ann", false), script))
@@ -267,7 +269,21 @@ async fn a_live_query_stays_exact_across_restarts_disconnects_expired_tickets_an
     let held_at = Instant::now();
     until_holds(&mut browser, "posts", &["a", "b", "x"]).await;
     // Changes arrive; a record that stops matching leaves.
-    create(&admin, &origin, "posts", json!({"id": "c", "n": 2})).await;
+    create(
+        &admin,
+        &origin,
+        "posts",
+        json!({"id": "c", "n": 2, "t": "x"}),
+    )
+    .await;
+    // An update in the view comes as a patch, which the page merges.
+    let response = admin
+        .patch(format!("{origin}/api/v1/collections/posts/records/c"))
+        .json(&json!({"t": null, "u": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     let response = admin
         .patch(format!("{origin}/api/v1/collections/posts/records/x"))
         .json(&json!({"n": 0}))
@@ -276,12 +292,14 @@ async fn a_live_query_stays_exact_across_restarts_disconnects_expired_tickets_an
         .unwrap();
     assert_eq!(response.status(), 200);
     until_holds(&mut browser, "posts", &["a", "b", "c"]).await;
-    assert_eq!(
-        browser
-            .eval("JSON.stringify(posts.getSnapshot().records[2])")
-            .await,
-        json!(r#"{"id":"c","n":2}"#),
-        "only the fields asked for"
+    // Only the fields asked for, the patch merged (the update of `x`, which
+    // made it leave, came after the patch of `c`, and has been applied).
+    browser
+        .wait(r#"JSON.stringify(posts.getSnapshot().records[2]) === '{"id":"c","n":2}'"#)
+        .await;
+    assert!(
+        browser.eval("window.patches > 0").await.as_bool().unwrap(),
+        "updates came as patches"
     );
 
     // The server killed and restarted on its data: the page resumes, and
