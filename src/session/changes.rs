@@ -171,19 +171,25 @@ impl Session {
             }
             presence = Some(self.state.presence_rule.access(&self.caller)?);
         }
+        let (old_plan, old_presence) = (self.plan.clone(), self.interest.presence.clone());
         self.resubscribe(plan, presence).await?;
         let mut snapshot = false;
         if let Some((name, shape, first)) = added {
-            self.shapes.insert(name.shared(), shape);
             if let Some(first) = first {
-                let parts = snapshot_parts(std::slice::from_ref(&(name, None)), &self.interest);
-                if first.is_none() {
-                    check_snapshot_size(&self.state, &parts).await?;
+                let parts =
+                    snapshot_parts(std::slice::from_ref(&(name.clone(), None)), &self.interest);
+                if first.is_none()
+                    && let Err(too_large) = check_snapshot_size(&self.state, &parts).await
+                {
+                    // Refused whole: the stream goes back to what it had.
+                    self.resubscribe(old_plan, old_presence).await?;
+                    return Err(too_large);
                 }
                 self.snapshot = Some(Snapshot::new(parts, first));
                 self.phase = Phase::Snapshot;
                 snapshot = true;
             }
+            self.shapes.insert(name.shared(), shape);
         }
         let body = json!({"id": id, "snapshot": snapshot});
         let frame = sse_frame(None, "subscription.added", &body);

@@ -412,3 +412,32 @@ async fn each_collection_of_a_stream_may_have_its_own_fields() {
     assert_eq!(refused.status(), 400);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_snapshot_too_large_to_add_leaves_the_stream_as_it_was() {
+    let mut config = crate::helpers::test_config();
+    config.max_snapshot = 2;
+    let app = TestApp::spawn_with(config).await;
+    public_collection(&app, "posts").await;
+    public_collection(&app, "comments").await;
+    for id in ["c1", "c2", "c3"] {
+        app.create_record("comments", json!({"id": id})).await;
+    }
+    let (mut stream, id, secret) = anonymous_stream(&app, "/api/v1/realtime/posts").await;
+    let refused = add(
+        &app,
+        &id,
+        &secret,
+        json!({"collection": "comments", "snapshot": true}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "snapshot_too_large");
+    // Not half added: it can be added (without a snapshot) as new.
+    let added = add(&app, &id, &secret, json!({"collection": "comments"})).await;
+    assert_eq!(added.status(), 200);
+    let (_, marker) = until(&mut stream, "subscription.added").await;
+    assert_eq!(marker["id"], "collection:comments");
+    app.shutdown().await;
+}
