@@ -34,17 +34,6 @@ async fn page(client: &reqwest::Client, url: String) -> Page {
     }
 }
 
-/// A collection anyone may read.
-async fn public_collection(app: &TestApp, name: &str) {
-    let response = app
-        .post(
-            "/api/v1/collections",
-            &json!({"name": name, "rules": {"read": "true"}}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-}
-
 fn events(page: &Page) -> &Vec<Value> {
     page.body["events"].as_array().expect("a page has events")
 }
@@ -52,7 +41,7 @@ fn events(page: &Page) -> &Vec<Value> {
 #[tokio::test]
 async fn pages_carry_every_change_once_and_history_pages_never_change() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let written: Vec<String> = (0..25).map(|n| format!("p{n:02}")).collect();
     for id in &written {
         app.create_record("posts", json!({"id": id})).await;
@@ -168,7 +157,7 @@ async fn pages_apply_filters_fields_and_rules_as_streams_do() {
 #[tokio::test]
 async fn bad_cursors_and_parameters_get_clear_errors() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let code = |page: &Page| page.body["error"]["code"].as_str().unwrap_or("").to_owned();
     let get = |query: &str| page(&app.anonymous, app.url(&format!("/api/v1/changes?{query}")));
     let missing = get("collections=posts").await;
@@ -222,7 +211,7 @@ async fn bad_cursors_and_parameters_get_clear_errors() {
 #[tokio::test]
 async fn a_long_poll_answers_as_soon_as_a_change_arrives() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let edge = page(
         &app.anonymous,
         app.url("/api/v1/changes?collections=posts&since=now"),
@@ -272,7 +261,7 @@ async fn a_long_poll_answers_as_soon_as_a_change_arrives() {
 #[tokio::test]
 async fn a_stream_resumes_from_a_page_cursor_and_a_page_from_a_stream_id() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let mut stream = app.stream("/api/v1/realtime/posts", None).await;
     stream.connected().await;
     for id in ["a", "b", "c"] {

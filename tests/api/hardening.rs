@@ -42,16 +42,6 @@ async fn guarded<T>(request: impl std::future::Future<Output = T>) -> T {
         .expect("the server answers")
 }
 
-async fn public_collection(app: &TestApp, name: &str) {
-    let response = app
-        .post(
-            "/api/v1/collections",
-            &json!({ "name": name, "rules": { "read": "true" } }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-}
-
 /// Sixteen anonymous streams with 4,000-character `~` needles and one large
 /// record used to hold the hub's lock for minutes (a naive substring search
 /// costs haystack x needle). The search is linear now, and a collection the
@@ -60,7 +50,7 @@ async fn public_collection(app: &TestApp, name: &str) {
 async fn substring_filters_cannot_stall_dispatch() {
     // Isolated: if the server stalls, the hang guard still fires.
     let app = TestApp::spawn_isolated(test_config()).await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     app.create_collection("private").await;
     app.create_collection("other").await;
     let mut ordinary = app.stream("/api/v1/realtime/other", None).await;
@@ -311,7 +301,7 @@ async fn token_lifetimes_mean_what_they_say() {
 #[tokio::test]
 async fn an_authorization_header_of_another_scheme_is_refused() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "open").await;
+    app.create_public_collection("open").await;
     let anonymous = app
         .anonymous
         .get(app.url("/api/v1/collections/open/records"))
@@ -368,7 +358,7 @@ async fn anonymous_callers_cannot_probe_collection_names() {
 #[tokio::test]
 async fn replays_do_not_show_metadata_from_a_time_it_was_hidden() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "board").await;
+    app.create_public_collection("board").await;
     let mut stream = open_stream(&app.anonymous, app.url("/api/v1/realtime/board")).await;
     app.create_record("board", json!({ "n": 1 })).await;
     let resume_from = stream.record_event().await.id;

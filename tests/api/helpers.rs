@@ -245,6 +245,17 @@ impl TestApp {
     }
 
     /// Creates a record and returns it as the API answered.
+    /// Creates a collection anyone may read.
+    pub async fn create_public_collection(&self, name: &str) {
+        let response = self
+            .post(
+                "/api/v1/collections",
+                &json!({"name": name, "rules": {"read": "true"}}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+    }
+
     pub async fn create_record(&self, collection: &str, body: Value) -> Value {
         let response = self
             .post(&format!("/api/v1/collections/{collection}/records"), &body)

@@ -5,17 +5,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{SseClient, TestApp};
 
-/// A collection anyone may read.
-async fn public_collection(app: &TestApp, name: &str) {
-    let response = app
-        .post(
-            "/api/v1/collections",
-            &json!({"name": name, "rules": {"read": "true"}}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-}
-
 /// An anonymous stream of `path`: the stream, its connection id and secret.
 async fn anonymous_stream(app: &TestApp, path: &str) -> (SseClient, String, String) {
     let (stream, id, secret) = stream_as(&app.anonymous, app, path).await;
@@ -107,8 +96,8 @@ const POSTS: usize = 400;
 #[tokio::test]
 async fn subscriptions_added_and_removed_on_an_open_stream_lose_nothing() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
-    public_collection(&app, "comments").await;
+    app.create_public_collection("posts").await;
+    app.create_public_collection("comments").await;
     for id in ["c0", "c1"] {
         app.create_record("comments", json!({"id": id, "n": 1}))
             .await;
@@ -220,8 +209,8 @@ async fn subscriptions_added_and_removed_on_an_open_stream_lose_nothing() {
 #[tokio::test]
 async fn only_the_streams_owner_may_change_it() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
-    public_collection(&app, "comments").await;
+    app.create_public_collection("posts").await;
+    app.create_public_collection("comments").await;
     let (_stream, id, secret) = anonymous_stream(&app, "/api/v1/realtime/posts").await;
     let body = json!({"collection": "comments"});
     let status = |response: reqwest::Response| response.status().as_u16();
@@ -271,7 +260,7 @@ async fn only_the_streams_owner_may_change_it() {
 #[tokio::test]
 async fn bad_changes_get_clear_errors_and_leave_the_stream_as_it_was() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let response = app
         .post("/api/v1/collections", &json!({"name": "secret"}))
         .await;
@@ -333,7 +322,7 @@ async fn a_change_keeps_the_events_queued_for_a_reader_that_fell_behind() {
     let mut config = crate::helpers::test_config();
     config.stream_buffer_bytes = 512 * 1024 * 1024;
     let app = TestApp::spawn_with(config).await;
-    public_collection(&app, "posts").await;
+    app.create_public_collection("posts").await;
     let ann = app.user("ann");
     let (mut stream, id, _) = stream_as(&ann, &app, "/api/v1/realtime/posts").await;
     // Large posts the client does not read yet: the socket fills up and the
@@ -373,8 +362,8 @@ async fn a_change_keeps_the_events_queued_for_a_reader_that_fell_behind() {
 #[tokio::test]
 async fn each_collection_of_a_stream_may_have_its_own_fields() {
     let app = TestApp::spawn().await;
-    public_collection(&app, "posts").await;
-    public_collection(&app, "comments").await;
+    app.create_public_collection("posts").await;
+    app.create_public_collection("comments").await;
     app.create_record("posts", json!({"id": "p1", "title": "T", "body": "B"}))
         .await;
     app.create_record("comments", json!({"id": "c1", "text": "X", "n": 1}))
@@ -418,8 +407,8 @@ async fn a_snapshot_too_large_to_add_leaves_the_stream_as_it_was() {
     let mut config = crate::helpers::test_config();
     config.max_snapshot = 2;
     let app = TestApp::spawn_with(config).await;
-    public_collection(&app, "posts").await;
-    public_collection(&app, "comments").await;
+    app.create_public_collection("posts").await;
+    app.create_public_collection("comments").await;
     for id in ["c1", "c2", "c3"] {
         app.create_record("comments", json!({"id": id})).await;
     }
