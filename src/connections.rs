@@ -136,7 +136,8 @@ impl Requester {
 }
 
 /// A change on its way to a stream of this node, with where its outcome
-/// goes.
+/// goes. Sent boxed: a queue allocates room for 32 of what it carries at
+/// once, and a stream rarely gets one at all.
 pub struct Command {
     pub change: Change,
     pub reply: oneshot::Sender<Result<Json, ApiError>>,
@@ -150,7 +151,7 @@ pub struct Connections {
 
 struct Entry {
     owner: Owner,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<Box<Command>>,
 }
 
 /// A stream's place among the connections; dropped with the stream.
@@ -169,7 +170,7 @@ impl Drop for Registration {
 /// Where a change asked of this node goes.
 pub enum Route {
     /// The stream is here: its owner checked, the way to it.
-    Here(mpsc::Sender<Command>),
+    Here(mpsc::Sender<Box<Command>>),
     /// Not here: perhaps on another node.
     Elsewhere,
 }
@@ -183,7 +184,7 @@ impl Connections {
 
     /// Registers a new stream of `caller`: its id (unguessable), its owner,
     /// and the queue its changes arrive in.
-    pub fn register(&self, caller: &Caller) -> (Registration, mpsc::Receiver<Command>) {
+    pub fn register(&self, caller: &Caller) -> (Registration, mpsc::Receiver<Box<Command>>) {
         let id = format!("{:032x}", rand::random::<u128>());
         let owner = Owner::of(caller);
         let (commands, receiver) = mpsc::channel(QUEUED_CHANGES);

@@ -32,7 +32,7 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header}
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,23 @@ const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most headers a stream request may have here (more: hyper).
 const MAX_HEADERS: usize = 48;
+
+/// Connections the kernel may hold for us before we accept them, at most
+/// (it caps this at `net.core.somaxconn`). Tokio's default, 1,024, overflows
+/// when thousands of clients reconnect at once (after a deploy, say): each
+/// connection dropped then waits a second or more to retry its handshake.
+const BACKLOG: u32 = 65_535;
+
+/// A listener on `addr` with a backlog for reconnect storms.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
 
 /// The listener hyper (through `axum::serve`) accepts from: connections the
 /// front did not keep.
@@ -137,7 +154,12 @@ async fn accept_loop(
                 return;
             };
             match stream_request(&head, peer) {
-                Some(request) => serve_stream(socket, router, request).await,
+                Some(request) => {
+                    // The request owns copies: the head's buffer goes now,
+                    // not when the stream ends.
+                    drop(head);
+                    serve_stream(socket, router, request).await
+                }
                 // After shutdown hyper takes no more connections: drop it.
                 None => tokio::select! {
                     _ = shutdown.cancelled() => {}
@@ -207,8 +229,12 @@ fn stream_request(head: &[u8], peer: SocketAddr) -> Option<Request<Body>> {
 /// Answers a stream request: a stream's body goes to the socket as it is
 /// produced; any other answer (an error) is sent whole. Either way the
 /// connection closes after it.
+///
+/// What lives as long as the stream is kept small: the router's future is
+/// boxed and gone once it answers, and the response's headers are dropped
+/// once sent.
 async fn serve_stream(mut socket: Socket, router: Router, request: Request<Body>) {
-    let Ok(response) = router.oneshot(request).await;
+    let Ok(response) = Box::pin(router.oneshot(request)).await;
     let streaming = response.status().is_success()
         && response
             .headers()
@@ -226,13 +252,12 @@ async fn serve_stream(mut socket: Socket, router: Router, request: Request<Body>
         let _ = socket.shutdown().await;
         return;
     }
-    if socket
-        .write_all(&response_head(&parts, None))
-        .await
-        .is_err()
-    {
+    let head = response_head(&parts, None);
+    drop(parts);
+    if socket.write_all(&head).await.is_err() {
         return;
     }
+    drop(head);
     loop {
         tokio::select! {
             frame = body.frame() => match frame {

@@ -67,6 +67,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use front::listen;
 
 use crate::auth::Authenticator;
 use crate::feed::Feed;

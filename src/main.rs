@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::Parser;
 use livehub::config::LogFormat;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -20,9 +19,8 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("binding {}", config.addr))?;
+    let listener =
+        livehub::listen(config.addr).with_context(|| format!("binding {}", config.addr))?;
     let address = listener.local_addr()?;
     let server = livehub::Server::build(config).await?;
     tracing::info!("livehub listening on http://{address}");

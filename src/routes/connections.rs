@@ -70,7 +70,7 @@ async fn change(
     match state.connections.route(id, &requester)? {
         Route::Here(commands) => {
             let (reply, outcome) = tokio::sync::oneshot::channel();
-            let command = crate::connections::Command { change, reply };
+            let command = Box::new(crate::connections::Command { change, reply });
             commands.send(command).await.map_err(|_| not_yours(id))?;
             // No answer: the stream ended before it took the change.
             let answer = outcome.await.map_err(|_| not_yours(id))??;

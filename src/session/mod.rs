@@ -257,7 +257,7 @@ pub struct Session {
     /// Its place among the changeable streams, and who may change it.
     registration: Registration,
     /// Changes asked of this node.
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<Box<Command>>,
     /// Changes asked of other nodes, which reached it through the feed.
     forwarded: VecDeque<(Change, Requester)>,
     /// Events of the subscription a change replaced, still to send.
@@ -375,6 +375,10 @@ impl Session {
     }
 
     /// The next chunk of the response body, or `None` to end it.
+    ///
+    /// Database reads (snapshot and replay pages) and subscription changes
+    /// run boxed: their futures are deep, and inline they would make every
+    /// idle stream's future as large as the largest of them.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(hello) = self.hello.take() {
             return Some(hello);
@@ -391,7 +395,7 @@ impl Session {
                         self.phase = Phase::Done;
                         return Some(expired_frame());
                     }
-                    if let Some(chunk) = self.snapshot_page().await {
+                    if let Some(chunk) = Box::pin(self.snapshot_page()).await {
                         return Some(chunk);
                     }
                 }
@@ -404,7 +408,7 @@ impl Session {
                         self.phase = Phase::Done;
                         return Some(expired_frame());
                     }
-                    if let Some(chunk) = self.replay_page(since, until).await {
+                    if let Some(chunk) = Box::pin(self.replay_page(since, until)).await {
                         return Some(chunk);
                     }
                 }
@@ -522,7 +526,7 @@ impl Session {
             // A change forwarded by another node, then the events of a
             // subscription a change replaced, come before anything new.
             if let Some((change, requester)) = self.forwarded.pop_front() {
-                if let Some(frame) = self.apply_forwarded(change, &requester).await {
+                if let Some(frame) = Box::pin(self.apply_forwarded(change, &requester)).await {
                     return Some(frame);
                 }
                 continue;
@@ -545,7 +549,7 @@ impl Session {
                     return Some(expired_frame());
                 }
                 Some(command) = self.commands.recv() => {
-                    let outcome = self.apply(command.change).await;
+                    let outcome = Box::pin(self.apply(command.change)).await;
                     let frame = outcome.as_ref().ok().map(|(_, frame)| frame.clone());
                     // The client may have gone; the change stands either way.
                     let _ = command.reply.send(outcome.map(|(answer, _)| answer));

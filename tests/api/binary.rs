@@ -234,3 +234,30 @@ async fn json_logs_are_one_object_per_line() {
         .expect("a request is logged with its span");
     assert_eq!(request["span"]["client"], "127.0.0.1");
 }
+
+/// The binary listens with the largest backlog the kernel allows, not
+/// tokio's 1,024: in a reconnect storm a full accept queue drops
+/// handshakes, and each dropped client waits a second or more to retry.
+#[tokio::test]
+async fn the_binary_listens_with_the_kernels_largest_backlog() {
+    let (child, base) = start_binary(&[], &[], None).await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    // For a listening socket, `ss` shows the backlog as its Send-Q.
+    let listing = Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2) runs");
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let backlog: u32 = listing
+        .split_whitespace()
+        .nth(2)
+        .and_then(|column| column.parse().ok())
+        .unwrap_or_else(|| panic!("no backlog in `ss` output: {listing:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(backlog, somaxconn.min(65_535), "{listing}");
+    stop_binary(child).await;
+}

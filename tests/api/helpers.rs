@@ -9,7 +9,6 @@ use futures::{Stream, StreamExt};
 use livehub::Config;
 use livehub::store::Store;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -104,7 +103,7 @@ impl TestApp {
     pub async fn spawn_with(config: Config) -> TestApp {
         // The listener is bound before the server starts, so no sleeps are
         // needed to wait for readiness.
-        let listener = TcpListener::bind(config.addr).await.expect("bind");
+        let listener = livehub::listen(config.addr).expect("bind");
         let address = format!("http://{}", listener.local_addr().unwrap());
         let server = build_server(config).await;
         let store = server.state().store.clone();
@@ -146,7 +145,7 @@ impl TestApp {
                 .build()
                 .expect("a runtime");
             runtime.block_on(async move {
-                let listener = TcpListener::bind(config.addr).await.expect("bind");
+                let listener = livehub::listen(config.addr).expect("bind");
                 let address = format!("http://{}", listener.local_addr().unwrap());
                 let server = build_server(config).await;
                 let state = server.state().clone();
