@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, watch};
 
 #[derive(Parser, Debug)]
 #[command(about = "Load livehub's SSE streams and measure delivery latency and throughput")]
@@ -61,6 +61,12 @@ struct Options {
     /// Spread written records over this many rooms.
     #[arg(long, default_value_t = 1)]
     rooms: u64,
+    /// Once every stream is open, all of them drop their connections and
+    /// reconnect at once with their `Last-Event-ID` (a network blip, a load
+    /// balancer failing over): reports how long until every stream is back,
+    /// then writes, so the delivery check covers the storm too.
+    #[arg(long)]
+    storm: bool,
 }
 
 /// `url` without a trailing slash, if it is a loopback address.
@@ -162,29 +168,37 @@ async fn main() -> anyhow::Result<()> {
     let streams_client = reqwest::Client::builder()
         .default_headers(auth.clone())
         .build()?;
+    let (storm_signal, storm_watch) = watch::channel(false);
+    let back = Arc::new(Barrier::new(options.streams + 1));
     let opened = Instant::now();
     for index in 0..options.streams {
-        let stream_client = streams_client.clone();
-        let url = format!("{}{stream_path}", bases[index % bases.len()]);
-        let ready = ready.clone();
-        let sent_at = sent_at.clone();
-        let deadline = options.timeout;
-        streams.push(tokio::spawn(async move {
-            read_stream(
-                stream_client,
-                url,
-                ready,
-                sent_at,
-                origin,
-                expected_per_stream,
-                deadline,
-            )
-            .await
-        }));
+        let stream = Stream {
+            client: streams_client.clone(),
+            url: format!("{}{stream_path}", bases[index % bases.len()]),
+            ready: ready.clone(),
+            sent_at: sent_at.clone(),
+            origin,
+            expected: expected_per_stream,
+            deadline: options.timeout,
+        };
+        let storm = options.storm.then(|| Storm {
+            signal: storm_watch.clone(),
+            back: back.clone(),
+            stage: StormStage::Waiting,
+        });
+        streams.push(tokio::spawn(stream.read(storm)));
     }
     ready.wait().await;
     let open_time = opened.elapsed();
     let rss_streams_open = rss_kib();
+    let storm_time = if options.storm {
+        let storm = Instant::now();
+        storm_signal.send_replace(true);
+        back.wait().await;
+        Some(storm.elapsed())
+    } else {
+        None
+    };
 
     // Write, at the target rate.
     let started = Instant::now();
@@ -247,6 +261,12 @@ async fn main() -> anyhow::Result<()> {
 
     println!("streams            {}", options.streams);
     println!("streams opened in  {:.2} s", open_time.as_secs_f64());
+    if let Some(storm_time) = storm_time {
+        println!(
+            "storm: all back in {:.2} s (every stream reconnected with its Last-Event-ID)",
+            storm_time.as_secs_f64()
+        );
+    }
     println!(
         "writes             {} by {} writers, target {} /s",
         options.writes, options.writers, options.rate
@@ -293,58 +313,137 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads one stream until it has `expected` record events (or the deadline).
-async fn read_stream(
+/// One stream to read.
+struct Stream {
     client: reqwest::Client,
     url: String,
+    /// Waited at once the stream is first connected.
     ready: Arc<Barrier>,
     sent_at: Arc<Vec<AtomicU64>>,
     origin: Instant,
+    /// Record events to read before the stream is done.
     expected: usize,
     deadline: Duration,
-) -> anyhow::Result<StreamReport> {
-    let response = client.get(&url).send().await.context("opening a stream")?;
-    if response.status() != 200 {
-        bail!("stream answered {}", response.status());
-    }
-    let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::with_capacity(4096);
-    let mut connected = false;
-    let mut report = StreamReport {
-        latencies_us: Vec::with_capacity(expected),
-        last_receive: None,
-    };
-    let give_up = tokio::time::Instant::now() + deadline;
-    while report.latencies_us.len() < expected {
-        let chunk = match tokio::time::timeout_at(give_up, body.next()).await {
-            Ok(Some(chunk)) => chunk?,
-            Ok(None) | Err(_) => break,
+}
+
+/// A stream's part in a reconnect storm (`--storm`).
+struct Storm {
+    /// Turns true when every stream is to reconnect.
+    signal: watch::Receiver<bool>,
+    /// Waited at once connected again.
+    back: Arc<Barrier>,
+    stage: StormStage,
+}
+
+#[derive(PartialEq)]
+enum StormStage {
+    Waiting,
+    Reconnecting,
+    Over,
+}
+
+/// What reading a stream gave next.
+enum Next {
+    Chunk(bytes::Bytes),
+    /// The stream ended, failed or timed out.
+    End,
+    Storm,
+}
+
+impl Stream {
+    /// Reads until `expected` record events arrived (or the deadline),
+    /// reconnecting once with its `Last-Event-ID` if a storm is signalled.
+    async fn read(self, mut storm: Option<Storm>) -> anyhow::Result<StreamReport> {
+        let mut report = StreamReport {
+            latencies_us: Vec::with_capacity(self.expected),
+            last_receive: None,
         };
-        let now = Instant::now();
-        buffer.extend_from_slice(&chunk);
-        // Complete messages end with a blank line.
-        let mut consumed = 0;
-        while let Some(end) = find(&buffer[consumed..], b"\n\n") {
-            let message = &buffer[consumed..consumed + end];
-            if !connected && find(message, b"event: connected").is_some() {
-                connected = true;
-                ready.wait().await;
-            } else if let Some(seq) = sequence_number(message) {
-                let sent = sent_at
-                    .get(seq)
-                    .map(|t| t.load(Ordering::Relaxed))
-                    .unwrap_or(0);
-                let received = now.duration_since(origin).as_micros() as u64;
-                report
-                    .latencies_us
-                    .push(received.saturating_sub(sent) as u32);
-                report.last_receive = Some(now);
+        let give_up = tokio::time::Instant::now() + self.deadline;
+        let mut last_id: Option<String> = None;
+        let mut first = true;
+        'connection: loop {
+            let mut request = self.client.get(&self.url);
+            if let Some(id) = &last_id {
+                request = request.header("last-event-id", id);
             }
-            consumed += end + 2;
+            let response = request.send().await.context("opening a stream")?;
+            if response.status() != 200 {
+                bail!("stream answered {}", response.status());
+            }
+            let mut body = response.bytes_stream();
+            let mut buffer: Vec<u8> = Vec::with_capacity(4096);
+            let mut connected = false;
+            while report.latencies_us.len() < self.expected {
+                let next = {
+                    let storm_now = async {
+                        match storm.as_mut() {
+                            Some(storm) if connected && storm.stage == StormStage::Waiting => {
+                                let _ = storm.signal.wait_for(|go| *go).await;
+                            }
+                            _ => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        chunk = tokio::time::timeout_at(give_up, body.next()) => match chunk {
+                            Ok(Some(chunk)) => Next::Chunk(chunk?),
+                            Ok(None) | Err(_) => Next::End,
+                        },
+                        () = storm_now => Next::Storm,
+                    }
+                };
+                let chunk = match next {
+                    Next::Chunk(chunk) => chunk,
+                    Next::End => break 'connection,
+                    Next::Storm => {
+                        if let Some(storm) = storm.as_mut() {
+                            storm.stage = StormStage::Reconnecting;
+                        }
+                        continue 'connection;
+                    }
+                };
+                let now = Instant::now();
+                buffer.extend_from_slice(&chunk);
+                // Complete messages end with a blank line.
+                let mut consumed = 0;
+                while let Some(end) = find(&buffer[consumed..], b"\n\n") {
+                    let message = &buffer[consumed..consumed + end];
+                    if let Some(id) = message
+                        .split(|byte| *byte == b'\n')
+                        .find_map(|line| line.strip_prefix(b"id: "))
+                    {
+                        last_id = Some(String::from_utf8_lossy(id).into_owned());
+                    }
+                    if !connected && find(message, b"event: connected").is_some() {
+                        connected = true;
+                        if first {
+                            first = false;
+                            self.ready.wait().await;
+                        } else if let Some(storm) = storm.as_mut()
+                            && storm.stage == StormStage::Reconnecting
+                        {
+                            storm.stage = StormStage::Over;
+                            storm.back.wait().await;
+                        }
+                    } else if let Some(seq) = sequence_number(message) {
+                        let sent = self
+                            .sent_at
+                            .get(seq)
+                            .map(|t| t.load(Ordering::Relaxed))
+                            .unwrap_or(0);
+                        let received = now.duration_since(self.origin).as_micros() as u64;
+                        report
+                            .latencies_us
+                            .push(received.saturating_sub(sent) as u32);
+                        report.last_receive = Some(now);
+                    }
+                    consumed += end + 2;
+                }
+                buffer.drain(..consumed);
+            }
+            break;
         }
-        buffer.drain(..consumed);
+        Ok(report)
     }
-    Ok(report)
 }
 
 /// The sequence number in a `record.created` message's `"record_id":"s…"`.
