@@ -239,6 +239,14 @@ impl Server {
                 }
             })
         };
+        // Streams end through the hub on shutdown (see `Hub::close`).
+        let closing = {
+            let (hub, stop) = (state.hub.clone(), token.clone());
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                hub.close();
+            })
+        };
         let router = routes::router(state, self.cors);
         let stop = token.clone();
         // Streams opened on a fresh connection are served by the front
@@ -269,6 +277,7 @@ impl Server {
             }
         };
         token.cancel();
+        let _ = closing.await;
         sampler.abort();
         if let Some(health) = health {
             health.abort();

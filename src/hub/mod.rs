@@ -77,6 +77,8 @@ struct HubState {
     /// event just before it is dispatched. Copied on write, so a replaying
     /// stream can hold a snapshot.
     rules: Arc<RuleBook>,
+    /// Shut down: no subscriber is kept (see [`Hub::close`]).
+    closed: bool,
 }
 
 struct Group {
@@ -158,6 +160,7 @@ impl Hub {
                     group_ids: HashMap::new(),
                     scopes: HashMap::new(),
                     rules: Arc::new(rules),
+                    closed: false,
                 }),
                 stats: HubStats::default(),
                 revocations: Revocations::default(),
@@ -222,6 +225,19 @@ impl Hub {
         let (sender, receiver) = mpsc::channel(limit.events.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let mut state = self.lock();
+        if state.closed {
+            // Its queue has no sender: it ends at once.
+            drop(sender);
+            let subscription = Subscription {
+                hub: self.clone(),
+                group: GroupId::MAX,
+                id: SubscriberId::MAX,
+                receiver,
+                queued_bytes,
+                start: state.cursor,
+            };
+            return (subscription, state.rules.clone());
+        }
         let key = interest.group_key();
         let group_id = match state.group_ids.get(&key) {
             Some(id) => *id,
@@ -272,6 +288,23 @@ impl Hub {
             start: state.cursor,
         };
         (subscription, state.rules.clone())
+    }
+
+    /// Lets every subscriber go, for shutdown: each stream ends once it has
+    /// taken what is queued, and one subscribing later ends at once. So
+    /// streams need not watch the shutdown signal on every event (a lock
+    /// every stream shares).
+    pub fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        let members: Vec<(GroupId, SubscriberId)> = state
+            .groups
+            .iter()
+            .flat_map(|(group_id, group)| group.members.keys().map(|id| (*group_id, *id)))
+            .collect();
+        for (group_id, id) in members {
+            self.remove_member(&mut state, group_id, id);
+        }
     }
 
     fn leave(&self, group_id: GroupId, id: SubscriberId) {
@@ -456,6 +489,29 @@ mod tests {
             checked.recv_timeout(std::time::Duration::from_secs(20)),
             Ok(false)
         );
+    }
+
+    #[tokio::test]
+    async fn closing_lets_every_subscriber_go_after_what_is_queued() {
+        let hub = Hub::new(Stamp(0), RuleBook::new());
+        let limit = QueueLimit {
+            events: 16,
+            bytes: 1 << 20,
+        };
+        let collection = || Interest::topic(Scope::Collection(Arc::from("c")), None);
+        let mut open = hub.subscribe(collection(), limit);
+        hub.publish(&[record_event(0, json!({}))], Stamp(2 << 20));
+        hub.close();
+        assert_eq!(hub.subscriptions(), (0, 0));
+        // What was queued still arrives, then the end.
+        assert!(open.recv().await.is_some());
+        assert!(open.recv().await.is_none());
+        // A subscription after shutdown ends at once, and leaves cleanly.
+        let mut late = hub.subscribe(collection(), limit);
+        assert!(late.recv().await.is_none());
+        drop(late);
+        hub.publish(&[record_event(1, json!({}))], Stamp(3 << 20));
+        assert_eq!(hub.subscriptions(), (0, 0));
     }
 
     #[test]

@@ -21,13 +21,14 @@
 //! settle window), which this node cannot tell apart.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::AppState;
 use crate::access::{collection_access, refusal};
@@ -230,6 +231,9 @@ pub struct Session {
     watched_rules: WatchedRules,
     /// When the caller's token expires: the stream ends then.
     expires: Option<Instant>,
+    /// The timer for `expires`, set once while live: a timer made and
+    /// dropped for every chunk would take the timer wheel's lock each time.
+    expiry: Option<Pin<Box<Sleep>>>,
     subscription: Subscription,
     /// Held for the stream's life: its place under the stream limits.
     _permit: StreamPermit,
@@ -354,6 +358,7 @@ impl Session {
             interest,
             watched_rules,
             expires,
+            expiry: None,
             subscription,
             _permit: permit,
             _present: present,
@@ -514,14 +519,11 @@ impl Session {
     }
 
     async fn live_chunk(&mut self) -> Option<Bytes> {
-        let expires = self.expires;
-        let expiry = async move {
-            match expires {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expiry);
+        if let Some(at) = self.expires
+            && self.expiry.is_none()
+        {
+            self.expiry = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
         loop {
             // A change forwarded by another node, then the events of a
             // subscription a change replaced, come before anything new.
@@ -538,13 +540,16 @@ impl Session {
                     Taken::Nothing => continue,
                 }
             }
+            // Shutdown comes through the hub, which lets every subscriber
+            // go (`Hub::close`): `recv` then ends the stream.
             tokio::select! {
                 biased;
-                _ = self.state.shutdown.cancelled() => {
-                    self.phase = Phase::Done;
-                    return None;
-                }
-                _ = &mut expiry => {
+                _ = async {
+                    match self.expiry.as_mut() {
+                        Some(timer) => timer.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     self.phase = Phase::Done;
                     return Some(expired_frame());
                 }
