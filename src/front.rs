@@ -52,7 +52,7 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEADERS: usize = 48;
 
 /// Connections the kernel may hold for us before we accept them, at most
-/// (it caps this at `net.core.somaxconn`). Tokio's default, 1,024, overflows
+/// (it caps this at `net.core.somaxconn`). The 128 of a plain bind overflow
 /// when thousands of clients reconnect at once (after a deploy, say): each
 /// connection dropped then waits a second or more to retry its handshake.
 const BACKLOG: u32 = 65_535;

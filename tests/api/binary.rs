@@ -235,8 +235,8 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(request["span"]["client"], "127.0.0.1");
 }
 
-/// The binary listens with the largest backlog the kernel allows, not
-/// tokio's 1,024: in a reconnect storm a full accept queue drops
+/// The binary listens with the largest backlog the kernel allows, not the
+/// 128 of a plain bind: in a reconnect storm a full accept queue drops
 /// handshakes, and each dropped client waits a second or more to retry.
 #[tokio::test]
 async fn the_binary_listens_with_the_kernels_largest_backlog() {
