@@ -188,13 +188,25 @@ async fn main() -> anyhow::Result<()> {
         });
         streams.push(tokio::spawn(stream.read(storm)));
     }
-    ready.wait().await;
+    // A stream that fails never reaches the barrier: give up rather than
+    // wait for ever.
+    if tokio::time::timeout(options.timeout, ready.wait())
+        .await
+        .is_err()
+    {
+        bail!("not every stream opened within --timeout");
+    }
     let open_time = opened.elapsed();
     let rss_streams_open = rss_kib();
     let storm_time = if options.storm {
         let storm = Instant::now();
         storm_signal.send_replace(true);
-        back.wait().await;
+        if tokio::time::timeout(options.timeout, back.wait())
+            .await
+            .is_err()
+        {
+            bail!("not every stream came back from the storm within --timeout");
+        }
         Some(storm.elapsed())
     } else {
         None

@@ -243,7 +243,6 @@ impl TestApp {
         assert_eq!(response.status(), 201, "creating collection {name}");
     }
 
-    /// Creates a record and returns it as the API answered.
     /// Creates a collection anyone may read.
     pub async fn create_public_collection(&self, name: &str) {
         let response = self
@@ -255,6 +254,7 @@ impl TestApp {
         assert_eq!(response.status(), 201);
     }
 
+    /// Creates a record and returns it as the API answered.
     pub async fn create_record(&self, collection: &str, body: Value) -> Value {
         let response = self
             .post(&format!("/api/v1/collections/{collection}/records"), &body)
