@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderMap;
+use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value as Json, json};
 
@@ -152,6 +153,16 @@ impl Authenticator {
     /// Verifies a token and returns who it identifies.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
+        // Before anything reads them: a header or claims with a repeated key
+        // mean different things to different parsers.
+        for (part, name) in token.split('.').take(2).zip(["header", "claims"]) {
+            let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| AuthError::Malformed("not a JWT this server can read".into()))?;
+            if let Some(key) = repeated_key(&json) {
+                return Err(AuthError::DuplicateKey(name, key));
+            }
+        }
         let data =
             jsonwebtoken::decode::<Json>(token, &self.key, &self.validation).map_err(|error| {
                 match error.kind() {
@@ -168,8 +179,98 @@ impl Authenticator {
                     _ => AuthError::Malformed("not a JWT this server can read".into()),
                 }
             })?;
-        Identity::from_claims(data.claims)
+        let iat = data.claims.get("iat");
+        if iat.is_some_and(|iat| !iat.as_f64().is_some_and(|iat| iat >= 0.0)) {
+            return Err(AuthError::Malformed(
+                "claim `iat` must be a number of seconds since 1970".into(),
+            ));
+        }
+        let mut identity = Identity::from_claims(data.claims)?;
+        // A sign-out refuses the tokens issued up to it. One issued "later"
+        // than this server's now would escape every sign-out, so it is
+        // refused beyond the leeway and counts as issued now within it.
+        let now = crate::clock::unix_now();
+        if let Some(issued_at) = identity.issued_at {
+            if issued_at > now.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::IssuedInFuture(LEEWAY_SECS));
+            }
+            identity.issued_at = Some(issued_at.min(now));
+        }
+        Ok(identity)
     }
+}
+
+/// The first key that an object of `json` holds twice, at any depth.
+/// serde_json keeps the last of repeated keys and other parsers the first,
+/// so claims with one are ambiguous.
+fn repeated_key(json: &[u8]) -> Option<String> {
+    use std::cell::RefCell;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Walks one JSON value, noting the first repeated key in `found`.
+    #[derive(Clone, Copy)]
+    struct Unique<'a> {
+        found: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Unique<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    *self.found.borrow_mut() = Some(key);
+                    return Err(de::Error::custom("a repeated key"));
+                }
+                map.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    // Any other error is malformed JSON, which jsonwebtoken refused already.
+    let _ = Unique { found: &found }.deserialize(&mut deserializer);
+    found.into_inner()
 }
 
 /// A PEM given inline or as a path to a file.
@@ -181,27 +282,33 @@ fn read_pem(value: &str) -> anyhow::Result<String> {
     }
 }
 
-/// Where a request carries its credentials.
-#[derive(Debug, PartialEq)]
-pub enum Credential<'a> {
-    Token(&'a str),
+/// The credentials a request carries, each of which must verify.
+#[derive(Debug, PartialEq, Default)]
+pub struct Credentials<'a> {
+    /// Tokens, in the order they are used: `Authorization: Bearer`, the
+    /// cookie, `?token=`.
+    pub tokens: Vec<&'a str>,
     /// A single-use stream ticket (`?ticket=`).
-    Ticket(&'a str),
+    pub ticket: Option<&'a str>,
 }
 
-/// Finds the caller's credential: `Authorization: Bearer`, then the cookie
-/// (when `cookie_name` is given), then `?token=`, then `?ticket=`. An
-/// `Authorization` header that is not a bearer token is refused, never
-/// ignored: a client that sends `Basic ...` must not be served as anonymous.
-pub fn credential<'a>(
+/// Finds the caller's credentials: `Authorization: Bearer`, the cookie
+/// (when `cookie_name` is given), `?token=` and `?ticket=`. Every one
+/// present counts: the caller verifies them all, so a bad one is never
+/// passed over for a good one. An `Authorization` header that is not a
+/// bearer token is refused, never ignored (a client that sends `Basic ...`
+/// must not be served as anonymous), and so are two of them.
+pub fn credentials<'a>(
     headers: &'a HeaderMap,
     cookie_name: Option<&str>,
     token_param: Option<&'a str>,
     ticket_param: Option<&'a str>,
-) -> Result<Option<Credential<'a>>, AuthError> {
-    let bearer = match headers.get(axum::http::header::AUTHORIZATION) {
-        None => None,
-        Some(value) => {
+) -> Result<Credentials<'a>, AuthError> {
+    let mut authorization = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let bearer = match (authorization.next(), authorization.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(AuthError::TwoAuthorizations),
+        (Some(value), None) => {
             let token = value
                 .to_str()
                 .ok()
@@ -221,11 +328,13 @@ pub fn credential<'a>(
         .find(|(name, _)| Some(*name) == cookie_name)
         .map(|(_, value)| value.trim());
     let nonempty = |value: Option<&'a str>| value.filter(|value| !value.is_empty());
-    Ok(bearer
-        .or(nonempty(cookie))
-        .or(nonempty(token_param))
-        .map(Credential::Token)
-        .or(nonempty(ticket_param).map(Credential::Ticket)))
+    Ok(Credentials {
+        tokens: [bearer, nonempty(cookie), nonempty(token_param)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ticket: nonempty(ticket_param),
+    })
 }
 
 #[cfg(test)]
@@ -454,36 +563,46 @@ mod tests {
     }
 
     #[test]
-    fn credentials_are_found_in_order() {
+    fn every_credential_is_found_in_order() {
+        fn found<'a>(
+            headers: &'a HeaderMap,
+            token: Option<&'a str>,
+            ticket: Option<&'a str>,
+        ) -> (Vec<&'a str>, Option<&'a str>) {
+            let found = credentials(headers, Some("lh"), token, ticket).unwrap();
+            (found.tokens, found.ticket)
+        }
         let mut headers = HeaderMap::new();
+        assert_eq!(found(&headers, None, Some("t1")), (vec![], Some("t1")));
         assert_eq!(
-            credential(&headers, Some("lh"), None, Some("t1")).unwrap(),
-            Some(Credential::Ticket("t1"))
-        );
-        assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), Some("t1")).unwrap(),
-            Some(Credential::Token("q"))
+            found(&headers, Some("q"), Some("t1")),
+            (vec!["q"], Some("t1"))
         );
         headers.insert("cookie", "a=1; lh=c; b=2".parse().unwrap());
-        assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), None).unwrap(),
-            Some(Credential::Token("c"))
-        );
+        assert_eq!(found(&headers, Some("q"), None), (vec!["c", "q"], None));
         headers.insert("authorization", "Bearer h".parse().unwrap());
         assert_eq!(
-            credential(&headers, Some("lh"), Some("q"), None).unwrap(),
-            Some(Credential::Token("h"))
+            found(&headers, Some("q"), None),
+            (vec!["h", "c", "q"], None)
         );
-        assert_eq!(
-            credential(&HeaderMap::new(), Some("lh"), Some(""), None).unwrap(),
-            None
-        );
+        assert_eq!(found(&HeaderMap::new(), Some(""), None), (vec![], None));
         let mut cookie_only = HeaderMap::new();
         cookie_only.insert("cookie", "lh=c".parse().unwrap());
         assert_eq!(
-            credential(&cookie_only, None, None, None).unwrap(),
-            None,
+            credentials(&cookie_only, None, None, None).unwrap(),
+            Credentials::default(),
             "cookies off"
+        );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.append("authorization", "Bearer a".parse().unwrap());
+        headers.append("authorization", "Bearer b".parse().unwrap());
+        assert_eq!(
+            credentials(&headers, None, None, None),
+            Err(AuthError::TwoAuthorizations)
         );
     }
 
@@ -500,7 +619,7 @@ mod tests {
             headers.insert("authorization", value.parse().unwrap());
             assert!(
                 matches!(
-                    credential(&headers, None, Some("q"), None),
+                    credentials(&headers, None, Some("q"), None),
                     Err(AuthError::NotBearer)
                 ),
                 "{value}"

@@ -170,7 +170,12 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
 
 impl From<crate::identity::AuthError> for ApiError {
     fn from(error: crate::identity::AuthError) -> Self {
-        ApiError::Unauthorized(error.to_string())
+        match error {
+            crate::identity::AuthError::TwoAuthorizations => {
+                ApiError::bad_request("invalid_credentials", error.to_string())
+            }
+            error => ApiError::Unauthorized(error.to_string()),
+        }
     }
 }
 

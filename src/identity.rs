@@ -51,6 +51,18 @@ pub enum AuthError {
     Malformed(String),
     #[error("the Authorization header must be `Bearer <token>`; no other scheme is accepted")]
     NotBearer,
+    #[error(
+        "the token says it was issued in the future (`iat` more than {0} s ahead of this server's clock)"
+    )]
+    IssuedInFuture(u64),
+    #[error(
+        "the token's {0} repeats the key `{1}`: a token that two parsers could read differently is refused"
+    )]
+    DuplicateKey(&'static str, String),
+    #[error("send one Authorization header, not several")]
+    TwoAuthorizations,
+    #[error("the credentials sent name different users (`{0}` and `{1}`): send one")]
+    Disagree(String, String),
 }
 
 impl Identity {

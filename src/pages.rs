@@ -8,6 +8,12 @@
 //! everything there is final, so a page that fills up before that edge is
 //! history and never changes (the route lets caches keep it). A page that
 //! reaches the edge empty may wait for the next live events that match.
+//!
+//! A page that waited is judged again when it answers, as a fresh request
+//! would be: a token that expired or was signed out meanwhile gets a 401,
+//! and a read rule that changed means the page is read anew under the new
+//! rule (which may refuse it). A page never carries what its caller could
+//! no longer read when it answered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +22,13 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::AppState;
-use crate::clock::Stamp;
+use crate::clock::{Stamp, unix_now};
 use crate::error::ApiError;
 use crate::event::{Audience, Event, EventId, frame_data};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::hub::{Interest, Subscription};
-use crate::identity::Caller;
-use crate::session::{frame_for, in_turn, replayable};
+use crate::identity::{AuthError, Caller};
+use crate::session::{WatchedRules, frame_for, in_turn, judge, replayable};
 use crate::shape::Shape;
 
 /// Where a page starts and how much it may hold.
@@ -54,7 +60,17 @@ pub struct Reader<'a> {
     pub state: &'a AppState,
     pub caller: &'a Caller,
     pub interest: &'a Interest,
+    /// The read rules the subscription was bound with.
+    pub watched: &'a WatchedRules,
     pub shape: &'a Shape,
+}
+
+/// What reading a page gave.
+pub enum Read {
+    Page(Page),
+    /// A read rule the page was bound with changed while it waited: it
+    /// must be read again, as a new request, under the rules of now.
+    Rebind,
 }
 
 impl Reader<'_> {
@@ -64,7 +80,7 @@ impl Reader<'_> {
         &self,
         subscription: &mut Subscription,
         request: PageRequest,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Read, ApiError> {
         self.state
             .store
             .replay_check(request.since.stamp)
@@ -79,8 +95,39 @@ impl Reader<'_> {
         let mut page = self.history(subscription.start, request).await?;
         if page.events.is_empty() && !request.wait.is_zero() {
             self.wait_for_live(subscription, request, &mut page).await;
+            return self.judge_again(page);
         }
-        Ok(page)
+        Ok(Read::Page(page))
+    }
+
+    /// A page that waited, judged as a fresh request would be judged now.
+    fn judge_again(&self, page: Page) -> Result<Read, ApiError> {
+        if let Some(identity) = self.caller {
+            if identity.expires_at.is_some_and(|exp| exp <= unix_now()) {
+                return Err(AuthError::Expired.into());
+            }
+            if self
+                .state
+                .hub
+                .revocations()
+                .is_revoked(&identity.user_id, identity.issued_at)
+            {
+                return Err(ApiError::Unauthorized(
+                    "the token was revoked while the page waited: an admin signed this user out; sign in again".into(),
+                ));
+            }
+        }
+        let rules = self.state.hub.rules();
+        let changed = self.watched.iter().any(|(name, bound)| {
+            rules
+                .get(name)
+                .is_none_or(|meta| meta.rules.read != bound.read)
+        });
+        Ok(if changed {
+            Read::Rebind
+        } else {
+            Read::Page(page)
+        })
     }
 
     /// The events after `request.since` below `edge`, up to the limit.
@@ -131,15 +178,25 @@ impl Reader<'_> {
     }
 
     /// Waits up to `request.wait` for live events, and puts those queued
-    /// when the first arrives into `page`. A collection event or a notice
-    /// ends the page: the next request binds the rules anew.
+    /// when the first arrives into `page`. An event that would end a stream
+    /// (a sign-out of the caller, a change to a read rule it was bound
+    /// with, its collection deleted) ends the page, and so does the token's
+    /// expiry: the page is then judged again (see [`Reader::judge_again`]).
     async fn wait_for_live(
         &self,
         subscription: &mut Subscription,
         request: PageRequest,
         page: &mut Page,
     ) {
-        let deadline = Instant::now() + request.wait;
+        let mut deadline = Instant::now() + request.wait;
+        if let Some(exp) = self
+            .caller
+            .as_ref()
+            .and_then(|identity| identity.expires_at)
+        {
+            let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+            deadline = deadline.min(Instant::now() + left);
+        }
         let state = self.state;
         loop {
             let queued = tokio::select! {
@@ -153,12 +210,21 @@ impl Reader<'_> {
             let rules = state.hub.rules();
             let mut next = Some(first);
             while let Some((event, delivery)) = next {
-                let audience = event.kind.audience();
-                if event.id > request.since && replayable(self.caller, &rules, &event) {
+                let verdict = judge(self.caller, self.watched, &event);
+                if verdict.send
+                    && event.id > request.since
+                    && replayable(self.caller, &rules, &event)
+                {
                     let frame = frame_for(self.shape, self.interest, &event, delivery, &rules);
                     page.events.push(frame_data(&frame));
                     page.next = event.id;
                 }
+                if verdict.end {
+                    return;
+                }
+                // A collection event or a notice ends the page: the next
+                // request binds the rules anew.
+                let audience = event.kind.audience();
                 if page.events.len() >= request.limit
                     || matches!(audience, Audience::Collection | Audience::Everyone)
                 {

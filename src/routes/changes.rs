@@ -18,7 +18,7 @@ use crate::clock::Stamp;
 use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
-use crate::pages::{Page, PageRequest, Reader};
+use crate::pages::{Page, PageRequest, Read, Reader};
 use crate::session::subscribe;
 use crate::shape::Shape;
 
@@ -44,6 +44,7 @@ pub struct ChangeParams {
 }
 
 /// Where a page starts.
+#[derive(Clone, Copy)]
 enum Since {
     Id(EventId),
     Earliest,
@@ -90,26 +91,44 @@ pub async fn page(
             ip,
         )?)
     };
-    let (interest, mut subscription, _) = subscribe(&state, &caller, &plan, None).await?;
-    let since = match since {
-        Since::Id(id) => id,
-        Since::Earliest => EventId::before_stamp(state.store.earliest_retained()),
-        // From this millisecond on: a write answered before the request,
-        // which the hub's cursor may still trail, is not news.
-        Since::Now => {
-            let now = Stamp::at(std::time::SystemTime::now());
-            EventId::before_stamp(Stamp::of_millis(now.millis()).max(subscription.start))
+    let (mut since, mut wait) = (since, wait);
+    let page = loop {
+        let (interest, mut subscription, watched) = subscribe(&state, &caller, &plan, None).await?;
+        let from = match since {
+            Since::Id(id) => id,
+            Since::Earliest => EventId::before_stamp(state.store.earliest_retained()),
+            // From this millisecond on: a write answered before the request,
+            // which the hub's cursor may still trail, is not news.
+            Since::Now => {
+                let now = Stamp::at(std::time::SystemTime::now());
+                EventId::before_stamp(Stamp::of_millis(now.millis()).max(subscription.start))
+            }
+        };
+        let reader = Reader {
+            state: &state,
+            caller: &caller,
+            interest: &interest,
+            watched: &watched,
+            shape: &shape,
+        };
+        match reader
+            .read(
+                &mut subscription,
+                PageRequest {
+                    since: from,
+                    limit,
+                    wait,
+                },
+            )
+            .await?
+        {
+            Read::Page(page) => break page,
+            // A rule changed while the page waited: the answer is what a
+            // request made now gets, from the same cursor, without waiting
+            // again.
+            Read::Rebind => (since, wait) = (Since::Id(from), Duration::ZERO),
         }
     };
-    let reader = Reader {
-        state: &state,
-        caller: &caller,
-        interest: &interest,
-        shape: &shape,
-    };
-    let page = reader
-        .read(&mut subscription, PageRequest { since, limit, wait })
-        .await?;
     Ok(respond(&page, caller.is_none(), &headers))
 }
 

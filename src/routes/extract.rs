@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::AppState;
-use crate::auth::{Credential, credential};
+use crate::auth::credentials;
 use crate::error::ApiError;
 use crate::identity::{AuthError, Caller, Identity};
 
@@ -55,16 +55,18 @@ pub struct PathParams<T>(pub T);
 pub struct QueryParams<T>(pub T);
 
 /// Who is calling and from where. Credentials are looked for as
-/// [`credential`] says; none means an anonymous caller, but a credential
-/// that does not verify is a 401, never anonymous. A ticket (`?ticket=`)
-/// is accepted on the stream routes only, and left for the stream to
-/// redeem.
+/// [`credentials`] says; none means an anonymous caller, but a credential
+/// that does not verify is a 401, never anonymous or passed over for
+/// another. A ticket (`?ticket=`) is accepted on the stream routes only,
+/// and left for the stream to redeem (with a token beside it, both must
+/// name one user).
 pub struct Client {
     pub caller: Caller,
     /// The peer address (the proxy's, behind a proxy).
     pub ip: Option<IpAddr>,
     /// A ticket on a stream route, redeemed by the stream once the request
-    /// is otherwise valid (so a typo in a filter does not spend it).
+    /// is otherwise valid (so a typo in a filter does not spend it); see
+    /// [`redeem_ticket`].
     pub ticket: Option<String>,
 }
 
@@ -103,35 +105,44 @@ impl FromRequestParts<AppState> for Client {
         // requests that other sites make, so a write must carry its token
         // itself: no cross-site page can then act as the user.
         let reading = parts.method == Method::GET || parts.method == Method::HEAD;
-        let found = credential(
+        let found = credentials(
             &parts.headers,
             reading.then_some(state.config.auth_cookie.as_str()),
             params.token.as_deref(),
             params.ticket.as_deref(),
         )?;
-        let mut ticket = None;
-        let caller = match found {
-            None => None,
-            Some(Credential::Token(token)) => {
-                let identity = state.auth.verify(token)?;
-                refuse_revoked(state, &identity)?;
-                Some(Arc::new(identity))
-            }
-            Some(Credential::Ticket(found_ticket)) => {
-                let path = parts.uri.path();
-                let stream_route = path == "/api/v1/realtime"
-                    || path
-                        .strip_prefix("/api/v1/realtime/")
-                        .is_some_and(|rest| !rest.contains('/'));
-                if !stream_route || parts.method != Method::GET {
-                    return Err(ApiError::Unauthorized(
-                        "a ticket opens a stream (GET /api/v1/realtime…) and nothing else".into(),
-                    ));
+        // Every token sent must verify (and not be revoked), and they must
+        // all name one user; the first is the caller.
+        let mut caller: Caller = None;
+        for token in found.tokens {
+            let identity = state.auth.verify(token)?;
+            refuse_revoked(state, &identity)?;
+            match &caller {
+                None => caller = Some(Arc::new(identity)),
+                Some(first) if first.user_id != identity.user_id => {
+                    return Err(AuthError::Disagree(
+                        first.user_id.clone(),
+                        identity.user_id.clone(),
+                    )
+                    .into());
                 }
-                ticket = Some(found_ticket.to_owned());
-                None
+                Some(_) => {}
             }
-        };
+        }
+        let mut ticket = None;
+        if let Some(found_ticket) = found.ticket {
+            let path = parts.uri.path();
+            let stream_route = path == "/api/v1/realtime"
+                || path
+                    .strip_prefix("/api/v1/realtime/")
+                    .is_some_and(|rest| !rest.contains('/'));
+            if !stream_route || parts.method != Method::GET {
+                return Err(ApiError::Unauthorized(
+                    "a ticket opens a stream (GET /api/v1/realtime…) and nothing else".into(),
+                ));
+            }
+            ticket = Some(found_ticket.to_owned());
+        }
         Ok(Client { caller, ip, ticket })
     }
 }
@@ -151,12 +162,33 @@ pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<Identity, A
     if expires < now {
         return Err(refused());
     }
-    let identity = Identity::from_claims(claims).map_err(|_| refused())?;
+    let mut identity = Identity::from_claims(claims).map_err(|_| refused())?;
     if identity.expires_at.is_some_and(|exp| exp < now) {
         return Err(AuthError::Expired.into());
     }
+    // Its token's `iat` was checked when the ticket was issued.
+    identity.issued_at = identity.issued_at.map(|issued_at| issued_at.min(now));
     refuse_revoked(state, &identity)?;
     Ok(identity)
+}
+
+/// The caller of a stream that came with `ticket`: the ticket's identity,
+/// which must name the same user as a token sent with it, if any.
+pub async fn stream_caller(
+    state: &AppState,
+    caller: Caller,
+    ticket: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let Some(ticket) = ticket else {
+        return Ok(caller);
+    };
+    let identity = redeem_ticket(state, ticket).await?;
+    if let Some(token) = &caller
+        && token.user_id != identity.user_id
+    {
+        return Err(AuthError::Disagree(token.user_id.clone(), identity.user_id).into());
+    }
+    Ok(Some(Arc::new(identity)))
 }
 
 /// 401 for a token issued before an admin signed its user out.

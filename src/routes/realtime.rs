@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract::{redeem_ticket, refuse_revoked};
+use super::extract::{refuse_revoked, stream_caller};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
 use crate::channels::validate_channel;
@@ -239,10 +239,7 @@ async fn open_stream(
             "`snapshot_limit` and `snapshot_sort` need `snapshot=true`",
         ));
     }
-    let caller = match ticket {
-        Some(ticket) => Some(Arc::new(redeem_ticket(&state, &ticket).await?)),
-        None => caller,
-    };
+    let caller = stream_caller(&state, caller, ticket.as_deref()).await?;
     let present_as = present_as(
         &caller,
         params.user_id.as_deref(),

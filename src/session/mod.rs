@@ -735,18 +735,18 @@ pub(crate) async fn in_turn<T>(state: &AppState, read: impl Future<Output = T>) 
 
 /// What a live event does to a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Verdict {
+pub(crate) struct Verdict {
     /// Whether the stream sends it.
-    send: bool,
+    pub send: bool,
     /// Whether the stream ends after it: a sign-out of its user, or a
     /// change to a read rule it was bound with (reconnecting binds the new
     /// rules, and the client resumes after this event, losing nothing).
-    end: bool,
+    pub end: bool,
 }
 
 /// For a live event the hub delivered to a stream of `caller` bound with
 /// `watched` rules: whether to send it, and whether the stream ends after it.
-fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
+pub(crate) fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
     let send = Verdict {
         send: true,
         end: false,

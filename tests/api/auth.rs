@@ -785,3 +785,179 @@ async fn a_deleted_collection_is_not_replayed_under_a_new_one_of_the_same_name()
     }
     assert_eq!(all, ["old", "new"]);
 }
+
+/// A token signed with the test secret whose claims are `claims` exactly
+/// as written (serde_json would fold repeated keys).
+fn token_as_written(header: &str, claims: &str) -> String {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let message = format!("{}.{}", engine.encode(header), engine.encode(claims));
+    let key = jsonwebtoken::EncodingKey::from_secret(crate::helpers::TEST_SECRET.as_bytes());
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+            .unwrap();
+    format!("{message}.{signature}")
+}
+
+#[tokio::test]
+async fn tokens_issued_in_the_future_are_refused_and_near_ones_are_revocable() {
+    let app = TestApp::spawn().await;
+    notes(&app).await;
+    let list = "/api/v1/collections/notes/records";
+    for iat in [json!(now_secs() + 100_000), json!(1e20)] {
+        let token = app.token(json!({"sub": "ann", "iat": iat}));
+        let (status, _, message) = error_of(
+            client_with_token(&token)
+                .get(app.url(list))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 401, "iat {iat}");
+        assert!(message.contains("issued in the future"), "{message}");
+    }
+    // Within the clock leeway a token is accepted, and counts as issued
+    // now: a sign-out a moment later covers it.
+    let near = client_with_token(&app.token(json!({"sub": "ann", "iat": now_secs() + 3})));
+    assert_eq!(near.get(app.url(list)).send().await.unwrap().status(), 200);
+    let signed_out = app
+        .post("/api/v1/admin/users/ann/disconnect", &json!({}))
+        .await;
+    assert_eq!(signed_out.status(), 202);
+    let (status, _, message) = error_of(near.get(app.url(list)).send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(message.contains("revoked"), "{message}");
+    // A string `iat` says nothing a sign-out can compare.
+    let odd = app.token(json!({"sub": "ann", "iat": "yesterday"}));
+    let response = client_with_token(&odd)
+        .get(app.url(list))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_with_repeated_keys_are_refused() {
+    let app = TestApp::spawn().await;
+    let exp = now_secs() + 600;
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let plain = token_as_written(
+        header,
+        &format!(r#"{{"sub":"alice","role":"user","exp":{exp}}}"#),
+    );
+    let admin_last = token_as_written(
+        header,
+        &format!(r#"{{"sub":"alice","role":"user","exp":{exp},"role":"admin"}}"#),
+    );
+    let nested = token_as_written(
+        header,
+        &format!(r#"{{"sub":"alice","exp":{exp},"org":{{"id":1,"id":2}}}}"#),
+    );
+    let header_twice = token_as_written(
+        r#"{"alg":"HS256","typ":"JWT","alg":"HS256"}"#,
+        &format!(r#"{{"sub":"alice","exp":{exp}}}"#),
+    );
+    let collections = app.url("/api/v1/collections");
+    let response = client_with_token(&plain)
+        .get(&collections)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the same token without a repeat");
+    for (token, key) in [(admin_last, "role"), (nested, "id"), (header_twice, "alg")] {
+        let (status, _, message) = error_of(
+            client_with_token(&token)
+                .get(&collections)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 401, "{key}");
+        assert!(message.contains(&format!("`{key}`")), "{message}");
+        // Nor does an admin-only route take it as an admin's.
+        let created = client_with_token(&token)
+            .post(&collections)
+            .json(&json!({"name": "owned"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 401, "{key}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_credential_sent_must_verify() {
+    let config = {
+        let mut config = test_config();
+        config.auth_cookie = "lh_token".into();
+        config
+    };
+    let app = TestApp::spawn_with(config).await;
+    notes(&app).await;
+    let url = app.url("/api/v1/collections/notes/records");
+    let good = app.token(json!({"sub": "ann"}));
+    let bob = app.token(json!({"sub": "bob"}));
+    let expired = app.token(json!({"sub": "ann", "exp": now_secs() - 60}));
+    let client = reqwest::Client::new();
+    let bearer = |token: &str| format!("Bearer {token}");
+    // The good one alone passes.
+    let alone = client.get(&url).header("authorization", bearer(&good));
+    assert_eq!(alone.send().await.unwrap().status(), 200);
+    // A bad `?token=` or cookie beside a good bearer is a 401.
+    let with_param = client
+        .get(format!("{url}?token=garbage"))
+        .header("authorization", bearer(&good));
+    let (status, _, _) = error_of(with_param.send().await.unwrap()).await;
+    assert_eq!(status, 401, "a bad ?token= beside a good bearer");
+    let with_cookie = client
+        .get(&url)
+        .header("authorization", bearer(&good))
+        .header("cookie", format!("lh_token={expired}"));
+    let (status, _, message) = error_of(with_cookie.send().await.unwrap()).await;
+    assert_eq!((status, message.as_str()), (401, "the token has expired"));
+    // Two good credentials of two users are refused too.
+    let two_users = client
+        .get(&url)
+        .header("authorization", bearer(&good))
+        .header("cookie", format!("lh_token={bob}"));
+    let (status, _, message) = error_of(two_users.send().await.unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(message.contains("different users"), "{message}");
+    // The same user's token twice is one caller.
+    let twice = client
+        .get(format!("{url}?token={good}"))
+        .header("authorization", bearer(&good));
+    assert_eq!(twice.send().await.unwrap().status(), 200);
+    // Two Authorization headers are a 400, whichever comes first.
+    let headers = client
+        .get(&url)
+        .header("authorization", bearer(&good))
+        .header("authorization", "Bearer garbage");
+    let (status, code, _) = error_of(headers.send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_credentials"));
+    // A ticket beside a token of another user does not open a stream.
+    let ticket: Value = client
+        .post(app.url("/api/v1/realtime/tickets"))
+        .header("authorization", bearer(&bob))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap();
+    let stream = client
+        .get(app.url(&format!(
+            "/api/v1/realtime/notes?ticket={ticket}&token={good}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 401);
+    app.shutdown().await;
+}
