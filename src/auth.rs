@@ -185,16 +185,16 @@ impl Authenticator {
                 "claim `iat` must be a number of seconds since 1970".into(),
             ));
         }
-        let mut identity = Identity::from_claims(data.claims)?;
-        // A sign-out refuses the tokens issued up to it. One issued "later"
-        // than this server's now would escape every sign-out, so it is
-        // refused beyond the leeway and counts as issued now within it.
+        let identity = Identity::from_claims(data.claims)?;
+        // A sign-out refuses the tokens issued up to it, so one issued
+        // "later" than this server's now would escape every sign-out: it is
+        // refused beyond the clock leeway.
         let now = crate::clock::unix_now();
-        if let Some(issued_at) = identity.issued_at {
-            if issued_at > now.saturating_add(LEEWAY_SECS) {
-                return Err(AuthError::IssuedInFuture(LEEWAY_SECS));
-            }
-            identity.issued_at = Some(issued_at.min(now));
+        if identity
+            .issued_at
+            .is_some_and(|issued_at| issued_at > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(AuthError::IssuedInFuture(LEEWAY_SECS));
         }
         Ok(identity)
     }

@@ -52,6 +52,18 @@ struct HubInner {
     /// `/metrics`).
     subscribers: AtomicUsize,
     topics: AtomicUsize,
+    /// The rule book as requests read it: kept out of `state`, so a write
+    /// never waits for a batch's dispatch.
+    for_requests: Mutex<RequestRules>,
+}
+
+/// The rule book for requests, and whether it holds every collection change
+/// this node has answered.
+struct RequestRules {
+    rules: Arc<RuleBook>,
+    cursor: Stamp,
+    /// Every collection change this node made has a stamp below this.
+    changed_here_below: Stamp,
 }
 
 /// Counters, readable without the lock.
@@ -151,6 +163,7 @@ impl Hub {
     /// A hub whose feed starts at `cursor`, with the collections' `rules`
     /// as of then.
     pub fn new(cursor: Stamp, rules: RuleBook) -> Self {
+        let rules = Arc::new(rules);
         Hub {
             inner: Arc::new(HubInner {
                 state: Mutex::new(HubState {
@@ -159,13 +172,19 @@ impl Hub {
                     groups: HashMap::new(),
                     group_ids: HashMap::new(),
                     scopes: HashMap::new(),
-                    rules: Arc::new(rules),
+                    rules: rules.clone(),
                     closed: false,
                 }),
                 stats: HubStats::default(),
                 revocations: Revocations::default(),
                 subscribers: AtomicUsize::new(0),
                 topics: AtomicUsize::new(0),
+                for_requests: Mutex::new(RequestRules {
+                    rules,
+                    cursor,
+                    // The book given is as of the cursor.
+                    changed_here_below: Stamp(0),
+                }),
             }),
         }
     }
@@ -206,6 +225,35 @@ impl Hub {
 
     pub fn stats(&self) -> &HubStats {
         &self.inner.stats
+    }
+
+    /// The collections' rules for a request (a write above all), read from
+    /// memory: the book as of the cursor, if it holds every collection
+    /// change this node has answered. `None` while one is still to come
+    /// through the feed (a few milliseconds): the caller reads the
+    /// database. So a rule change takes effect for this node's requests
+    /// when it is answered, and for other nodes' when their feed passes it
+    /// (the moment their streams end for it).
+    pub fn rules_for_requests(&self) -> Option<Arc<RuleBook>> {
+        let book = self.lock_request_rules();
+        (book.cursor >= book.changed_here_below).then(|| book.rules.clone())
+    }
+
+    /// Notes that this node has just changed a collection (or may have: the
+    /// write failed without saying whether it committed): requests read
+    /// the database until the feed has passed it.
+    pub fn note_collection_change(&self) {
+        let below = Stamp::of_millis(Stamp::now().millis() + 1);
+        let mut book = self.lock_request_rules();
+        book.changed_here_below = book.changed_here_below.max(below);
+    }
+
+    fn lock_request_rules(&self) -> MutexGuard<'_, RequestRules> {
+        // Each section is one assignment or clone.
+        self.inner
+            .for_requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Subscribes; what `limit` allows may queue before the subscription is
@@ -378,6 +426,13 @@ impl Hub {
             }
         }
         state.cursor = state.cursor.max(cursor);
+        {
+            let mut book = self.lock_request_rules();
+            book.cursor = state.cursor;
+            if !Arc::ptr_eq(&book.rules, &state.rules) {
+                book.rules = state.rules.clone();
+            }
+        }
         for (group_id, id) in &lagging {
             self.remove_member(&mut state, *group_id, *id);
         }
@@ -459,6 +514,24 @@ mod tests {
             .prop_map(|(room, kind, owner, public)| {
                 json!({"room": room, "kind": kind, "owner": owner, "public": public})
             })
+    }
+
+    #[test]
+    fn requests_read_rules_from_memory_only_once_the_feed_has_passed_a_local_change() {
+        let hub = Hub::new(Stamp::now(), RuleBook::new());
+        assert!(
+            hub.rules_for_requests().is_some(),
+            "the starting book is current"
+        );
+        hub.note_collection_change();
+        assert!(hub.rules_for_requests().is_none(), "a change still to come");
+        // The feed publishes up to a cursor in the same millisecond: the
+        // change may still be above it.
+        hub.publish(&[], Stamp(Stamp::now().0 - 1));
+        assert!(hub.rules_for_requests().is_none());
+        // Once the cursor is past the millisecond of the change, it is in.
+        hub.publish(&[], Stamp::of_millis(Stamp::now().millis() + 1));
+        assert!(hub.rules_for_requests().is_some());
     }
 
     fn record_event(index: u32, data: Value) -> Arc<Event> {

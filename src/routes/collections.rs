@@ -1,5 +1,7 @@
 //! `/api/v1/collections`: create, list, show, update and delete collections.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -51,8 +53,18 @@ pub async fn collection_access(
     caller: &Caller,
     name: &CollectionName,
     action: Action,
-) -> Result<(CollectionMeta, Access), ApiError> {
-    let meta = state.store.get_collection(name).await?;
+) -> Result<(Arc<CollectionMeta>, Access), ApiError> {
+    // From memory when the hub's book is current (see
+    // `Hub::rules_for_requests`); a collection it does not know may have
+    // been made a moment ago on another node.
+    let known = state
+        .hub
+        .rules_for_requests()
+        .and_then(|book| book.get(name.as_str()).cloned());
+    let meta = match known {
+        Some(meta) => Some(meta),
+        None => state.store.get_collection(name).await?.map(Arc::new),
+    };
     let rules = meta.as_ref().map(|meta| &meta.rules);
     let access = crate::access::collection_access(rules, name.as_str(), caller, action)?;
     // A missing collection was refused just above.
@@ -118,11 +130,12 @@ pub async fn create(
     let name = CollectionName::new(&body.name)?;
     check_description(body.description.as_deref())?;
     let rules = body.rules.apply(Rules::default())?;
-    let collection = state
+    let created = state
         .store
         .create_collection(&name, body.description.as_deref(), &rules)
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!(collection))))
+        .await;
+    state.hub.note_collection_change();
+    Ok((StatusCode::CREATED, Json(json!(created?))))
 }
 
 /// The collections whose records the caller may read (some of them).
@@ -163,10 +176,14 @@ pub async fn update(
             Some(rules_patch.apply(current.rules)?)
         }
     };
-    state
+    let updated = state
         .store
         .update_collection(&name, patch.description, rules.as_ref())
-        .await?
+        .await;
+    // Requests on this node read the new rules from the database until the
+    // feed brings them to the hub: in force once this is answered.
+    state.hub.note_collection_change();
+    updated?
         .map(|meta| Json(json!(meta)))
         .ok_or_else(|| ApiError::no_collection(name.as_str()))
 }
@@ -178,7 +195,9 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
     let name = CollectionName::new(&name)?;
-    if state.store.delete_collection(&name).await? {
+    let deleted = state.store.delete_collection(&name).await;
+    state.hub.note_collection_change();
+    if deleted? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::no_collection(name.as_str()))

@@ -280,3 +280,50 @@ async fn hostile_content_is_stored_verbatim() {
     assert_eq!(shown, hostile);
     assert_eq!(app.get("/api/v1/collections/posts").await.status(), 200);
 }
+
+#[tokio::test]
+async fn a_rule_change_is_in_force_for_writes_once_it_is_answered() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "inbox", "rules": {"create": "true"}}),
+    )
+    .await;
+    let ann = app.user("ann");
+    let create = |id: String| {
+        ann.post(app.url("/api/v1/collections/inbox/records"))
+            .json(&json!({ "id": id }))
+            .send()
+    };
+    // Writes read the rules from memory; each change is in force for the
+    // very next write on this node, whichever way it goes.
+    for round in 0..20 {
+        let closed = app
+            .patch(
+                "/api/v1/collections/inbox",
+                &json!({"rules": {"create": null}}),
+            )
+            .await;
+        assert_eq!(closed.status(), 200);
+        let refused = create(format!("closed{round}")).await.unwrap();
+        assert_eq!(
+            refused.status(),
+            403,
+            "round {round}: the closing is in force"
+        );
+        let opened = app
+            .patch(
+                "/api/v1/collections/inbox",
+                &json!({"rules": {"create": "true"}}),
+            )
+            .await;
+        assert_eq!(opened.status(), 200);
+        let created = create(format!("open{round}")).await.unwrap();
+        assert_eq!(
+            created.status(),
+            201,
+            "round {round}: the opening is in force"
+        );
+    }
+    app.shutdown().await;
+}
