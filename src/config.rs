@@ -114,6 +114,10 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_AUTH_COOKIE", default_value = "livehub_token")]
     pub auth_cookie: String,
 
+    /// Most records in one batch (`POST .../records` with a JSON array).
+    #[arg(long, env = "LIVEHUB_MAX_BATCH", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub max_batch: usize,
+
     /// Most open streams in all (0: no limit).
     #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,

@@ -79,7 +79,8 @@ impl ApiError {
         ApiError::NotFound(format!("no record `{key}` in `{collection}`"))
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } | ApiError::InvalidFilter { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -92,6 +93,24 @@ impl ApiError {
             ApiError::CursorUnavailable { .. } => StatusCode::GONE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error's JSON body, `{"error": {"code", "message", ...}}`; a
+    /// 500's message is opaque.
+    pub fn body(&self) -> serde_json::Value {
+        let code = self.code();
+        match self {
+            ApiError::Internal(_) => {
+                json!({"error": {"code": code, "message": "internal server error"}})
+            }
+            ApiError::InvalidFilter { message, column } => {
+                json!({"error": {"code": code, "message": message, "column": column}})
+            }
+            ApiError::CursorUnavailable { reason, message } => {
+                json!({"error": {"code": code, "message": message, "reason": reason}})
+            }
+            other => json!({"error": {"code": code, "message": other.to_string()}}),
         }
     }
 
@@ -122,19 +141,7 @@ struct InternalCause(Arc<anyhow::Error>);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let code = self.code();
-        let body = match &self {
-            ApiError::Internal(_) => {
-                json!({"error": {"code": code, "message": "internal server error"}})
-            }
-            ApiError::InvalidFilter { message, column } => {
-                json!({"error": {"code": code, "message": message, "column": column}})
-            }
-            ApiError::CursorUnavailable { reason, message } => {
-                json!({"error": {"code": code, "message": message, "reason": reason}})
-            }
-            other => json!({"error": {"code": code, "message": other.to_string()}}),
-        };
+        let body = self.body();
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -32,7 +32,8 @@ use crate::event::{Detail, Event, EventId, EventKind, Source};
 use crate::hub::Hub;
 use crate::peers::Peers;
 use crate::store::{
-    CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError, WriteTracker, Written,
+    CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError, Target, WriteTracker,
+    Written,
 };
 
 /// The shortest wait before reading again after holding changes back.
@@ -136,6 +137,27 @@ fn made_by(event: &Event, written: &Written) -> bool {
     }
 }
 
+/// What `event` changed, as a write names it (see [`Written::target`]);
+/// `None` for events no write through the store makes.
+fn target_of(event: &Event) -> Option<Target<'_>> {
+    use EventKind::*;
+    match event.kind {
+        RecordCreated | RecordUpdated | RecordDeleted => Some(Target::Record {
+            collection: event.collection()?,
+            key: event.record_id.as_deref()?,
+        }),
+        CollectionCreated | CollectionUpdated | CollectionDeleted => {
+            Some(Target::Collection(event.collection()?))
+        }
+        ChannelMessage => match &event.source {
+            Source::Channel(channel) => Some(Target::Message { channel }),
+            _ => None,
+        },
+        SystemAnnouncement => Some(Target::Announcement),
+        ForcedLogout | UserJoined | UserLeft | SubscriptionChange => None,
+    }
+}
+
 /// Tags each event made by a write this node acknowledged with that
 /// write's number, before the hub publishes it; then forgets the writes
 /// whose change can no longer come (the feed has read up to `cursor`).
@@ -145,7 +167,11 @@ fn tag_acknowledged(writes: &WriteTracker, events: &[Arc<Event>], cursor: Stamp)
         return;
     }
     for event in events {
-        if let Some(number) = unmatched.claim(event.id.stamp, |written| made_by(event, written)) {
+        let Some(target) = target_of(event) else {
+            continue;
+        };
+        let made = |written: &Written| made_by(event, written);
+        if let Some(number) = unmatched.claim(event.id.stamp, &target, made) {
             event.set_acknowledged(number);
         }
     }

@@ -44,9 +44,9 @@ mod tracker;
 
 pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use presence::PresenceEntry;
-pub use records::{PageCursor, RuleChecks, SortOrder};
+pub use records::{BatchError, PageCursor, RuleChecks, SortOrder};
 use tracker::WriteGuard;
-pub use tracker::{WriteTracker, Written};
+pub use tracker::{Target, WriteTracker, Written};
 
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);

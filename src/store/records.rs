@@ -13,6 +13,19 @@ use crate::filter::{Expr, FieldPath};
 const NO_RECORD: &str = "livehub: no such record";
 /// Thrown when a rule refuses a write.
 const FORBIDDEN: &str = "livehub: refused by a rule";
+/// Thrown, with the item's index after it, when an atomic batch meets a
+/// taken id.
+const TAKEN: &str = "livehub: id taken at item ";
+
+/// Why a batch failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// One item failed an atomic batch: nothing was written.
+    #[error("item {index}: {error}")]
+    Item { index: usize, error: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The rule conditions a record write must pass, inside its transaction,
 /// each already bound to the caller (`None`: no condition).
@@ -52,6 +65,86 @@ impl Store {
         )
         .await?
         .ok_or_else(|| StoreError::Unexpected("CREATE returned no record".into()))
+    }
+
+    /// Creates many records in one transaction (one commit): each item is
+    /// its new record, or `RecordExists` if its id is taken. `atomic`: a
+    /// taken id fails the whole batch instead, with the first such item's
+    /// index, and nothing is written.
+    pub async fn create_records(
+        &self,
+        collection: &CollectionName,
+        items: Vec<(RecordKey, Map<String, Json>)>,
+        atomic: bool,
+    ) -> Result<Vec<Result<Json, StoreError>>, BatchError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut vars = serde_json::json!({ "tb": collection });
+        let mut sql = format!(
+            "BEGIN;\nIF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};\n"
+        );
+        let taken = |index: usize| {
+            if atomic {
+                format!("THROW '{TAKEN}{index}'")
+            } else {
+                "[]".to_owned()
+            }
+        };
+        let keys: Vec<RecordKey> = items.iter().map(|(key, _)| key.clone()).collect();
+        for (index, (key, data)) in items.into_iter().enumerate() {
+            vars[format!("i{index}")] = serde_json::json!(key);
+            vars[format!("d{index}")] = Json::Object(data);
+            sql.push_str(&format!(
+                "IF record::exists(type::record($tb, $i{index})) {{ {} }} ELSE {{ CREATE type::record($tb, $i{index}) CONTENT $d{index} RETURN AFTER }};\n",
+                taken(index)
+            ));
+        }
+        sql.push_str("COMMIT;");
+        let mut ran = self.write(sql, vars).await?;
+        if let Some(error) = ran.error {
+            if is_no_collection(&error) {
+                return Err(StoreError::NoCollection(collection.clone()).into());
+            }
+            let message = error.message();
+            if let Some(at) = message.find(TAKEN) {
+                let index: usize = message[at + TAKEN.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+                    .parse()
+                    .unwrap_or(0);
+                return Err(BatchError::Item {
+                    index,
+                    error: StoreError::RecordExists {
+                        collection: collection.clone(),
+                        key: keys.get(index).cloned().unwrap_or_else(|| keys[0].clone()),
+                    },
+                });
+            }
+            return Err(StoreError::from(error).into());
+        }
+        let mut results = Vec::with_capacity(keys.len());
+        let mut written = Vec::new();
+        for (index, key) in keys.into_iter().enumerate() {
+            // Statement 0 is BEGIN, 1 the collection check.
+            let rows: Vec<Value> = ran.response.take(2 + index).map_err(StoreError::from)?;
+            match rows.into_iter().next() {
+                Some(row) => {
+                    written.push(Written::Record {
+                        collection: collection.shared(),
+                        key: key.to_string(),
+                    });
+                    results.push(Ok(record_json(row).2));
+                }
+                None => results.push(Err(StoreError::RecordExists {
+                    collection: collection.clone(),
+                    key,
+                })),
+            }
+        }
+        ran.guard.acknowledge_all(written);
+        Ok(results)
     }
 
     /// Merges fields into a record; `None` if it does not exist.

@@ -13,7 +13,8 @@
 //! skips the events tagged below `n`: their writers had their answer
 //! before the stream began (see `session`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -47,8 +48,30 @@ struct InFlight {
     next_ticket: u64,
     /// How many writes have been acknowledged: the next one's number.
     acknowledged: u64,
-    /// Acknowledged writes whose change the feed has not met yet.
-    unmatched: Vec<Acknowledged>,
+    /// Acknowledged writes whose change the feed has not met yet, by the
+    /// hash of their target (see [`Target::hash`]): the feed finds the
+    /// writes that may have made a change without comparing every one (a
+    /// batch of a thousand writes would otherwise cost a million
+    /// comparisons).
+    unmatched: HashMap<u64, Vec<Acknowledged>>,
+    /// How many writes `unmatched` holds.
+    unmatched_count: usize,
+}
+
+impl InFlight {
+    /// Numbers an acknowledged write and keeps it for the feed to match.
+    fn note(&mut self, written: Written, begun: Stamp, answered_ms: u64) {
+        let number = self.acknowledged;
+        self.acknowledged += 1;
+        let hash = written.target().hash();
+        self.unmatched.entry(hash).or_default().push(Acknowledged {
+            written,
+            begun,
+            answered_ms,
+            number,
+        });
+        self.unmatched_count += 1;
+    }
 }
 
 /// What an acknowledged write changed, as the event it makes names it.
@@ -58,6 +81,36 @@ pub enum Written {
     Collection(Arc<str>),
     Message { channel: String },
     Announcement,
+}
+
+/// What a change was made to, borrowed: from a [`Written`], or from the
+/// event the feed reads.
+#[derive(Hash)]
+pub enum Target<'a> {
+    Record { collection: &'a str, key: &'a str },
+    Collection(&'a str),
+    Message { channel: &'a str },
+    Announcement,
+}
+
+impl Target<'_> {
+    /// The same for a write and for the change it makes.
+    pub fn hash(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        Hash::hash(self, &mut hasher);
+        hasher.finish()
+    }
+}
+
+impl Written {
+    pub fn target(&self) -> Target<'_> {
+        match self {
+            Written::Record { collection, key } => Target::Record { collection, key },
+            Written::Collection(name) => Target::Collection(name),
+            Written::Message { channel } => Target::Message { channel },
+            Written::Announcement => Target::Announcement,
+        }
+    }
 }
 
 /// An acknowledged write the feed has not matched to its change yet.
@@ -84,13 +137,13 @@ pub struct Unmatched<'a>(std::sync::MutexGuard<'a, InFlight>);
 
 impl Unmatched<'_> {
     pub fn is_empty(&self) -> bool {
-        self.0.unmatched.is_empty()
+        self.0.unmatched_count == 0
     }
 
-    /// The acknowledgement number to tag a change with `stamp` with, if an
-    /// acknowledged write may have made it (`made`: whether a write of that
-    /// target makes this change; asked rather than compared, so the feed
-    /// allocates nothing per event).
+    /// The acknowledgement number to tag a change to `target` with `stamp`
+    /// with, if an acknowledged write may have made it (`made`: whether a
+    /// write of that target makes this change; asked rather than compared,
+    /// so the feed allocates nothing per event).
     ///
     /// Matching is by what was written and by the stamp's bounds, so two
     /// writes to one record close together may both fit: the change is then
@@ -99,9 +152,18 @@ impl Unmatched<'_> {
     /// was answered before the stream began; the worst a wrong match can do
     /// is deliver a change the client already had answered (a duplicate),
     /// never hide one.
-    pub fn claim(&mut self, stamp: Stamp, made: impl Fn(&Written) -> bool) -> Option<u64> {
+    pub fn claim(
+        &mut self,
+        stamp: Stamp,
+        target: &Target<'_>,
+        made: impl Fn(&Written) -> bool,
+    ) -> Option<u64> {
+        let in_flight = &mut *self.0;
+        let hash = target.hash();
+        let bucket = in_flight.unmatched.get_mut(&hash)?;
         let mut number = None;
-        self.0.unmatched.retain(|ack| {
+        let before = bucket.len();
+        bucket.retain(|ack| {
             if ack.may_be(stamp, &made) {
                 number = number.max(Some(ack.number));
                 false
@@ -109,15 +171,24 @@ impl Unmatched<'_> {
                 true
             }
         });
+        in_flight.unmatched_count -= before - bucket.len();
+        if bucket.is_empty() {
+            in_flight.unmatched.remove(&hash);
+        }
         number
     }
 
     /// Forgets the writes whose change can no longer come: the feed has
     /// read every stamp up to `cursor`, past their answer's millisecond.
     pub fn forget_before(&mut self, cursor: Stamp) {
-        self.0
-            .unmatched
-            .retain(|ack| Stamp::of_millis(ack.answered_ms + 1) > cursor);
+        let in_flight = &mut *self.0;
+        let mut count = 0;
+        in_flight.unmatched.retain(|_, bucket| {
+            bucket.retain(|ack| Stamp::of_millis(ack.answered_ms + 1) > cursor);
+            count += bucket.len();
+            !bucket.is_empty()
+        });
+        in_flight.unmatched_count = count;
     }
 }
 
@@ -138,16 +209,23 @@ impl WriteGuard {
     pub(super) fn acknowledge(self, written: Written) {
         {
             let mut in_flight = self.tracker.lock();
-            let number = in_flight.acknowledged;
-            in_flight.acknowledged += 1;
-            in_flight.unmatched.push(Acknowledged {
-                written,
-                begun: self.key.0,
-                answered_ms: Stamp::now().millis(),
-                number,
-            });
+            let answered_ms = Stamp::now().millis();
+            in_flight.note(written, self.key.0, answered_ms);
         }
         // Dropping removes it from the writes in flight.
+        drop(self);
+    }
+
+    /// Like [`WriteGuard::acknowledge`], for a write that committed several
+    /// changes (a batch), numbered in their order.
+    pub(super) fn acknowledge_all(self, written: Vec<Written>) {
+        {
+            let mut in_flight = self.tracker.lock();
+            let answered_ms = Stamp::now().millis();
+            for written in written {
+                in_flight.note(written, self.key.0, answered_ms);
+            }
+        }
         drop(self);
     }
 }
@@ -259,14 +337,17 @@ mod tests {
         assert_eq!(tracker.acknowledged(), 2);
         let stamp = Stamp(begun.0 + 1);
         let mut unmatched = tracker.unmatched();
-        let is = |target: Written| move |written: &Written| *written == target;
-        assert_eq!(unmatched.claim(stamp, is(post("b"))), Some(1));
-        assert_eq!(unmatched.claim(stamp, is(post("b"))), None, "consumed");
+        let claim = |unmatched: &mut Unmatched, stamp, target: Written| {
+            unmatched.claim(stamp, &target.target(), |written| *written == target)
+        };
+        assert_eq!(claim(&mut unmatched, stamp, post("b")), Some(1));
+        assert_eq!(claim(&mut unmatched, stamp, post("b")), None, "consumed");
         // A stamp before the write began cannot be its change.
-        assert_eq!(unmatched.claim(Stamp(begun.0 - 1), is(post("a"))), None);
+        assert_eq!(claim(&mut unmatched, Stamp(begun.0 - 1), post("a")), None);
         // Nor one from after its answer's millisecond.
         let later = Stamp::of_millis(Stamp::now().millis() + 1);
-        assert_eq!(unmatched.claim(later, is(post("a"))), None);
+        assert_eq!(claim(&mut unmatched, later, post("a")), None);
+        assert!(!unmatched.is_empty());
         unmatched.forget_before(later);
         assert!(unmatched.is_empty());
     }

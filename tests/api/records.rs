@@ -130,7 +130,8 @@ async fn record_errors_have_the_right_status_and_shape() {
             "conflict",
         ),
         (
-            app.post("/api/v1/collections/posts/records", &json!([1, 2]))
+            // (An array is a batch: see `a_batch_answers_each_item...`.)
+            app.post("/api/v1/collections/posts/records", &json!(null))
                 .await,
             400,
             "invalid_body",
@@ -323,6 +324,103 @@ async fn a_rule_change_is_in_force_for_writes_once_it_is_answered() {
             created.status(),
             201,
             "round {round}: the opening is in force"
+        );
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_answers_each_item_and_streams_the_created_ones_once_in_order() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "notes", "rules": {"read": "true", "create": "owner = $auth.sub"}}),
+    )
+    .await;
+    let ann = app.user("ann");
+    let records = app.url("/api/v1/collections/notes/records");
+    let taken = ann
+        .post(&records)
+        .json(&json!({"id": "taken", "owner": "ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 201);
+    let mut stream = app.stream("/api/v1/realtime/notes", None).await;
+    stream.connected().await;
+    let batch = json!([
+        {"id": "n1", "owner": "ann", "n": 1},
+        {"id": 7, "owner": "ann"},
+        {"id": "n2", "owner": "bob"},
+        {"id": "taken", "owner": "ann"},
+        {"id": "n3", "owner": "ann", "n": 3},
+        {"id": "n3", "owner": "ann", "n": 4},
+        "not a record",
+        {"owner": "ann", "n": 5},
+    ]);
+    let answered = ann.post(&records).json(&batch).send().await.unwrap();
+    assert_eq!(answered.status(), 207);
+    let body: Value = answered.json().await.unwrap();
+    let items = body["items"].as_array().unwrap();
+    let statuses: Vec<u64> = items
+        .iter()
+        .map(|item| item["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 400, 403, 409, 201, 409, 400, 201], "{body}");
+    assert_eq!(items[0]["record"]["n"], 1);
+    assert_eq!(items[1]["error"]["code"], "invalid_id");
+    assert_eq!(items[3]["error"]["code"], "conflict");
+    let generated = items[7]["record"]["id"].as_str().unwrap().to_owned();
+    // Every created record streams once, in the batch's order.
+    let streamed: Vec<String> = stream
+        .records(3)
+        .await
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, ["n1", "n3", generated.as_str()]);
+    // An atomic batch with a taken id writes nothing and names the item.
+    let atomic = ann
+        .post(format!("{records}?atomic=true"))
+        .json(&json!([{"id": "a1", "owner": "ann"}, {"id": "n1", "owner": "ann"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(atomic.status(), 409);
+    let error: Value = atomic.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("item 1: "), "{message}");
+    let missing = ann.get(format!("{records}/a1")).send().await.unwrap();
+    assert_eq!(
+        missing.status(),
+        404,
+        "nothing of the atomic batch was written"
+    );
+    // And one that passes is written whole.
+    let whole = ann
+        .post(format!("{records}?atomic=true"))
+        .json(&json!([{"id": "a1", "owner": "ann"}, {"id": "a2", "owner": "ann"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 201);
+    let streamed: Vec<String> = stream
+        .records(2)
+        .await
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(streamed, ["a1", "a2"]);
+    // Empty and oversized batches are refused whole.
+    for batch in [json!([]), Value::Array(vec![json!({"owner": "ann"}); 1001])] {
+        let refused = ann.post(&records).json(&batch).send().await.unwrap();
+        assert_eq!(refused.status(), 400);
+        let error: Value = refused.json().await.unwrap();
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("1 to 1000")
         );
     }
     app.shutdown().await;
