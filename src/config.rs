@@ -118,6 +118,15 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_MAX_BATCH", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub max_batch: usize,
 
+    /// Most changes (record writes, channel messages) accepted and not yet
+    /// streamed before writers get 503 with `Retry-After`.
+    #[arg(long, env = "LIVEHUB_MAX_BACKLOG", default_value_t = 20_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_backlog: usize,
+
+    /// Most bytes of such changes accepted and not yet streamed.
+    #[arg(long, env = "LIVEHUB_MAX_BACKLOG_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_backlog_bytes: u64,
+
     /// Most open streams in all (0: no limit).
     #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,

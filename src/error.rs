@@ -55,6 +55,10 @@ pub enum ApiError {
     /// 503: the database does not answer.
     #[error("the database is unavailable")]
     Unavailable,
+    /// 503 with `Retry-After`: this node has accepted more changes than its
+    /// streams have been sent (see `--max-backlog`).
+    #[error("{0}")]
+    Overloaded(String),
     /// 500: anything else. The message is never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -91,7 +95,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyStreams(_) | ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CursorUnavailable { .. } => StatusCode::GONE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +133,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::CursorUnavailable { .. } => "cursor_unavailable",
             ApiError::Unavailable => "unavailable",
+            ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -149,7 +154,7 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("Bearer"),
             );
         }
-        if let ApiError::RateLimited(_) = self {
+        if let ApiError::RateLimited(_) | ApiError::Overloaded(_) = self {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static("1"),
@@ -209,6 +214,7 @@ impl From<crate::store::StoreError> for ApiError {
             | StoreError::Conflict => ApiError::Conflict(error.to_string()),
             StoreError::Refused { .. } => ApiError::Forbidden(error.to_string()),
             StoreError::Unavailable => ApiError::Unavailable,
+            StoreError::Overloaded { .. } => ApiError::Overloaded(error.to_string()),
             StoreError::Database(error) => error.into(),
             StoreError::Unexpected(message) => ApiError::Internal(anyhow::anyhow!(message)),
         }

@@ -23,6 +23,14 @@ use crate::limits::OpenCounts;
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Counters recorded by streams, and samples for rates.
+/// What `/metrics` says of ingest.
+#[derive(Debug, Default)]
+pub struct Ingest {
+    pub backlog: crate::store::Backlog,
+    /// Writes refused for the backlog so far.
+    pub overloaded: u64,
+}
+
 pub struct Metrics {
     /// Events sent to clients from a replay (resumes).
     pub replayed: Counter,
@@ -95,8 +103,29 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self, stats: &HubStats, open: &OpenCounts, subscriptions: usize) -> String {
+    pub fn render(
+        &self,
+        stats: &HubStats,
+        open: &OpenCounts,
+        subscriptions: usize,
+        ingest: &Ingest,
+    ) -> String {
         let mut registry = Registry::with_prefix("livehub");
+        registry.register(
+            "ingest_backlog_events",
+            "Changes this node accepted that the feed has not yet brought to its streams",
+            ConstGauge::new(ingest.backlog.events as i64),
+        );
+        registry.register(
+            "ingest_backlog_bytes",
+            "Bytes of those changes",
+            ConstGauge::new(ingest.backlog.bytes as i64),
+        );
+        registry.register(
+            "writes_overloaded",
+            "Record writes and channel messages refused with 503 for the backlog",
+            ConstCounter::new(ingest.overloaded),
+        );
         let read = |counter: &std::sync::atomic::AtomicU64| {
             ConstCounter::new(counter.load(Ordering::Relaxed))
         };
@@ -180,7 +209,12 @@ mod tests {
         let metrics = Metrics::default();
         metrics.commit_to_send.observe(0.004);
         metrics.replayed.inc();
-        let text = metrics.render(&HubStats::default(), &OpenCounts::default(), 0);
+        let text = metrics.render(
+            &HubStats::default(),
+            &OpenCounts::default(),
+            0,
+            &Ingest::default(),
+        );
         for line in [
             "livehub_streams_open 0",
             "livehub_events_replayed_total 1",

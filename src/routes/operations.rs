@@ -57,6 +57,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         state.hub.stats(),
         &state.limits.counts(),
         state.hub.subscriptions().1,
+        &crate::metrics::Ingest {
+            backlog: state.store.writes().backlog(),
+            overloaded: state.store.overloaded_writes(),
+        },
     );
     (
         StatusCode::OK,

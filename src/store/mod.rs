@@ -46,7 +46,7 @@ pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use presence::PresenceEntry;
 pub use records::{BatchError, PageCursor, RuleChecks, SortOrder};
 use tracker::WriteGuard;
-pub use tracker::{Target, WriteTracker, Written};
+pub use tracker::{Backlog, Target, WriteTracker, Written};
 
 /// Event ids this far ahead of the clock cannot come from this database.
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
@@ -82,6 +82,17 @@ pub enum StoreError {
     },
     #[error("the data was changed concurrently and the write kept conflicting; retry it")]
     Conflict,
+    /// The changes this node accepted are further ahead of its streams than
+    /// `--max-backlog` allows: the writer should slow down.
+    #[error(
+        "this node has {events} changes ({bytes} bytes) accepted and not yet streamed, past its bound (--max-backlog {max_events}, --max-backlog-bytes {max_bytes}); retry after a moment"
+    )]
+    Overloaded {
+        events: usize,
+        bytes: usize,
+        max_events: usize,
+        max_bytes: usize,
+    },
     /// A write took longer than [`WRITE_TIMEOUT`], or the connection is
     /// down.
     #[error("the database is unavailable")]
@@ -107,6 +118,11 @@ pub struct Store {
     horizon: Stamp,
     /// Whether the database answers (see `health`).
     available: Arc<std::sync::atomic::AtomicBool>,
+    /// The most changes accepted and not yet streamed before record writes
+    /// and channel messages are refused.
+    max_backlog: Backlog,
+    /// Writes refused for the backlog, for `/metrics`.
+    overloaded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Why the changes after an event id cannot all be replayed.
@@ -156,6 +172,11 @@ impl Store {
             epoch: Stamp(0),
             horizon: Stamp(0),
             available: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            max_backlog: Backlog {
+                events: config.max_backlog,
+                bytes: usize::try_from(config.max_backlog_bytes).unwrap_or(usize::MAX),
+            },
+            overloaded: Arc::default(),
         };
         store.init().await.context("preparing livehub's tables")?;
         Ok(store)
@@ -259,20 +280,44 @@ impl Store {
         }
     }
 
+    /// Refuses a record write or channel message while this node's backlog
+    /// (changes accepted and not yet streamed) is past its bound: writers
+    /// are slowed down rather than let run ahead of every stream.
+    fn admit(&self) -> Result<(), StoreError> {
+        let backlog = self.writes.backlog();
+        let max = self.max_backlog;
+        if backlog.events >= max.events || backlog.bytes >= max.bytes {
+            self.overloaded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(StoreError::Overloaded {
+                events: backlog.events,
+                bytes: backlog.bytes,
+                max_events: max.events,
+                max_bytes: max.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// How many writes were refused for the backlog.
+    pub fn overloaded_writes(&self) -> u64 {
+        self.overloaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Runs a write whose only answer is whether it worked; on success it
     /// is acknowledged as having changed `written`.
     async fn write_only(
         &self,
         sql: String,
         vars: Json,
-        written: Option<Written>,
+        written: Option<(Written, usize)>,
     ) -> Result<(), StoreError> {
         let done = self.write(sql, vars).await?;
         if let Some(error) = done.error {
             return Err(error.into());
         }
         if let Some(written) = written {
-            done.guard.acknowledge(written);
+            done.guard.acknowledge_all(vec![written]);
         }
         Ok(())
     }
@@ -283,6 +328,25 @@ impl Store {
         self.db.query(sql).await?.check()?;
         Ok(())
     }
+}
+
+/// The length of `value` as JSON, counted without building the text: what
+/// a change weighs in the backlog.
+pub(crate) fn json_len(value: &Json) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// A write that ran: its response, the error that made it fail (if any),

@@ -27,7 +27,7 @@ impl Store {
         );
         let vars =
             serde_json::json!({ "id": RecordKey::generate(), "data": data, "now": unix_ms_now() });
-        self.write_only(sql, vars, Some(Written::Announcement))
+        self.write_only(sql, vars, Some((Written::Announcement, 0)))
             .await
     }
 
@@ -86,11 +86,12 @@ impl Store {
         row["at"] = Json::from(unix_ms_now());
         let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
         let vars = serde_json::json!({ "id": RecordKey::generate(), "row": row });
-        let written = envelope["channel"]
-            .as_str()
-            .map(|channel| Written::Message {
-                channel: channel.to_owned(),
-            });
+        self.admit()?;
+        let bytes = super::json_len(envelope);
+        let written = envelope["channel"].as_str().map(|channel| {
+            let channel = channel.to_owned();
+            (Written::Message { channel }, bytes)
+        });
         self.write_only(sql, vars, written).await
     }
 }

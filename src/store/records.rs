@@ -80,6 +80,7 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        self.admit()?;
         let mut vars = serde_json::json!({ "tb": collection });
         let mut sql = format!(
             "BEGIN;\nIF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};\n"
@@ -131,11 +132,13 @@ impl Store {
             let rows: Vec<Value> = ran.response.take(2 + index).map_err(StoreError::from)?;
             match rows.into_iter().next() {
                 Some(row) => {
-                    written.push(Written::Record {
+                    let record = record_json(row).2;
+                    let target = Written::Record {
                         collection: collection.shared(),
                         key: key.to_string(),
-                    });
-                    results.push(Ok(record_json(row).2));
+                    };
+                    written.push((target, super::json_len(&record)));
+                    results.push(Ok(record));
                 }
                 None => results.push(Err(StoreError::RecordExists {
                     collection: collection.clone(),
@@ -202,6 +205,7 @@ impl Store {
         data: Option<Map<String, Json>>,
         checks: &RuleChecks,
     ) -> Result<Option<Json>, StoreError> {
+        self.admit()?;
         let mut vars = serde_json::json!({ "tb": collection, "id": id });
         let clear = match &data {
             Some(data) if statement.starts_with("UPDATE") => long_strings_cleared(data),
@@ -287,11 +291,13 @@ impl Store {
         let rows: Vec<Value> = ran.response.take(1 + before.len() + steps)?;
         let record = rows.into_iter().next().map(|row| record_json(row).2);
         // Only a write that returned its record changed it.
-        if record.is_some() {
-            ran.guard.acknowledge(Written::Record {
+        if let Some(record) = &record {
+            let written = Written::Record {
                 collection: collection.shared(),
                 key: id.to_string(),
-            });
+            };
+            ran.guard
+                .acknowledge_all(vec![(written, super::json_len(record))]);
         }
         Ok(record)
     }

@@ -54,13 +54,23 @@ struct InFlight {
     /// batch of a thousand writes would otherwise cost a million
     /// comparisons).
     unmatched: HashMap<u64, Vec<Acknowledged>>,
-    /// How many writes `unmatched` holds.
+    /// How many writes `unmatched` holds, and the bytes they wrote: the
+    /// backlog between the database and the hub.
     unmatched_count: usize,
+    unmatched_bytes: usize,
+}
+
+/// Changes this node acknowledged that the feed has not yet brought to the
+/// hub: what its writers got ahead of its streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub events: usize,
+    pub bytes: usize,
 }
 
 impl InFlight {
     /// Numbers an acknowledged write and keeps it for the feed to match.
-    fn note(&mut self, written: Written, begun: Stamp, answered_ms: u64) {
+    fn note(&mut self, written: Written, bytes: usize, begun: Stamp, answered_ms: u64) {
         let number = self.acknowledged;
         self.acknowledged += 1;
         let hash = written.target().hash();
@@ -69,8 +79,10 @@ impl InFlight {
             begun,
             answered_ms,
             number,
+            bytes,
         });
         self.unmatched_count += 1;
+        self.unmatched_bytes += bytes;
     }
 }
 
@@ -122,6 +134,8 @@ struct Acknowledged {
     /// ...and at most in this millisecond (it was minted before the answer).
     answered_ms: u64,
     number: u64,
+    /// About how many bytes it wrote.
+    bytes: usize,
 }
 
 impl Acknowledged {
@@ -162,16 +176,19 @@ impl Unmatched<'_> {
         let hash = target.hash();
         let bucket = in_flight.unmatched.get_mut(&hash)?;
         let mut number = None;
-        let before = bucket.len();
+        let (mut count, mut bytes) = (0, 0);
         bucket.retain(|ack| {
             if ack.may_be(stamp, &made) {
                 number = number.max(Some(ack.number));
+                count += 1;
+                bytes += ack.bytes;
                 false
             } else {
                 true
             }
         });
-        in_flight.unmatched_count -= before - bucket.len();
+        in_flight.unmatched_count -= count;
+        in_flight.unmatched_bytes -= bytes;
         if bucket.is_empty() {
             in_flight.unmatched.remove(&hash);
         }
@@ -182,13 +199,15 @@ impl Unmatched<'_> {
     /// read every stamp up to `cursor`, past their answer's millisecond.
     pub fn forget_before(&mut self, cursor: Stamp) {
         let in_flight = &mut *self.0;
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         in_flight.unmatched.retain(|_, bucket| {
             bucket.retain(|ack| Stamp::of_millis(ack.answered_ms + 1) > cursor);
             count += bucket.len();
+            bytes += bucket.iter().map(|ack| ack.bytes).sum::<usize>();
             !bucket.is_empty()
         });
         in_flight.unmatched_count = count;
+        in_flight.unmatched_bytes = bytes;
     }
 }
 
@@ -207,25 +226,21 @@ impl WriteGuard {
     /// that surely made that change (a no-op left unmatched could be taken
     /// for another write's change in the same millisecond).
     pub(super) fn acknowledge(self, written: Written) {
-        {
-            let mut in_flight = self.tracker.lock();
-            let answered_ms = Stamp::now().millis();
-            in_flight.note(written, self.key.0, answered_ms);
-        }
-        // Dropping removes it from the writes in flight.
-        drop(self);
+        self.acknowledge_all(vec![(written, 0)]);
     }
 
-    /// Like [`WriteGuard::acknowledge`], for a write that committed several
-    /// changes (a batch), numbered in their order.
-    pub(super) fn acknowledge_all(self, written: Vec<Written>) {
+    /// Like [`WriteGuard::acknowledge`], for a write that committed one or
+    /// more changes (a batch), numbered in their order, each with about how
+    /// many bytes it wrote (which count in the [`Backlog`]).
+    pub(super) fn acknowledge_all(self, written: Vec<(Written, usize)>) {
         {
             let mut in_flight = self.tracker.lock();
             let answered_ms = Stamp::now().millis();
-            for written in written {
-                in_flight.note(written, self.key.0, answered_ms);
+            for (written, bytes) in written {
+                in_flight.note(written, bytes, self.key.0, answered_ms);
             }
         }
+        // Dropping removes it from the writes in flight.
         drop(self);
     }
 }
@@ -265,6 +280,15 @@ impl WriteTracker {
     /// Whether no write is in flight.
     pub fn is_idle(&self) -> bool {
         self.lock().writes.is_empty()
+    }
+
+    /// The changes acknowledged that the feed has not brought to the hub.
+    pub fn backlog(&self) -> Backlog {
+        let in_flight = self.lock();
+        Backlog {
+            events: in_flight.unmatched_count,
+            bytes: in_flight.unmatched_bytes,
+        }
     }
 
     /// How many writes have been acknowledged so far.

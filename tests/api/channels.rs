@@ -201,3 +201,72 @@ async fn one_connection_carries_collections_with_filters_channels_and_presence()
         .unwrap();
     assert_eq!(stray.status(), 400);
 }
+
+#[tokio::test]
+async fn a_node_past_its_backlog_slows_writers_and_loses_nothing_it_accepted() {
+    let mut config = test_config();
+    // One change ahead of the streams at most: concurrent publishers are
+    // bound to meet the limit.
+    config.max_backlog = 1;
+    config.publish_rate = 0;
+    let app = TestApp::spawn_with(config).await;
+    let ann = client_with_token(&app.token(json!({"sub": "ann"})));
+    let (mut room, _) = open(&ann, app.url("/api/v1/realtime?channels=load")).await;
+    let (publishers, each) = (16, 40);
+    let mut tasks = Vec::new();
+    for publisher in 0..publishers {
+        let (client, url) = (ann.clone(), app.url("/api/v1/channels/load/messages"));
+        tasks.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            for n in 0..each {
+                let tag = format!("{publisher}-{n}");
+                let answer = client
+                    .post(&url)
+                    .json(&json!({ "tag": tag }))
+                    .send()
+                    .await
+                    .unwrap();
+                match answer.status().as_u16() {
+                    201 => accepted.push(tag),
+                    503 => {
+                        assert_eq!(answer.headers()["retry-after"], "1");
+                        let body: Value = answer.json().await.unwrap();
+                        assert_eq!(body["error"]["code"], "overloaded", "{body}");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            (accepted, refused)
+        }));
+    }
+    let (mut accepted, mut refused) = (std::collections::BTreeSet::new(), 0);
+    for task in tasks {
+        let (tags, count) = task.await.unwrap();
+        accepted.extend(tags);
+        refused += count;
+    }
+    assert_eq!(accepted.len() + refused, publishers * each);
+    assert!(refused > 0, "the bound was never met");
+    // Every accepted message reaches the stream, once (the hang guard of
+    // `json_event` is the only bound on latency here).
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < accepted.len() {
+        let (kind, body) = next(&mut room).await;
+        assert_eq!(kind, "channel.message");
+        let tag = body["data"]["message"]["tag"].as_str().unwrap().to_owned();
+        assert!(accepted.contains(&tag), "{tag} was refused yet delivered");
+        assert!(seen.insert(tag), "delivered twice");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("livehub_writes_overloaded_total "))
+        .expect("the refusals are counted");
+    assert_eq!(counted.parse::<usize>().unwrap(), refused);
+    assert!(
+        metrics.contains("livehub_ingest_backlog_events "),
+        "{metrics}"
+    );
+    app.shutdown().await;
+}
