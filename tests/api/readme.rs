@@ -232,3 +232,34 @@ async fn the_readme_live_list_keeps_exactly_the_matching_records() {
         }
     }
 }
+
+/// The README's batch example, run with the shell and curl against a real
+/// server: it prints what its comment says.
+#[tokio::test]
+async fn the_readme_batch_example_prints_what_it_says() {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("## Writing fast: batches and back-pressure")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README shows a batch");
+    let (command, shown) = block
+        .rsplit_once("\n# ")
+        .expect("a command, then its output");
+    let app = TestApp::spawn().await;
+    app.create_collection("posts").await;
+    let token = app.token(json!({"sub": "admin", "role": "admin"}));
+    let command = command.replace("localhost:8000", app.address.trim_start_matches("http://"));
+    let output = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(&command)
+        .env("TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{command}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed.trim(), shown.trim(), "{command}");
+    app.shutdown().await;
+}
