@@ -1,6 +1,7 @@
 //! The HTTP API, one module per resource. `openapi.yaml` is its contract.
 
 mod admin;
+mod batches;
 mod changes;
 mod channels;
 mod client;

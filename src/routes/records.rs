@@ -1,14 +1,14 @@
 //! `/api/v1/collections/{name}/records`: the records of a collection.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::collections::collection_access;
-use super::{Client, JsonBody, PathParams, QueryParams};
+use super::{Client, JsonBody, PathParams, QueryParams, batches};
 use crate::AppState;
 use crate::collection::{CollectionName, RecordKey};
 use crate::error::ApiError;
@@ -18,7 +18,7 @@ use crate::identity::{Caller, claims_of};
 use crate::rules::{Access, Action, both};
 use crate::shape::Shape;
 use crate::sort::parse_sort;
-use crate::store::{BatchError, RuleChecks, StoreError};
+use crate::store::RuleChecks;
 
 /// The checks an update or delete runs in its transaction: the record must
 /// be readable (else it is "not found") and pass the action's rule.
@@ -70,19 +70,36 @@ pub struct CreateParams {
     atomic: Option<bool>,
 }
 
-/// Creates one record (a JSON object), or a batch (a JSON array of them).
+/// Creates one record (a JSON object), a batch (a JSON array of them), or
+/// an import (`application/x-ndjson`: one record per line; see `batches`).
 pub async fn create(
     State(state): State<AppState>,
     Client { caller, .. }: Client,
     PathParams(collection): PathParams<String>,
     QueryParams(params): QueryParams<CreateParams>,
-    JsonBody(body): JsonBody<Value>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // The body is read first, so a malformed one is a 400 whatever the
+    // collection; an import is read as it streams in, after the checks.
+    let body = if batches::is_ndjson(request.headers()) {
+        Err(request.into_body())
+    } else {
+        Ok(JsonBody::<Value>::from_request(request, &state).await?.0)
+    };
     let collection = CollectionName::new(&collection)?;
     let (_, create) = collection_access(&state, &caller, &collection, Action::Create).await?;
     let items = match body {
-        Value::Array(items) => items,
-        body => {
+        Err(stream) => {
+            if params.atomic.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "`atomic` is for JSON batches; an import commits each batch of lines as it comes",
+                ));
+            }
+            return batches::import(&state, &collection, &create, stream).await;
+        }
+        Ok(Value::Array(items)) => items,
+        Ok(body) => {
             if params.atomic.is_some() {
                 return Err(ApiError::bad_request(
                     "invalid_query",
@@ -105,12 +122,19 @@ pub async fn create(
         ));
     }
     let atomic = params.atomic.unwrap_or(false);
-    create_batch(&state, &collection, &create, items, atomic).await
+    let items = batches::create_batch(&state, &collection, &create, items, atomic).await?;
+    let status = if items.iter().all(batches::Outcome::created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let items: Vec<Value> = items.into_iter().map(batches::Outcome::into_json).collect();
+    Ok((status, Json(json!({ "items": items }))).into_response())
 }
 
 /// A record to create from a request's JSON: its id (given or generated)
 /// and fields, checked against the `create` rule.
-fn new_record(
+pub(super) fn new_record(
     collection: &CollectionName,
     create: &Access,
     body: Value,
@@ -131,91 +155,6 @@ fn new_record(
         }
     }
     Ok((id, data))
-}
-
-/// Creates a batch in one transaction. Each item is answered on its own
-/// (`207` with each one's status, `201` if all were created), or, with
-/// `atomic`, all are created (`201`) or none (the first failure's error,
-/// naming its item).
-async fn create_batch(
-    state: &AppState,
-    collection: &CollectionName,
-    create: &Access,
-    items: Vec<Value>,
-    atomic: bool,
-) -> Result<Response, ApiError> {
-    let mut outcomes: Vec<Option<ApiError>> = Vec::with_capacity(items.len());
-    let mut valid = Vec::with_capacity(items.len());
-    let mut ids = std::collections::HashSet::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let checked = new_record(collection, create, item).and_then(|(id, data)| {
-            if ids.insert(id.clone()) {
-                Ok((id, data))
-            } else {
-                Err(ApiError::Conflict(format!(
-                    "record `{id}` is given twice in this batch"
-                )))
-            }
-        });
-        match checked {
-            Ok(record) => {
-                valid.push(record);
-                outcomes.push(None);
-            }
-            Err(error) if atomic => return Err(item_error(index, error)),
-            Err(error) => outcomes.push(Some(error)),
-        }
-    }
-    let created = match state.store.create_records(collection, valid, atomic).await {
-        Ok(created) => created,
-        Err(BatchError::Item { index, error }) => {
-            return Err(item_error(index, error.into()));
-        }
-        Err(BatchError::Store(error)) => return Err(error.into()),
-    };
-    let mut created = created.into_iter();
-    let mut all_created = true;
-    let items: Vec<Value> = outcomes
-        .into_iter()
-        .map(|refused| {
-            let outcome = match refused {
-                Some(error) => Err(error),
-                None => created
-                    .next()
-                    .unwrap_or_else(|| {
-                        Err(StoreError::Unexpected("a batch item went missing".into()))
-                    })
-                    .map_err(ApiError::from),
-            };
-            match outcome {
-                Ok(record) => json!({"status": 201, "record": record}),
-                Err(error) => {
-                    all_created = false;
-                    let mut item = error.body();
-                    item["status"] = json!(error.status().as_u16());
-                    item
-                }
-            }
-        })
-        .collect();
-    let status = if all_created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::MULTI_STATUS
-    };
-    Ok((status, Json(json!({ "items": items }))).into_response())
-}
-
-/// The error of a whole batch that one item failed: its message names the
-/// item (counted from 0).
-fn item_error(index: usize, error: ApiError) -> ApiError {
-    let message = format!("item {index}: {error}; nothing was written");
-    match error {
-        ApiError::BadRequest { code, .. } => ApiError::bad_request(code, message),
-        ApiError::Forbidden(_) => ApiError::Forbidden(message),
-        ApiError::Conflict(_) => ApiError::Conflict(message),
-        other => other,
-    }
 }
 
 pub async fn show(

@@ -284,9 +284,9 @@ impl Store {
     /// (changes accepted and not yet streamed) is past its bound: writers
     /// are slowed down rather than let run ahead of every stream.
     fn admit(&self) -> Result<(), StoreError> {
-        let backlog = self.writes.backlog();
-        let max = self.max_backlog;
-        if backlog.events >= max.events || backlog.bytes >= max.bytes {
+        if self.is_backlogged() {
+            let backlog = self.writes.backlog();
+            let max = self.max_backlog;
             self.overloaded
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(StoreError::Overloaded {
@@ -297,6 +297,12 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Whether record writes and channel messages are refused now.
+    pub fn is_backlogged(&self) -> bool {
+        let backlog = self.writes.backlog();
+        backlog.events >= self.max_backlog.events || backlog.bytes >= self.max_backlog.bytes
     }
 
     /// How many writes were refused for the backlog.

@@ -425,3 +425,83 @@ async fn a_batch_answers_each_item_and_streams_the_created_ones_once_in_order() 
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_ndjson_import_commits_batch_by_batch_and_stops_at_a_malformed_line() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "logs", "rules": {"read": "true", "create": "level != secret"}}),
+    )
+    .await;
+    let ann = app.user("ann");
+    let records = app.url("/api/v1/collections/logs/records");
+    let mut stream = app.stream("/api/v1/realtime/logs", None).await;
+    stream.connected().await;
+    // 2,500 lines, more than two batches, one refused by the rule, and a
+    // blank line and CRLF ends on the way.
+    let mut body = String::new();
+    for n in 0..2500 {
+        let level = if n == 1234 { "secret" } else { "info" };
+        body.push_str(&format!("{{\"id\":\"l{n:04}\",\"level\":\"{level}\"}}\r\n"));
+        if n == 10 {
+            body.push('\n');
+        }
+    }
+    let imported = ann
+        .post(&records)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 207);
+    let report: Value = imported.json().await.unwrap();
+    assert_eq!(report["created"], 2499, "{report}");
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    // Line 1236: the record of n = 1234, after one blank line.
+    assert_eq!(
+        (failed[0]["line"].as_u64(), failed[0]["status"].as_u64()),
+        (Some(1236), Some(403))
+    );
+    let streamed: Vec<String> = stream
+        .records(2499)
+        .await
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..2500)
+        .filter(|n| *n != 1234)
+        .map(|n| format!("l{n:04}"))
+        .collect();
+    assert_eq!(streamed, expected, "every record once, in order");
+    // A malformed line stops the import there: the lines before it are in,
+    // none after it.
+    let body = concat!(
+        "{\"id\":\"m1\",\"level\":\"info\"}\n",
+        "{\"id\":\"m2\",\"level\":\"info\"}\n",
+        "{\"id\": oops}\n",
+        "{\"id\":\"m3\",\"level\":\"info\"}\n",
+    );
+    let stopped = ann
+        .post(&records)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 400);
+    let error: Value = stopped.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 3 is not JSON"), "{message}");
+    assert!(
+        message.contains("2 records from the lines before were created"),
+        "{message}"
+    );
+    for (id, status) in [("m1", 200), ("m2", 200), ("m3", 404)] {
+        let shown = ann.get(format!("{records}/{id}")).send().await.unwrap();
+        assert_eq!(shown.status(), status, "{id}");
+    }
+    app.shutdown().await;
+}
