@@ -127,6 +127,10 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_MAX_BACKLOG_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_backlog_bytes: u64,
 
+    /// How long an `Idempotency-Key` and its answer are kept.
+    #[arg(long, env = "LIVEHUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
+    pub idempotency_window: Duration,
+
     /// Most open streams in all (0: no limit).
     #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
     pub max_streams: usize,

@@ -52,6 +52,10 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
     },
+    /// 422: a well-formed request that cannot be done as asked (an
+    /// idempotency key used with another request).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 503: the database does not answer.
     #[error("the database is unavailable")]
     Unavailable,
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyStreams(_) | ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::CursorUnavailable { .. } => StatusCode::GONE,
@@ -128,6 +133,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Unprocessable(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::RateLimited(_) => "rate_limited",

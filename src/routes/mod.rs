@@ -9,6 +9,7 @@ mod collections;
 mod connections;
 mod extract;
 mod health;
+mod idempotency;
 mod operations;
 mod presence;
 mod realtime;
@@ -93,6 +94,10 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
             delete(connections::remove),
         )
         .fallback(route_not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             operations::refuse_without_database,
@@ -196,6 +201,7 @@ pub fn cors_layer(config: &Config) -> anyhow::Result<Option<CorsLayer>> {
                 header::CONTENT_TYPE,
                 HeaderName::from_static("last-event-id"),
                 HeaderName::from_static("x-connection-secret"),
+                HeaderName::from_static(idempotency::HEADER),
             ])
             .allow_credentials(config.cors_credentials)
             .max_age(Duration::from_secs(3600)),

@@ -34,6 +34,7 @@ use crate::config::Config;
 mod changes;
 mod collections;
 mod health;
+mod idempotency;
 mod nodes;
 mod notices;
 mod presence;
@@ -43,6 +44,7 @@ mod tickets;
 mod tracker;
 
 pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
+pub use idempotency::Claim;
 pub use presence::PresenceEntry;
 pub use records::{BatchError, PageCursor, RuleChecks, SortOrder};
 use tracker::WriteGuard;

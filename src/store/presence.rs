@@ -8,8 +8,8 @@ use serde_json::Value as Json;
 use surrealdb::types::Value;
 
 use super::schema::{
-    MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE, PRESENCE_TABLE, PRESENCE_USERS_TABLE,
-    TICKETS_TABLE,
+    IDEMPOTENCY_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE, PRESENCE_TABLE,
+    PRESENCE_USERS_TABLE, TICKETS_TABLE,
 };
 use super::{Store, StoreError};
 use crate::clock::{format_time, unix_ms, unix_ms_now};
@@ -115,7 +115,8 @@ impl Store {
              DELETE {MESSAGES_TABLE} WHERE at < $cutoff;
              DELETE {NOTICES_TABLE} WHERE at < $cutoff;
              DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;
-             DELETE {TICKETS_TABLE} WHERE expires < $now_secs;"
+             DELETE {TICKETS_TABLE} WHERE expires < $now_secs;
+             DELETE {IDEMPOTENCY_TABLE} WHERE expires < $now_secs;"
         );
         let vars = serde_json::json!({
             "node": node,

@@ -15,6 +15,8 @@ pub(super) const COLLECTIONS_TABLE: &str = "_lh_collections";
 const META_TABLE: &str = "_lh_meta";
 /// Stream tickets (no changefeed: tickets are not events).
 pub(super) const TICKETS_TABLE: &str = "_lh_tickets";
+/// Idempotency keys and the answers they were given (see `idempotency`).
+pub(super) const IDEMPOTENCY_TABLE: &str = "_lh_idempotency";
 /// Admins' notices to every stream (announcements, sign-outs): a
 /// changefeed table, so that every node delivers them, with durable ids.
 pub(super) const NOTICES_TABLE: &str = "_lh_notices";
@@ -62,6 +64,8 @@ impl Store {
              SELECT VALUE name FROM {COLLECTIONS_TABLE};
              DEFINE TABLE IF NOT EXISTS {TICKETS_TABLE} SCHEMALESS;
              DEFINE INDEX IF NOT EXISTS expires ON {TICKETS_TABLE} FIELDS expires;
+             DEFINE TABLE IF NOT EXISTS {IDEMPOTENCY_TABLE} SCHEMALESS;
+             DEFINE INDEX IF NOT EXISTS expires ON {IDEMPOTENCY_TABLE} FIELDS expires;
              DEFINE TABLE IF NOT EXISTS {NOTICES_TABLE} SCHEMALESS;
              ALTER TABLE {NOTICES_TABLE} {changefeed};
              DEFINE TABLE IF NOT EXISTS {REVOCATIONS_TABLE} SCHEMALESS;

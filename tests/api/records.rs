@@ -505,3 +505,85 @@ async fn an_ndjson_import_commits_batch_by_batch_and_stops_at_a_malformed_line()
     }
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.db = format!("surrealkv://{}", dir.path().join("data").display());
+    let app = TestApp::spawn_with(config.clone()).await;
+    app.create_public_collection("orders").await;
+    let ann_token = app.token(json!({"sub": "ann"}));
+    let url = app.url("/api/v1/collections/orders/records");
+    let send = |token: &str, key: &str, body: Value| {
+        reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let order = json!({"item": "book"});
+    let first = send(
+        &app.token(json!({"sub": "admin", "role": "admin"})),
+        "k1",
+        order.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let admin = app.token(json!({"sub": "admin", "role": "admin"}));
+    // The same request again: the same answer (the same generated id),
+    // nothing written.
+    let again = send(&admin, "k1", order.clone()).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // The same key with another body is a 422.
+    let other = send(&admin, "k1", json!({"item": "pen"})).await.unwrap();
+    assert_eq!(other.status(), 422);
+    let error: Value = other.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "idempotency_key_reused");
+    // Keys are per caller: ann's `k1` is hers, and a refusal is kept too.
+    let anns = send(&ann_token, "k1", order.clone()).await.unwrap();
+    assert_eq!(anns.status(), 403, "ann may not create orders");
+    let anns_again = send(&ann_token, "k1", order.clone()).await.unwrap();
+    assert_eq!(anns_again.status(), 403);
+    assert_eq!(anns_again.headers()["idempotent-replayed"], "true");
+    app.shutdown().await;
+
+    // After a restart, the key still answers as the first time.
+    let app = TestApp::spawn_with(config).await;
+    let url = app.url("/api/v1/collections/orders/records");
+    let after = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&admin)
+        .header("idempotency-key", "k1")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 201);
+    assert_eq!(after.headers()["idempotent-replayed"], "true");
+    assert_eq!(after.json::<Value>().await.unwrap(), first);
+    let listed: Value = app
+        .get("/api/v1/collections/orders/records")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "written once");
+    // A malformed key is refused.
+    let bad = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&admin)
+        .header("idempotency-key", "x".repeat(300))
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    app.shutdown().await;
+}
