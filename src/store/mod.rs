@@ -33,6 +33,7 @@ use crate::config::Config;
 
 mod changes;
 mod collections;
+mod group;
 mod health;
 mod idempotency;
 mod nodes;
@@ -112,6 +113,9 @@ pub struct Store {
     /// Shared: each clone of a `Surreal` handle opens a database session.
     db: Arc<Surreal<Any>>,
     writes: WriteTracker,
+    /// Single creates go through it, committed together under load (see
+    /// `group`); `None` in the committer's own handle.
+    committer: Option<group::Committer>,
     retention: Duration,
     /// The stamp before which this database holds no changes.
     epoch: Stamp,
@@ -170,6 +174,7 @@ impl Store {
         let mut store = Store {
             db: Arc::new(db),
             writes,
+            committer: None,
             retention: config.retention,
             epoch: Stamp(0),
             horizon: Stamp(0),
@@ -181,6 +186,7 @@ impl Store {
             overloaded: Arc::default(),
         };
         store.init().await.context("preparing livehub's tables")?;
+        store.committer = Some(group::Committer::start(store.clone()));
         Ok(store)
     }
 

@@ -56,6 +56,13 @@ impl Store {
         id: &RecordKey,
         data: Map<String, Json>,
     ) -> Result<Json, StoreError> {
+        if let Some(committer) = &self.committer {
+            self.admit()?;
+            return match committer.create(collection, id, data).await? {
+                Json::Null => Err(StoreError::Unexpected("CREATE returned no record".into())),
+                record => Ok(record),
+            };
+        }
         self.write_record(
             collection,
             "CREATE type::record($tb, $id) CONTENT $data RETURN AFTER",

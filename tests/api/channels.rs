@@ -205,9 +205,11 @@ async fn one_connection_carries_collections_with_filters_channels_and_presence()
 #[tokio::test]
 async fn a_node_past_its_backlog_slows_writers_and_loses_nothing_it_accepted() {
     let mut config = test_config();
-    // One change ahead of the streams at most: concurrent publishers are
-    // bound to meet the limit.
-    config.max_backlog = 1;
+    // The feed holds every change back for a second and a half (as it would
+    // for outside writers on a slow server), so the backlog grows past its
+    // bound of five within the first few publishes.
+    config.settle = Some(std::time::Duration::from_millis(1500));
+    config.max_backlog = 5;
     config.publish_rate = 0;
     let app = TestApp::spawn_with(config).await;
     let ann = client_with_token(&app.token(json!({"sub": "ann"})));

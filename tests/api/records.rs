@@ -587,3 +587,59 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_across_a_re
     assert_eq!(bad.status(), 400);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn concurrent_single_creates_committed_together_are_each_answered_on_their_own() {
+    let app = TestApp::spawn().await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "tasks", "rules": {"read": "true", "create": "owner = $auth.sub"}}),
+    )
+    .await;
+    let mut stream = app.stream("/api/v1/realtime/tasks", None).await;
+    stream.connected().await;
+    let ann = app.user("ann");
+    let url = app.url("/api/v1/collections/tasks/records");
+    // 32 writers at once: each pair races for one id, and every fourth
+    // writer breaks the rule.
+    let writers: Vec<_> = (0..32)
+        .map(|n| {
+            let (client, url) = (ann.clone(), url.clone());
+            let owner = if n % 4 == 3 { "bob" } else { "ann" };
+            let body = json!({"id": format!("t{}", n / 2), "owner": owner, "writer": n});
+            tokio::spawn(async move {
+                let answer = client.post(url).json(&body).send().await.unwrap();
+                let status = answer.status().as_u16();
+                (n, status, answer.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for writer in writers {
+        let (n, status, body) = writer.await.unwrap();
+        match status {
+            201 => {
+                assert_eq!(body["writer"], n, "each write gets its own record");
+                created.push(body["id"].as_str().unwrap().to_owned());
+            }
+            403 => assert_eq!(n % 4, 3, "only rule breakers are refused: {body}"),
+            409 => assert_eq!(body["error"]["code"], "conflict"),
+            other => panic!("writer {n}: {other} {body}"),
+        }
+    }
+    // Of each pair, the rule breaker never wins; of pairs without one,
+    // exactly one wins.
+    created.sort();
+    let mut expected: Vec<String> = (0..16).map(|pair| format!("t{pair}")).collect();
+    expected.sort();
+    assert_eq!(created, expected, "one winner per id");
+    let mut streamed: Vec<String> = stream
+        .records(16)
+        .await
+        .iter()
+        .map(|event| event["record_id"].as_str().unwrap().to_owned())
+        .collect();
+    streamed.sort();
+    assert_eq!(streamed, expected, "every created record streams once");
+    app.shutdown().await;
+}
