@@ -377,6 +377,15 @@ impl SseClient {
         }
     }
 
+    /// Reads `count` record events and returns their record ids.
+    pub async fn record_ids(&mut self, count: usize) -> Vec<String> {
+        self.records(count)
+            .await
+            .iter()
+            .map(|event| event["record_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Reads events until `count` record events arrived; returns them.
     pub async fn records(&mut self, count: usize) -> Vec<Value> {
         let mut records = Vec::with_capacity(count);

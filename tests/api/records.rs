@@ -372,12 +372,7 @@ async fn a_batch_answers_each_item_and_streams_the_created_ones_once_in_order() 
     assert_eq!(items[3]["error"]["code"], "conflict");
     let generated = items[7]["record"]["id"].as_str().unwrap().to_owned();
     // Every created record streams once, in the batch's order.
-    let streamed: Vec<String> = stream
-        .records(3)
-        .await
-        .iter()
-        .map(|event| event["record_id"].as_str().unwrap().to_owned())
-        .collect();
+    let streamed: Vec<String> = stream.record_ids(3).await;
     assert_eq!(streamed, ["n1", "n3", generated.as_str()]);
     // An atomic batch with a taken id writes nothing and names the item.
     let atomic = ann
@@ -404,12 +399,7 @@ async fn a_batch_answers_each_item_and_streams_the_created_ones_once_in_order() 
         .await
         .unwrap();
     assert_eq!(whole.status(), 201);
-    let streamed: Vec<String> = stream
-        .records(2)
-        .await
-        .iter()
-        .map(|event| event["record_id"].as_str().unwrap().to_owned())
-        .collect();
+    let streamed: Vec<String> = stream.record_ids(2).await;
     assert_eq!(streamed, ["a1", "a2"]);
     // Empty and oversized batches are refused whole.
     for batch in [json!([]), Value::Array(vec![json!({"owner": "ann"}); 1001])] {
@@ -465,12 +455,7 @@ async fn an_ndjson_import_commits_batch_by_batch_and_stops_at_a_malformed_line()
         (failed[0]["line"].as_u64(), failed[0]["status"].as_u64()),
         (Some(1236), Some(403))
     );
-    let streamed: Vec<String> = stream
-        .records(2499)
-        .await
-        .iter()
-        .map(|event| event["record_id"].as_str().unwrap().to_owned())
-        .collect();
+    let streamed: Vec<String> = stream.record_ids(2499).await;
     let expected: Vec<String> = (0..2500)
         .filter(|n| *n != 1234)
         .map(|n| format!("l{n:04}"))
@@ -633,12 +618,7 @@ async fn concurrent_single_creates_committed_together_are_each_answered_on_their
     let mut expected: Vec<String> = (0..16).map(|pair| format!("t{pair}")).collect();
     expected.sort();
     assert_eq!(created, expected, "one winner per id");
-    let mut streamed: Vec<String> = stream
-        .records(16)
-        .await
-        .iter()
-        .map(|event| event["record_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut streamed: Vec<String> = stream.record_ids(16).await;
     streamed.sort();
     assert_eq!(streamed, expected, "every created record streams once");
     app.shutdown().await;

@@ -11,12 +11,7 @@ async fn create_all(app: &TestApp, collection: &str, ids: &[&str]) {
 
 /// Reads `count` record events and returns their record ids.
 async fn record_ids(stream: &mut SseClient, count: usize) -> Vec<String> {
-    stream
-        .records(count)
-        .await
-        .iter()
-        .map(|event| event["record_id"].as_str().unwrap().to_owned())
-        .collect()
+    stream.record_ids(count).await
 }
 
 /// Opens a stream, receives r1 and r2, and returns r1's event id.
