@@ -39,6 +39,10 @@ use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let proxies = state.config.trusted_proxies.clone();
+    // `Idempotency-Key` on every write route; as a route layer of each
+    // method router, so a method a route does not take is a 405 whatever
+    // its key.
+    let keyed = middleware::from_fn_with_state(state.clone(), idempotency::idempotent);
     let router = Router::new()
         .route("/", get(health::demo_page))
         .route("/livehub.js", get(client::library))
@@ -53,51 +57,64 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .route("/api/v1/stats", get(operations::stats))
         .route("/api/v1/presence", get(presence::list))
         .route("/api/v1/changes", get(changes::page))
-        .route("/api/v1/channels/{name}/messages", post(channels::publish))
-        .route("/api/v1/admin/broadcast", post(admin::broadcast))
-        .route("/api/v1/admin/users/{id}/disconnect", post(admin::sign_out))
+        .route(
+            "/api/v1/channels/{name}/messages",
+            post(channels::publish).route_layer(keyed.clone()),
+        )
+        .route(
+            "/api/v1/admin/broadcast",
+            post(admin::broadcast).route_layer(keyed.clone()),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/disconnect",
+            post(admin::sign_out).route_layer(keyed.clone()),
+        )
         .route("/openapi.yaml", get(health::openapi))
         .route(
             "/api/v1/collections",
-            get(collections::list).post(collections::create),
+            get(collections::list)
+                .post(collections::create)
+                .route_layer(keyed.clone()),
         )
         .route(
             "/api/v1/collections/{name}",
             get(collections::show)
                 .patch(collections::update)
-                .delete(collections::remove),
+                .delete(collections::remove)
+                .route_layer(keyed.clone()),
         )
         .route(
             "/api/v1/collections/{name}/records",
-            get(records::list).post(records::create),
+            get(records::list)
+                .post(records::create)
+                .route_layer(keyed.clone()),
         )
         .route(
             "/api/v1/collections/{name}/records/{id}",
             get(records::show)
                 .patch(records::merge)
                 .put(records::replace)
-                .delete(records::remove),
+                .delete(records::remove)
+                .route_layer(keyed.clone()),
         )
         .route("/api/v1/realtime", get(realtime::stream_all))
         .route("/api/v1/realtime/{name}", get(realtime::stream_collection))
         // A collection may be called `tickets`: its stream is still a GET.
         .route(
             "/api/v1/realtime/tickets",
-            post(tickets::create).get(realtime::stream_tickets_collection),
+            post(tickets::create)
+                .get(realtime::stream_tickets_collection)
+                .route_layer(keyed.clone()),
         )
         .route(
             "/api/v1/realtime/connections/{id}/subscriptions",
-            post(connections::add),
+            post(connections::add).route_layer(keyed.clone()),
         )
         .route(
             "/api/v1/realtime/connections/{id}/subscriptions/{subscription}",
-            delete(connections::remove),
+            delete(connections::remove).route_layer(keyed),
         )
         .fallback(route_not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotent,
-        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             operations::refuse_without_database,

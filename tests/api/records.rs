@@ -570,6 +570,16 @@ async fn a_retry_with_the_same_idempotency_key_gets_the_first_answer_across_a_re
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // A method the route does not take is a 405, key or not.
+    let undeclared = reqwest::Client::new()
+        .put(&url)
+        .bearer_auth(&admin)
+        .header("idempotency-key", "k1")
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(undeclared.status(), 405);
     app.shutdown().await;
 }
 
