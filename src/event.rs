@@ -196,6 +196,11 @@ pub enum Detail {
     /// A `forced_logout`: who was signed out, and which tokens that
     /// refuses.
     SignOut(SignOut),
+    /// A `channel.message`: its row's key (not sent), by which the feed
+    /// finds the write that made it.
+    Message {
+        key: String,
+    },
 }
 
 /// One change, ready to send.
@@ -385,7 +390,7 @@ impl Event {
     pub fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
         match &self.detail {
             Detail::Collection(meta) => Some(meta),
-            Detail::None | Detail::SignOut(_) => None,
+            Detail::None | Detail::SignOut(_) | Detail::Message { .. } => None,
         }
     }
 
@@ -417,7 +422,7 @@ impl Event {
     pub fn sign_out(&self) -> Option<&SignOut> {
         match &self.detail {
             Detail::SignOut(sign_out) => Some(sign_out),
-            Detail::None | Detail::Collection(_) => None,
+            Detail::None | Detail::Collection(_) | Detail::Message { .. } => None,
         }
     }
 

@@ -81,9 +81,11 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 let source = Source::Collection(name);
                 Event::with_detail(id, kind, source, None, data, None, detail)
             }
-            Change::Message { channel, data } => {
+            Change::Message { channel, key, data } => {
                 let source = Source::Channel(channel);
-                Event::new(id, EventKind::ChannelMessage, source, None, data, None)
+                let detail = Detail::Message { key };
+                let kind = EventKind::ChannelMessage;
+                Event::with_detail(id, kind, source, None, data, None, detail)
             }
             Change::Presence { joined, data } => {
                 let kind = if joined {
@@ -129,9 +131,10 @@ fn made_by(event: &Event, written: &Written) -> bool {
                 CollectionCreated | CollectionUpdated | CollectionDeleted
             ) && event.collection() == Some(name)
         }
-        Written::Message { channel } => {
+        Written::Message { channel, key } => {
             event.kind == ChannelMessage
                 && matches!(&event.source, Source::Channel(to) if **to == **channel)
+                && matches!(&event.detail, Detail::Message { key: made } if made == key)
         }
         Written::Announcement => event.kind == SystemAnnouncement,
     }
@@ -150,7 +153,10 @@ fn target_of(event: &Event) -> Option<Target<'_>> {
             Some(Target::Collection(event.collection()?))
         }
         ChannelMessage => match &event.source {
-            Source::Channel(channel) => Some(Target::Message { channel }),
+            Source::Channel(channel) => match &event.detail {
+                Detail::Message { key } => Some(Target::Message { channel, key }),
+                _ => None,
+            },
             _ => None,
         },
         SystemAnnouncement => Some(Target::Announcement),

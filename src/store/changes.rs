@@ -65,7 +65,13 @@ pub enum Change {
         before: Option<Arc<CollectionMeta>>,
     },
     /// A message published to a channel.
-    Message { channel: Arc<str>, data: Json },
+    /// `key`: the message's own row, which tells it from every other
+    /// message to the channel when the feed matches it to its write.
+    Message {
+        channel: Arc<str>,
+        key: String,
+        data: Json,
+    },
     /// A user joined (`true`) or left (`false`).
     Presence { joined: bool, data: Json },
     /// An admin's notice.
@@ -195,6 +201,7 @@ impl RawChange {
                 }
                 Change::Message {
                     channel: Arc::from(channel),
+                    key: self.key,
                     data,
                 }
             }
@@ -456,7 +463,7 @@ mod tests {
         assert_eq!(&*name, "k");
         assert!(data.get("id").is_none(), "the id is not part of the event");
         assert_eq!(meta.unwrap().rules.read.as_deref(), Some("true"));
-        let Change::Message { channel, data } = created(
+        let Change::Message { channel, data, .. } = created(
             MESSAGES_TABLE,
             json!({"id": "m", "channel": "room", "at": 1, "text": "hi"}),
         ) else {

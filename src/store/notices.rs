@@ -85,12 +85,14 @@ impl Store {
         let mut row = envelope.clone();
         row["at"] = Json::from(unix_ms_now());
         let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
-        let vars = serde_json::json!({ "id": RecordKey::generate(), "row": row });
+        let key = RecordKey::generate();
+        let vars = serde_json::json!({ "id": key, "row": row });
         self.admit()?;
         let bytes = super::json_len(envelope);
         let written = envelope["channel"].as_str().map(|channel| {
             let channel = channel.to_owned();
-            (Written::Message { channel }, bytes)
+            let key = key.to_string();
+            (Written::Message { channel, key }, bytes)
         });
         self.write_only(sql, vars, written).await
     }

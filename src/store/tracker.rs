@@ -91,7 +91,7 @@ impl InFlight {
 pub enum Written {
     Record { collection: Arc<str>, key: String },
     Collection(Arc<str>),
-    Message { channel: String },
+    Message { channel: String, key: String },
     Announcement,
 }
 
@@ -101,7 +101,7 @@ pub enum Written {
 pub enum Target<'a> {
     Record { collection: &'a str, key: &'a str },
     Collection(&'a str),
-    Message { channel: &'a str },
+    Message { channel: &'a str, key: &'a str },
     Announcement,
 }
 
@@ -119,7 +119,7 @@ impl Written {
         match self {
             Written::Record { collection, key } => Target::Record { collection, key },
             Written::Collection(name) => Target::Collection(name),
-            Written::Message { channel } => Target::Message { channel },
+            Written::Message { channel, key } => Target::Message { channel, key },
             Written::Announcement => Target::Announcement,
         }
     }
