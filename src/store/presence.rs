@@ -111,21 +111,33 @@ impl Store {
                          last_seen: $last.last_seen }} }};
                  }};
              }};
-             COMMIT;
-             DELETE {MESSAGES_TABLE} WHERE at < $cutoff;
-             DELETE {NOTICES_TABLE} WHERE at < $cutoff;
-             DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;
-             DELETE {TICKETS_TABLE} WHERE expires < $now_secs;
-             DELETE {IDEMPOTENCY_TABLE} WHERE expires < $now_secs;"
+             COMMIT;"
         );
         let vars = serde_json::json!({
             "node": node,
             "now": now_ms,
             "expires": now_ms + ttl.as_millis() as i64,
-            "cutoff": now_ms - self.retention.as_millis() as i64,
-            "now_secs": now_ms / 1000,
         });
-        self.write_only(sql, vars, None).await
+        self.write_only(sql, vars, None).await?;
+        // Pruning scans whole tables (every message kept, say) and makes no
+        // change the feed delivers, so it runs outside the write tracker: as
+        // a tracked write it held the feed's watermark, and with it every
+        // live event, for as long as the scan took (a second behind under
+        // a load of channel messages).
+        let prune = format!(
+            "DELETE {MESSAGES_TABLE} WHERE at < $cutoff;
+             DELETE {NOTICES_TABLE} WHERE at < $cutoff;
+             DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;
+             DELETE {TICKETS_TABLE} WHERE expires < $now_secs;
+             DELETE {IDEMPOTENCY_TABLE} WHERE expires < $now_secs;"
+        );
+        self.db
+            .query(prune)
+            .bind(("cutoff", now_ms - self.retention.as_millis() as i64))
+            .bind(("now_secs", now_ms / 1000))
+            .await?
+            .check()?;
+        Ok(())
     }
 
     /// Who is online: one entry per user, with connections summed over
