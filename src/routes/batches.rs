@@ -13,7 +13,7 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::records::new_record;
+use super::bodies::new_record;
 use crate::AppState;
 use crate::collection::CollectionName;
 use crate::error::ApiError;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod batches;
+mod bodies;
 mod changes;
 mod channels;
 mod client;

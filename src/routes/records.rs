@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::bodies::{new_record, record_body};
 use super::collections::collection_access;
 use super::{Client, JsonBody, PathParams, QueryParams, batches};
 use crate::AppState;
@@ -15,7 +16,7 @@ use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
 use crate::identity::{Caller, claims_of};
-use crate::rules::{Access, Action, both};
+use crate::rules::{Action, both};
 use crate::shape::Shape;
 use crate::sort::parse_sort;
 use crate::store::RuleChecks;
@@ -130,31 +131,6 @@ pub async fn create(
     };
     let items: Vec<Value> = items.into_iter().map(batches::Outcome::into_json).collect();
     Ok((status, Json(json!({ "items": items }))).into_response())
-}
-
-/// A record to create from a request's JSON: its id (given or generated)
-/// and fields, checked against the `create` rule.
-pub(super) fn new_record(
-    collection: &CollectionName,
-    create: &Access,
-    body: Value,
-) -> Result<(RecordKey, Map<String, Value>), ApiError> {
-    let mut data = record_body(body)?;
-    let id = match data.remove("id") {
-        None | Some(Value::Null) => RecordKey::generate(),
-        Some(Value::String(id)) => RecordKey::new(&id)?,
-        Some(_) => return Err(ApiError::bad_request("invalid_id", "`id` must be a string")),
-    };
-    if let Access::Matching(rule) = create {
-        let mut candidate = data.clone();
-        candidate.insert("id".into(), Value::String(id.to_string()));
-        if !rule.matches(&Value::Object(candidate)) {
-            return Err(ApiError::Forbidden(format!(
-                "the record does not pass the `create` rule of `{collection}`"
-            )));
-        }
-    }
-    Ok((id, data))
 }
 
 pub async fn show(
@@ -302,38 +278,6 @@ fn update_body(
             "invalid_id",
             "the body's `id` differs from the id in the path; records cannot be renamed",
         )),
-    }
-}
-
-/// Checks that a record body is an object whose numbers survive storage.
-fn record_body(body: Value) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(data) = body else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "a record must be a JSON object",
-        ));
-    };
-    for value in data.values() {
-        check_numbers(value)?;
-    }
-    Ok(data)
-}
-
-/// SurrealDB stores integers as 64-bit signed: a larger one would come back
-/// changed, so it is refused rather than silently altered.
-fn check_numbers(value: &Value) -> Result<(), ApiError> {
-    match value {
-        Value::Number(number) if number.is_u64() && number.as_i64().is_none() => {
-            Err(ApiError::bad_request(
-                "invalid_body",
-                format!(
-                    "the integer {number} is out of range: integers must fit in 64-bit signed (send larger ones as strings)"
-                ),
-            ))
-        }
-        Value::Array(items) => items.iter().try_for_each(check_numbers),
-        Value::Object(fields) => fields.values().try_for_each(check_numbers),
-        _ => Ok(()),
     }
 }
 
