@@ -62,13 +62,15 @@ async fn with_key(
         })?
         .to_owned();
     let (mut parts, body) = request.into_parts();
-    // Keys are per caller: another caller's key is another key.
+    // Keys are per caller (a user, or an anonymous caller's address):
+    // another caller's key is another key.
     let client = Client::from_request_parts(&mut parts, &state)
         .await
         .map_err(refuse)?;
-    let caller = match &client.caller {
-        Some(identity) => format!("user {}", identity.user_id),
-        None => "anonymous".to_owned(),
+    let caller = match (&client.caller, client.ip) {
+        (Some(identity), _) => format!("user {}", identity.user_id),
+        (None, Some(ip)) => format!("anonymous at {ip}"),
+        (None, None) => "anonymous".to_owned(),
     };
     let body = to_bytes(body, state.config.max_body_bytes)
         .await
