@@ -633,3 +633,41 @@ async fn concurrent_single_creates_committed_together_are_each_answered_on_their
     assert_eq!(streamed, expected, "every created record streams once");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn anonymous_callers_at_two_addresses_do_not_share_idempotency_keys() {
+    let mut config = test_config();
+    config.trusted_proxies = livehub::proxies::TrustedProxies::parse("127.0.0.1").unwrap();
+    let app = TestApp::spawn_with(config).await;
+    app.post(
+        "/api/v1/collections",
+        &json!({"name": "guestbook", "rules": {"read": "true", "create": "true"}}),
+    )
+    .await;
+    let url = app.url("/api/v1/collections/guestbook/records");
+    let sign = |address: &'static str| {
+        app.anonymous
+            .post(&url)
+            .header("x-forwarded-for", address)
+            .header("idempotency-key", "1")
+            .json(&json!({"text": "hello"}))
+            .send()
+    };
+    let first = sign("203.0.113.1").await.unwrap();
+    let other = sign("203.0.113.2").await.unwrap();
+    let again = sign("203.0.113.1").await.unwrap();
+    let statuses = [first.status(), other.status(), again.status()];
+    assert_eq!(statuses.map(|status| status.as_u16()), [201, 201, 201]);
+    assert!(
+        other.headers().get("idempotent-replayed").is_none(),
+        "another caller"
+    );
+    assert_eq!(
+        again.headers()["idempotent-replayed"],
+        "true",
+        "the same caller"
+    );
+    let (first, other): (Value, Value) = (first.json().await.unwrap(), other.json().await.unwrap());
+    assert_ne!(first["id"], other["id"], "two records");
+    app.shutdown().await;
+}
