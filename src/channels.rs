@@ -2,7 +2,10 @@
 //!
 //! A message published to a channel is written to a changefeed table, so it
 //! reaches every node's subscribers as a `channel.message` event with a
-//! durable id, and is replayed on resume like any event.
+//! durable id, and is replayed on resume like any event. A channel pattern
+//! may be ephemeral instead (`"durable": false`): its messages go from the
+//! hub to the streams open at that moment, with no id, and are never
+//! replayed.
 //!
 //! Who may read and publish is set per channel pattern (`--channel-rules`):
 //! an exact name, or a prefix ending in `*` (`room.*`); the longest pattern
@@ -58,6 +61,9 @@ struct PatternRules {
     read: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     publish: Option<Option<String>>,
+    /// `false`: messages are not written to the database, only delivered
+    /// live (see [`ChannelRules::durable`]). Absent means `true`.
+    durable: Option<bool>,
 }
 
 /// The channel rules of the server.
@@ -126,6 +132,17 @@ impl ChannelRules {
             None => Some(DEFAULT_READ_RULE),
         };
         Access::of(rule, caller)
+    }
+
+    /// Whether messages to `channel` are durable: written to the
+    /// database, with an id, and replayed on resume. An ephemeral channel's
+    /// messages (typing indicators, cursors, game ticks) go straight from
+    /// the hub to the streams open at that moment, at most once, and are
+    /// never replayed. Set by the longest matching pattern, like its rules.
+    pub fn durable(&self, channel: &str) -> bool {
+        self.rules_for(channel)
+            .and_then(|rules| rules.durable)
+            .unwrap_or(true)
     }
 
     /// What `caller` may publish to `channel`.
@@ -251,6 +268,21 @@ mod tests {
     }
 
     #[test]
+    fn channels_are_durable_unless_their_pattern_says_not() {
+        let rules = ChannelRules::parse(
+            r#"{"cursor.*": {"durable": false}, "cursor.saved": {"read": "true"},
+                "tick": {"durable": false}}"#,
+        )
+        .unwrap();
+        assert!(!rules.durable("cursor.1"));
+        assert!(!rules.durable("tick"));
+        assert!(rules.durable("tick.1"), "an exact pattern is not a prefix");
+        assert!(rules.durable("cursor.saved"), "the longest pattern decides");
+        assert!(rules.durable("room"));
+        assert!(ChannelRules::default().durable("anything"));
+    }
+
+    #[test]
     fn the_longest_pattern_wins_and_private_channels_stay_private() {
         let rules = ChannelRules::parse(
             r#"{"room.*": {"read": "true", "publish": null},
@@ -285,6 +317,7 @@ mod tests {
                 .is_nothing()
         );
         assert!(ChannelRules::parse(r#"{"x": {"read": "a ="}}"#).is_err());
+        assert!(ChannelRules::parse(r#"{"x": {"durable": "no"}}"#).is_err());
         assert!(ChannelRules::parse(r#"{"x": {"write": "true"}}"#).is_err());
     }
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -201,6 +202,10 @@ pub enum Detail {
     Message {
         key: String,
     },
+    /// A `channel.message` of an ephemeral channel: delivered once, live,
+    /// from the hub; it has no place in the feed, so its frame carries no
+    /// `id:` and no stream resumes from it.
+    Ephemeral,
 }
 
 /// One change, ready to send.
@@ -343,6 +348,26 @@ impl Event {
         event
     }
 
+    /// A message to an ephemeral channel, published at `at` (its
+    /// timestamp, to the millisecond): `envelope` as
+    /// [`crate::channels::envelope`] made it. Its id is never sent.
+    pub fn ephemeral_message(channel: Arc<str>, envelope: Json, at: SystemTime) -> Self {
+        let id = EventId {
+            stamp: Stamp::at(at),
+            index: 0,
+        };
+        let source = Source::Channel(channel);
+        let kind = EventKind::ChannelMessage;
+        Event::with_detail(id, kind, source, None, envelope, None, Detail::Ephemeral)
+    }
+
+    /// Whether the event is delivered once, live, and never replayed (see
+    /// [`Detail::Ephemeral`]).
+    #[inline]
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(self.detail, Detail::Ephemeral)
+    }
+
     fn encode(&self, left: bool) -> Bytes {
         // A record that left a subscriber's view may have left what its read
         // rule allows: the frame carries its id only, never its new content.
@@ -358,9 +383,9 @@ impl Event {
             Payload::Data(data) => (Some(data), None),
             Payload::Patch(patch) => (None, Some(patch)),
         };
-        let id = self.id.to_string();
+        let id = (!self.is_ephemeral()).then(|| self.id.to_string());
         let body = EventBody {
-            id: Some(id),
+            id,
             kind: self.kind.as_str(),
             collection: self.collection().map(|name| &**name),
             channel: match &self.source {
@@ -390,7 +415,7 @@ impl Event {
     pub fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
         match &self.detail {
             Detail::Collection(meta) => Some(meta),
-            Detail::None | Detail::SignOut(_) | Detail::Message { .. } => None,
+            Detail::None | Detail::SignOut(_) | Detail::Message { .. } | Detail::Ephemeral => None,
         }
     }
 
@@ -422,7 +447,9 @@ impl Event {
     pub fn sign_out(&self) -> Option<&SignOut> {
         match &self.detail {
             Detail::SignOut(sign_out) => Some(sign_out),
-            Detail::None | Detail::Collection(_) | Detail::Message { .. } => None,
+            Detail::None | Detail::Collection(_) | Detail::Message { .. } | Detail::Ephemeral => {
+                None
+            }
         }
     }
 

@@ -87,6 +87,10 @@ pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
                 let kind = EventKind::ChannelMessage;
                 Event::with_detail(id, kind, source, None, data, None, detail)
             }
+            // Delivered live only: replays and pages skip it (`replayable`).
+            Change::Relayed {
+                channel, data, at, ..
+            } => Event::ephemeral_message(channel, data, at),
             Change::Presence { joined, data } => {
                 let kind = if joined {
                     EventKind::UserJoined
@@ -463,8 +467,13 @@ impl Feed {
                             audit.record(set.stamp);
                         }
                         let entries = batch.sets.iter().map(|set| set.entries).sum();
-                        let events: Vec<Arc<Event>> =
-                            batch.sets.into_iter().flat_map(events_of).collect();
+                        let node = self.store.node();
+                        let events: Vec<Arc<Event>> = batch
+                            .sets
+                            .into_iter()
+                            .map(|set| set.without_relays_from(node))
+                            .flat_map(events_of)
+                            .collect();
                         page.observe(entries, &events);
                         cursor = batch.next_since;
                         held_back = held_back.or(batch.held_back);

@@ -31,7 +31,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Stamp;
-use crate::collection::RecordKey;
 use crate::store::{Store, StoreError};
 
 /// Nodes share low stamps only with a settle window shorter than this:
@@ -62,8 +61,8 @@ impl Peers {
     /// others know of it.
     pub async fn join(store: Store, interval: Duration) -> Result<Peers, StoreError> {
         let peers = Peers {
+            node: store.node().clone(),
             store,
-            node: Arc::from(RecordKey::generate().to_string()),
             interval,
         };
         peers.publish().await?;

@@ -360,6 +360,12 @@ impl Hub {
         self.remove_member(&mut state, group_id, id);
     }
 
+    /// Delivers a message of an ephemeral channel to the streams open now.
+    /// It has no place in the feed, so the cursor stays where it is.
+    pub fn publish_ephemeral(&self, event: Arc<Event>) {
+        self.publish(std::slice::from_ref(&event), Stamp(0));
+    }
+
     /// Publishes events (in order) and moves the cursor to `cursor`, as one
     /// step, so a new subscription sees each event either live or in replay,
     /// never both and never neither.

@@ -1,5 +1,7 @@
 //! `POST /api/v1/channels/{name}/messages`: publish a message to a channel.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,6 +12,7 @@ use crate::AppState;
 use crate::access::refusal;
 use crate::channels::{envelope, validate_channel};
 use crate::error::ApiError;
+use crate::event::Event;
 use crate::rules::Access;
 
 /// Publishes the body (any JSON) to the channel's subscribers, on every
@@ -43,6 +46,32 @@ pub async fn publish(
         (None, None) => "anonymous".to_owned(),
     };
     state.publish_rate.check(publisher)?;
-    state.store.publish_message(&message).await?;
+    if state.channels.durable(&channel) {
+        state.store.publish_message(&message).await?;
+    } else {
+        publish_ephemeral(&state, channel, &message).await?;
+    }
     Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// Delivers a message of an ephemeral channel to this node's streams, then
+/// (on a database server, which other nodes may share) relays it to the
+/// others through the database; answered once both are done.
+async fn publish_ephemeral(
+    state: &AppState,
+    channel: String,
+    message: &Value,
+) -> Result<(), ApiError> {
+    let remote = !state.config.embedded_db();
+    if remote {
+        state.store.admit()?;
+    }
+    let at = std::time::SystemTime::now();
+    let event = Event::ephemeral_message(Arc::from(channel), message.clone(), at);
+    state.hub.publish_ephemeral(Arc::new(event));
+    if remote {
+        let at_ms = crate::clock::unix_ms(at.into());
+        state.store.relay_message(message, at_ms).await?;
+    }
+    Ok(())
 }

@@ -598,8 +598,9 @@ impl Session {
         let no_rules = RuleBook::new();
         while let Some((event, delivery)) = next {
             // Never send an id twice, even if the feed published it again
-            // after a restart.
-            if self.after.is_none_or(|after| event.id > after)
+            // after a restart. An ephemeral message has no id to repeat.
+            let ephemeral = event.is_ephemeral();
+            if (ephemeral || self.after.is_none_or(|after| event.id > after))
                 && !self
                     .answered
                     .is_some_and(|count| event.answered_before(count))
@@ -621,7 +622,9 @@ impl Session {
                     let latency = (now - event.timestamp).as_seconds_f64();
                     self.state.metrics.commit_to_send.observe(latency.max(0.0));
                 }
-                self.after = Some(event.id);
+                if !ephemeral {
+                    self.after = Some(event.id);
+                }
                 if verdict.end {
                     // A sign-out, or a rule change: reconnecting binds the
                     // new rules, and the client resumes after this event,
@@ -803,6 +806,10 @@ pub(crate) fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> V
 /// Whether a replayed event may reach a stream of `caller` (before its
 /// interest decides), judged by the rules of now.
 pub(crate) fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
+    if event.is_ephemeral() {
+        // Delivered live, once: never in a replay or a page.
+        return false;
+    }
     match event.kind.audience() {
         // A sign-out is news only while it happens: a stream resuming now
         // was opened with a token that passed it.

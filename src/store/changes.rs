@@ -13,7 +13,9 @@ use surrealdb::types::Value;
 
 use super::notices::{ANNOUNCEMENT, SIGN_OUT, SUBSCRIPTION_CHANGE};
 use super::records::record_json;
-use super::schema::{COLLECTIONS_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE};
+use super::schema::{
+    COLLECTIONS_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE, RELAY_TABLE,
+};
 use super::{Store, StoreError};
 use crate::clock::Stamp;
 use crate::collection::CollectionMeta;
@@ -72,6 +74,14 @@ pub enum Change {
         key: String,
         data: Json,
     },
+    /// A message of an ephemeral channel that node `node` published,
+    /// relayed to the others (see `relay`); `at` is when it was published.
+    Relayed {
+        node: String,
+        channel: Arc<str>,
+        data: Json,
+        at: std::time::SystemTime,
+    },
     /// A user joined (`true`) or left (`false`).
     Presence { joined: bool, data: Json },
     /// An admin's notice.
@@ -107,6 +117,20 @@ struct RawChange {
     /// For an update, the record before it (`None` if it could not be
     /// rebuilt from the stored patches).
     pub before: Option<Json>,
+}
+
+impl ChangeSet {
+    /// The set with the messages `node` relayed to the others left out (as
+    /// [`Change::Other`], so the other changes keep their indexes): that
+    /// node delivered them itself.
+    pub fn without_relays_from(mut self, node: &str) -> ChangeSet {
+        for change in &mut self.changes {
+            if matches!(change, Change::Relayed { node: from, .. } if from == node) {
+                *change = Change::Other;
+            }
+        }
+        self
+    }
 }
 
 impl RawChange {
@@ -203,6 +227,23 @@ impl RawChange {
                     channel: Arc::from(channel),
                     key: self.key,
                     data,
+                }
+            }
+            RELAY_TABLE if created => {
+                let (Some(node), Some(data)) =
+                    (field(&self.data, "node"), self.data.get("message"))
+                else {
+                    return Change::Other;
+                };
+                let Some(channel) = data.get("channel").and_then(Json::as_str) else {
+                    return Change::Other;
+                };
+                let at_ms = self.data.get("at").and_then(Json::as_u64).unwrap_or(0);
+                Change::Relayed {
+                    node,
+                    channel: Arc::from(channel),
+                    data: data.clone(),
+                    at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(at_ms),
                 }
             }
             PRESENCE_LOG_TABLE if created => {

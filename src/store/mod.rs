@@ -55,6 +55,9 @@ pub use tracker::{Backlog, Target, WriteTracker, Written};
 const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// How long a write may take before it is abandoned (503).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a relayed message of an ephemeral channel stays in its table:
+/// long enough for every live node's feed to read it.
+const RELAY_TTL: Duration = Duration::from_secs(60);
 /// How often a write that lost a transaction conflict is run again.
 const CONFLICT_RETRIES: u32 = 5;
 
@@ -129,6 +132,9 @@ pub struct Store {
     max_backlog: Backlog,
     /// Writes refused for the backlog, for `/metrics`.
     overloaded: Arc<std::sync::atomic::AtomicU64>,
+    /// This node's name among the nodes sharing the database: random,
+    /// new at each start.
+    node: Arc<str>,
 }
 
 /// Why the changes after an event id cannot all be replayed.
@@ -184,6 +190,7 @@ impl Store {
                 bytes: usize::try_from(config.max_backlog_bytes).unwrap_or(usize::MAX),
             },
             overloaded: Arc::default(),
+            node: Arc::from(RecordKey::generate().to_string()),
         };
         store.init().await.context("preparing livehub's tables")?;
         store.committer = Some(group::Committer::start(store.clone()));
@@ -291,7 +298,7 @@ impl Store {
     /// Refuses a record write or channel message while this node's backlog
     /// (changes accepted and not yet streamed) is past its bound: writers
     /// are slowed down rather than let run ahead of every stream.
-    fn admit(&self) -> Result<(), StoreError> {
+    pub fn admit(&self) -> Result<(), StoreError> {
         if self.is_backlogged() {
             let backlog = self.writes.backlog();
             let max = self.max_backlog;
@@ -316,6 +323,11 @@ impl Store {
     /// How many writes were refused for the backlog.
     pub fn overloaded_writes(&self) -> u64 {
         self.overloaded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This node's name among the nodes sharing the database.
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
     }
 
     /// Runs a write whose only answer is whether it worked; on success it

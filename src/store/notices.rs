@@ -5,7 +5,7 @@ use serde_json::Value as Json;
 use surrealdb::types::Value;
 
 use super::records::record_json;
-use super::schema::{MESSAGES_TABLE, NOTICES_TABLE, REVOCATIONS_TABLE};
+use super::schema::{MESSAGES_TABLE, NOTICES_TABLE, RELAY_TABLE, REVOCATIONS_TABLE};
 use super::{Store, StoreError, Written};
 use crate::clock::unix_ms_now;
 use crate::collection::RecordKey;
@@ -95,5 +95,23 @@ impl Store {
             (Written::Message { channel, key }, bytes)
         });
         self.write_only(sql, vars, written).await
+    }
+
+    /// Passes a message of an ephemeral channel to the other nodes sharing
+    /// the database (this node delivered it already): a row of the relay
+    /// table, which their feeds read and no replay does. Not admitted here:
+    /// the caller admits before delivering it anywhere, so that a refusal
+    /// delivers it nowhere.
+    pub async fn relay_message(&self, envelope: &Json, at_ms: i64) -> Result<(), StoreError> {
+        let sql = format!(
+            "CREATE type::record('{RELAY_TABLE}', $id) CONTENT {{ node: $node, message: $message, at: $at }} RETURN NONE"
+        );
+        let vars = serde_json::json!({
+            "id": RecordKey::generate(),
+            "node": &*self.node,
+            "message": envelope,
+            "at": at_ms,
+        });
+        self.write_only(sql, vars, None).await
     }
 }

@@ -9,7 +9,7 @@ use surrealdb::types::Value;
 
 use super::schema::{
     IDEMPOTENCY_TABLE, MESSAGES_TABLE, NOTICES_TABLE, PRESENCE_LOG_TABLE, PRESENCE_TABLE,
-    PRESENCE_USERS_TABLE, TICKETS_TABLE,
+    PRESENCE_USERS_TABLE, RELAY_TABLE, TICKETS_TABLE,
 };
 use super::{Store, StoreError};
 use crate::clock::{format_time, unix_ms, unix_ms_now};
@@ -129,12 +129,14 @@ impl Store {
              DELETE {NOTICES_TABLE} WHERE at < $cutoff;
              DELETE {PRESENCE_LOG_TABLE} WHERE at < $cutoff;
              DELETE {TICKETS_TABLE} WHERE expires < $now_secs;
-             DELETE {IDEMPOTENCY_TABLE} WHERE expires < $now_secs;"
+             DELETE {IDEMPOTENCY_TABLE} WHERE expires < $now_secs;
+             DELETE {RELAY_TABLE} WHERE at < $relay_cutoff;"
         );
         self.db
             .query(prune)
             .bind(("cutoff", now_ms - self.retention.as_millis() as i64))
             .bind(("now_secs", now_ms / 1000))
+            .bind(("relay_cutoff", now_ms - super::RELAY_TTL.as_millis() as i64))
             .await?
             .check()?;
         Ok(())

@@ -36,6 +36,11 @@ pub(super) const PRESENCE_LOG_TABLE: &str = "_lh_presence_log";
 /// start; changes travel as notices).
 pub(super) const REVOCATIONS_TABLE: &str = "_lh_revocations";
 
+/// Messages of ephemeral channels on their way to the other nodes sharing
+/// a database server: a changefeed table, read by every node's feed and
+/// never replayed; rows are pruned after [`RELAY_TTL`](super::RELAY_TTL).
+pub(super) const RELAY_TABLE: &str = "_lh_relay";
+
 /// The nodes sharing this database, with how far their writes are
 /// committed (no changefeed: see `peers`).
 pub(super) const NODES_TABLE: &str = "_lh_nodes";
@@ -75,7 +80,9 @@ impl Store {
              DEFINE TABLE IF NOT EXISTS {PRESENCE_USERS_TABLE} SCHEMALESS;
              DEFINE TABLE IF NOT EXISTS {PRESENCE_LOG_TABLE} SCHEMALESS;
              ALTER TABLE {PRESENCE_LOG_TABLE} {changefeed};
-             DEFINE TABLE IF NOT EXISTS {NODES_TABLE} SCHEMALESS;"
+             DEFINE TABLE IF NOT EXISTS {NODES_TABLE} SCHEMALESS;
+             DEFINE TABLE IF NOT EXISTS {RELAY_TABLE} SCHEMALESS;
+             ALTER TABLE {RELAY_TABLE} {changefeed};"
         );
         let mut response = self
             .db

@@ -272,3 +272,139 @@ async fn a_node_past_its_backlog_slows_writers_and_loses_nothing_it_accepted() {
     );
     app.shutdown().await;
 }
+
+/// The raw text of a stream's frames, read until one holds `needle`: that
+/// frame, as sent.
+async fn frame_with(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    text: &mut String,
+    needle: &str,
+) -> String {
+    use futures::StreamExt;
+    loop {
+        if let Some(at) = text.find(needle) {
+            let start = text[..at].rfind("\n\n").map_or(0, |end| end + 2);
+            let end = text[at..].find("\n\n").map_or(text.len(), |end| at + end);
+            let frame = text[start..end].to_owned();
+            text.drain(..end);
+            return frame;
+        }
+        let chunk = tokio::time::timeout(crate::helpers::HANG_GUARD, body.next())
+            .await
+            .expect("a frame")
+            .expect("the stream ended early")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn ephemeral_messages_reach_open_streams_once_without_an_id_and_are_never_replayed() {
+    let mut config = test_config();
+    config.channel_rules = r#"{"cursor.*": {"durable": false}}"#.into();
+    let app = TestApp::spawn_with(config).await;
+    let ann = app.user("ann");
+    let publish = |channel: &str, message: Value| {
+        ann.post(app.url(&format!("/api/v1/channels/{channel}/messages")))
+            .json(&message)
+            .send()
+    };
+    let response = ann
+        .get(app.url("/api/v1/realtime?channels=room,cursor.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Box::pin(response.bytes_stream());
+    let mut text = String::new();
+    frame_with(&mut body, &mut text, "event: connected").await;
+
+    assert_eq!(publish("room", json!("first")).await.unwrap().status(), 201);
+    let durable = frame_with(&mut body, &mut text, "\"first\"").await;
+    let first_id = durable
+        .lines()
+        .find_map(|line| line.strip_prefix("id: "))
+        .expect("a durable message has an id")
+        .to_owned();
+
+    let sent = publish("cursor.1", json!({"x": 1})).await.unwrap();
+    assert_eq!(sent.status(), 201);
+    let answer: Value = sent.json().await.unwrap();
+    assert_eq!(answer["message"], json!({"x": 1}));
+    let ephemeral = frame_with(&mut body, &mut text, "\"x\":1").await;
+    assert!(
+        !ephemeral.lines().any(|line| line.starts_with("id:")),
+        "no SSE id, so a browser's Last-Event-ID stays on the last durable event: {ephemeral}"
+    );
+    let data: Value = serde_json::from_str(
+        ephemeral
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(data["type"], "channel.message");
+    assert_eq!(data["id"], Value::Null);
+    assert_eq!(data["channel"], "cursor.1");
+    assert_eq!(data["data"]["sender"]["user_id"], "ann");
+
+    // Resuming after the first message replays the durable one after it,
+    // and not the ephemeral one in between.
+    assert_eq!(
+        publish("room", json!("second")).await.unwrap().status(),
+        201
+    );
+    frame_with(&mut body, &mut text, "\"second\"").await;
+    let (mut resumed, _) = open(
+        &ann,
+        app.url(&format!(
+            "/api/v1/realtime?channels=room,cursor.1&last_event_id={first_id}"
+        )),
+    )
+    .await;
+    let (kind, replayed) = next(&mut resumed).await;
+    assert_eq!(kind, "channel.message");
+    assert_eq!(
+        replayed["data"]["message"], "second",
+        "the ephemeral message is not replayed"
+    );
+    // Live, the resumed stream gets the next one, once.
+    assert_eq!(
+        publish("cursor.1", json!({"x": 2})).await.unwrap().status(),
+        201
+    );
+    assert_eq!(publish("room", json!("third")).await.unwrap().status(), 201);
+    let (_, live) = next(&mut resumed).await;
+    assert_eq!(live["data"]["message"], json!({"x": 2}));
+    let (_, after) = next(&mut resumed).await;
+    assert_eq!(after["data"]["message"], "third", "delivered once");
+
+    // A change page, like a replay, holds only durable messages.
+    let page: Value = ann
+        .get(app.url(&format!(
+            "/api/v1/changes?channels=room,cursor.1&since={first_id}"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages: Vec<&Value> = page["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page: {page}"))
+        .iter()
+        .map(|event| &event["data"]["message"])
+        .collect();
+    assert_eq!(messages, [&json!("second"), &json!("third")]);
+
+    // Ephemeral channels keep their rules: anonymous callers may not publish.
+    let anonymous = app
+        .anonymous
+        .post(app.url("/api/v1/channels/cursor.1/messages"))
+        .json(&json!({"x": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

@@ -554,3 +554,58 @@ async fn a_subscription_change_asked_of_another_node_reaches_the_stream() {
         ("subscription.removed", &json!({"id": "collection:posts"}))
     );
 }
+
+#[tokio::test]
+async fn ephemeral_messages_reach_streams_on_every_node_once() {
+    let server = SurrealServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let mut config = server.node_config("ephemeral");
+        config.channel_rules = r#"{"typing.*": {"durable": false}}"#.into();
+        nodes.push(TestApp::spawn_with(config).await);
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let ann = client_with_token(&a.token(json!({"sub": "ann"})));
+    let bob = client_with_token(&a.token(json!({"sub": "bob"})));
+    let url = "/api/v1/realtime?channels=typing.room,room";
+    let mut on_a = open_stream(&ann, a.url(url)).await;
+    let mut on_b = open_stream(&bob, b.url(url)).await;
+    let publish_durable = |message: &'static str| {
+        ann.post(a.url("/api/v1/channels/room/messages"))
+            .json(&json!(message))
+            .send()
+    };
+    assert_eq!(publish_durable("before").await.unwrap().status(), 201);
+    next_notice(&mut on_a).await;
+    let (_, before) = next_notice(&mut on_b).await;
+    let before_id = before["id"].as_str().unwrap().to_owned();
+
+    let sent = ann
+        .post(a.url("/api/v1/channels/typing.room/messages"))
+        .json(&json!({"typing": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    // Then a durable message: each stream gets the ephemeral one first,
+    // once (the publishing node delivers it itself, not again from the
+    // relay).
+    assert_eq!(publish_durable("after").await.unwrap().status(), 201);
+    for stream in [&mut on_a, &mut on_b] {
+        let (kind, body) = next_notice(stream).await;
+        assert_eq!(kind, "channel.message");
+        assert_eq!(body["data"]["message"], json!({"typing": true}));
+        assert_eq!(body["id"], Value::Null);
+        let (_, body) = next_notice(stream).await;
+        assert_eq!(
+            body["data"]["message"], "after",
+            "the ephemeral message came once"
+        );
+        assert!(body["id"].is_string());
+    }
+
+    // A stream resuming on B from before both gets only the durable one.
+    let mut resumed = open_stream(&bob, b.url(&format!("{url}&last_event_id={before_id}"))).await;
+    let (_, body) = next_notice(&mut resumed).await;
+    assert_eq!(body["data"]["message"], "after");
+}
