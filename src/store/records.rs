@@ -13,9 +13,8 @@ use crate::filter::{Expr, FieldPath};
 const NO_RECORD: &str = "livehub: no such record";
 /// Thrown when a rule refuses a write.
 const FORBIDDEN: &str = "livehub: refused by a rule";
-/// Thrown, with the item's index after it, when an atomic batch meets a
-/// taken id.
-const TAKEN: &str = "livehub: id taken at item ";
+/// Thrown, with the id after it, when an atomic batch meets a taken id.
+const TAKEN: &str = "livehub: id taken: ";
 
 /// Why a batch failed as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -88,27 +87,47 @@ impl Store {
             return Ok(Vec::new());
         }
         self.admit()?;
-        let mut vars = serde_json::json!({ "tb": collection });
-        let mut sql = format!(
-            "BEGIN;\nIF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};\n"
-        );
-        let taken = |index: usize| {
-            if atomic {
-                format!("THROW '{TAKEN}{index}'")
-            } else {
-                "[]".to_owned()
-            }
-        };
         let keys: Vec<RecordKey> = items.iter().map(|(key, _)| key.clone()).collect();
-        for (index, (key, data)) in items.into_iter().enumerate() {
-            vars[format!("i{index}")] = serde_json::json!(key);
-            vars[format!("d{index}")] = Json::Object(data);
-            sql.push_str(&format!(
-                "IF record::exists(type::record($tb, $i{index})) {{ {} }} ELSE {{ CREATE type::record($tb, $i{index}) CONTENT $d{index} RETURN AFTER }};\n",
-                taken(index)
-            ));
+        let taken = |index: usize| BatchError::Item {
+            index,
+            error: StoreError::RecordExists {
+                collection: collection.clone(),
+                key: keys[index].clone(),
+            },
+        };
+        if atomic && let Some(index) = first_repeated(&keys) {
+            return Err(taken(index));
         }
-        sql.push_str("COMMIT;");
+        // One multi-row statement, its rows a bound parameter: a statement
+        // per record cost about half a millisecond each, and the query text
+        // grew with the batch.
+        let rows: Vec<Json> = items
+            .into_iter()
+            .map(|(key, mut data)| {
+                data.insert("id".into(), serde_json::json!(key));
+                Json::Object(data)
+            })
+            .collect();
+        let vars = serde_json::json!({ "tb": collection, "ids": &keys, "rows": rows });
+        // Atomic: a taken id fails the whole batch (named by its id, which
+        // gives the item); otherwise `IGNORE` leaves taken ids out of what
+        // the insert returns, and those items are answered `RecordExists`.
+        let (insert, at): (String, usize) = if atomic {
+            let sql = format!(
+                "LET $taken = $ids.filter(|$id| record::exists(type::record($tb, $id)));
+                 IF $taken.len() > 0 {{ THROW '{TAKEN}' + <string> $taken[0] }};
+                 INSERT INTO $tb $rows RETURN AFTER;"
+            );
+            (sql, 4)
+        } else {
+            ("INSERT IGNORE INTO $tb $rows RETURN AFTER;".to_owned(), 2)
+        };
+        let sql = format!(
+            "BEGIN;
+             IF !record::exists(type::record('{COLLECTIONS_TABLE}', $tb)) {{ THROW '{NO_COLLECTION}' }};
+             {insert}
+             COMMIT;"
+        );
         let mut ran = self.write(sql, vars).await?;
         if let Some(error) = ran.error {
             if is_no_collection(&error) {
@@ -116,30 +135,27 @@ impl Store {
             }
             let message = error.message();
             if let Some(at) = message.find(TAKEN) {
-                let index: usize = message[at + TAKEN.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect::<String>()
-                    .parse()
-                    .unwrap_or(0);
-                return Err(BatchError::Item {
-                    index,
-                    error: StoreError::RecordExists {
-                        collection: collection.clone(),
-                        key: keys.get(index).cloned().unwrap_or_else(|| keys[0].clone()),
-                    },
-                });
+                let id = message[at + TAKEN.len()..].trim_end();
+                let index = keys.iter().position(|key| key.as_str() == id).unwrap_or(0);
+                return Err(taken(index));
             }
             return Err(StoreError::from(error).into());
         }
+        // Statement 0 is BEGIN, 1 the collection check, `at` the insert.
+        let rows: Vec<Value> = ran.response.take(at).map_err(StoreError::from)?;
+        let mut inserted: std::collections::HashMap<String, Json> = rows
+            .into_iter()
+            .map(|row| {
+                let (_, key, record) = record_json(row);
+                (key, record)
+            })
+            .collect();
         let mut results = Vec::with_capacity(keys.len());
         let mut written = Vec::new();
-        for (index, key) in keys.into_iter().enumerate() {
-            // Statement 0 is BEGIN, 1 the collection check.
-            let rows: Vec<Value> = ran.response.take(2 + index).map_err(StoreError::from)?;
-            match rows.into_iter().next() {
-                Some(row) => {
-                    let record = record_json(row).2;
+        for key in keys {
+            // A repeated id: the first of its items was inserted.
+            match inserted.remove(key.as_str()) {
+                Some(record) => {
                     let target = Written::Record {
                         collection: collection.shared(),
                         key: key.to_string(),
@@ -537,6 +553,12 @@ fn key_text(key: &RecordIdKey) -> String {
 
 /// Converts a stored record to JSON with a bare `id`; also returns its table
 /// and key.
+/// The index of the first key that an earlier one repeats.
+fn first_repeated(keys: &[RecordKey]) -> Option<usize> {
+    let mut seen = std::collections::HashSet::with_capacity(keys.len());
+    keys.iter().position(|key| !seen.insert(key.as_str()))
+}
+
 pub(super) fn record_json(value: Value) -> (String, String, Json) {
     let Value::Object(object) = value else {
         return (String::new(), String::new(), value.into_json_value());
