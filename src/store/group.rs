@@ -1,9 +1,10 @@
-//! Group commit: single record creates that arrive while another commit is
-//! under way wait for it, then go to the database together, in one
-//! transaction (`Store::create_records`), each answered with its own
-//! result. A lone create goes at once: nothing waits for a window, so the
-//! latency of a quiet node is unchanged, and under load each commit
-//! carries every create that queued behind the one before.
+//! Group commit: single record creates and channel messages that arrive
+//! while another commit is under way wait for it, then go to the database
+//! together: one transaction per collection (`Store::create_records`) and
+//! one for the messages (`Store::publish_messages`), each write answered
+//! with its own result. A lone write goes at once: nothing waits for a
+//! window, so the latency of a quiet node is unchanged, and under load each
+//! commit carries every write that queued behind the one before.
 
 use serde_json::{Map, Value as Json};
 use tokio::sync::{mpsc, oneshot};
@@ -11,17 +12,27 @@ use tokio::sync::{mpsc, oneshot};
 use super::{BatchError, Store, StoreError};
 use crate::collection::{CollectionName, RecordKey};
 
-/// The most creates one commit takes.
-const MOST_PER_COMMIT: usize = 512;
-/// Creates queued for the committer before callers wait to queue.
+/// The most writes one commit takes. SurrealDB's cost per inserted row
+/// grows with the rows its transaction already wrote (see
+/// `routes::batches`), so a commit is kept to a few hundred.
+const MOST_PER_COMMIT: usize = 256;
+/// Writes queued for the committer before callers wait to queue.
 const QUEUE: usize = 4096;
 
-/// One create waiting for its commit.
-struct Pending {
-    collection: CollectionName,
-    key: RecordKey,
-    data: Map<String, Json>,
-    answer: oneshot::Sender<Result<Json, StoreError>>,
+/// One write waiting for its commit.
+enum Pending {
+    Create {
+        collection: CollectionName,
+        key: RecordKey,
+        data: Map<String, Json>,
+        answer: oneshot::Sender<Result<Json, StoreError>>,
+    },
+    /// A channel message: its row's key and the row.
+    Message {
+        key: RecordKey,
+        row: Json,
+        answer: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The queue of creates and the task that commits them. Cloning is
@@ -53,7 +64,7 @@ impl Committer {
         data: Map<String, Json>,
     ) -> Result<Json, StoreError> {
         let (answer, answered) = oneshot::channel();
-        let pending = Pending {
+        let pending = Pending::Create {
             collection: collection.clone(),
             key: key.clone(),
             data,
@@ -64,26 +75,41 @@ impl Committer {
         }
         answered.await.unwrap_or(Err(StoreError::Unavailable))
     }
+
+    /// Writes one channel message's row (keyed `key`) with the next
+    /// commit.
+    pub(super) async fn publish(&self, key: RecordKey, row: Json) -> Result<(), StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending::Message { key, row, answer };
+        if self.queue.send(pending).await.is_err() {
+            return Err(StoreError::Unavailable);
+        }
+        answered.await.unwrap_or(Err(StoreError::Unavailable))
+    }
 }
 
-/// Commits `batch`, one transaction per collection in it (in the order
-/// their first create came), and answers each create.
+/// Commits `batch`: one transaction per collection in it (in the order
+/// their first create came), then one for its channel messages; answers
+/// each write.
 async fn commit(store: &Store, batch: Vec<Pending>) {
-    let mut groups: Vec<(CollectionName, Vec<Pending>)> = Vec::new();
+    let mut groups: Vec<(CollectionName, Vec<_>)> = Vec::new();
+    let mut messages = Vec::new();
     for pending in batch {
-        match groups
-            .iter_mut()
-            .find(|(collection, _)| *collection == pending.collection)
-        {
-            Some((_, group)) => group.push(pending),
-            None => groups.push((pending.collection.clone(), vec![pending])),
+        match pending {
+            Pending::Create {
+                collection,
+                key,
+                data,
+                answer,
+            } => match groups.iter_mut().find(|(name, _)| *name == collection) {
+                Some((_, group)) => group.push(((key, data), answer)),
+                None => groups.push((collection, vec![((key, data), answer)])),
+            },
+            Pending::Message { key, row, answer } => messages.push(((key, row), answer)),
         }
     }
     for (collection, group) in groups {
-        let (items, answers): (Vec<_>, Vec<_>) = group
-            .into_iter()
-            .map(|pending| ((pending.key, pending.data), pending.answer))
-            .unzip();
+        let (items, answers): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         match store.create_records(&collection, items, false).await {
             Ok(results) => {
                 for (answer, result) in answers.into_iter().zip(results) {
@@ -100,6 +126,16 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
                     let _ = answer.send(Err(error.duplicate()));
                 }
             }
+        }
+    }
+    if !messages.is_empty() {
+        let (rows, answers): (Vec<_>, Vec<_>) = messages.into_iter().unzip();
+        let result = store.publish_messages(rows).await;
+        for answer in answers {
+            let _ = answer.send(match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(error.duplicate()),
+            });
         }
     }
 }

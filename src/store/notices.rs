@@ -84,17 +84,43 @@ impl Store {
         // `at` is for pruning; the feed leaves it out of the event.
         let mut row = envelope.clone();
         row["at"] = Json::from(unix_ms_now());
-        let sql = format!("CREATE type::record('{MESSAGES_TABLE}', $id) CONTENT $row");
         let key = RecordKey::generate();
-        let vars = serde_json::json!({ "id": key, "row": row });
         self.admit()?;
-        let bytes = super::json_len(envelope);
-        let written = envelope["channel"].as_str().map(|channel| {
-            let channel = channel.to_owned();
-            let key = key.to_string();
-            (Written::Message { channel, key }, bytes)
-        });
-        self.write_only(sql, vars, written).await
+        match &self.committer {
+            Some(committer) => committer.publish(key, row).await,
+            None => self.publish_messages(vec![(key, row)]).await,
+        }
+    }
+
+    /// Writes channel messages' rows (each with its key) in one
+    /// transaction, in order: one multi-row statement, the rows a bound
+    /// parameter.
+    pub(super) async fn publish_messages(
+        &self,
+        rows: Vec<(RecordKey, Json)>,
+    ) -> Result<(), StoreError> {
+        let mut written = Vec::with_capacity(rows.len());
+        let rows: Vec<Json> = rows
+            .into_iter()
+            .map(|(key, mut row)| {
+                if let Some(channel) = row["channel"].as_str() {
+                    let target = Written::Message {
+                        channel: channel.to_owned(),
+                        key: key.to_string(),
+                    };
+                    written.push((target, super::json_len(&row)));
+                }
+                row["id"] = serde_json::json!(key);
+                row
+            })
+            .collect();
+        let sql = format!("INSERT INTO {MESSAGES_TABLE} $rows RETURN NONE");
+        let done = self.write(sql, serde_json::json!({ "rows": rows })).await?;
+        if let Some(error) = done.error {
+            return Err(error.into());
+        }
+        done.guard.acknowledge_all(written);
+        Ok(())
     }
 
     /// Passes a message of an ephemeral channel to the other nodes sharing

@@ -408,3 +408,30 @@ async fn ephemeral_messages_reach_open_streams_once_without_an_id_and_are_never_
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+#[tokio::test]
+async fn concurrent_messages_committed_together_each_reach_a_stream_once_in_id_order() {
+    let mut config = test_config();
+    config.publish_rate = 0;
+    let app = TestApp::spawn_with(config).await;
+    let ann = app.user("ann");
+    let (mut room, _) = open(&ann, app.url("/api/v1/realtime?channels=room")).await;
+    let url = app.url("/api/v1/channels/room/messages");
+    let sent = futures::future::join_all((0..64).map(|n| {
+        let (ann, url) = (ann.clone(), url.clone());
+        async move { ann.post(url).json(&json!({"n": n})).send().await.unwrap().status() }
+    }))
+    .await;
+    assert!(sent.iter().all(|status| *status == 201), "{sent:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_id = String::new();
+    while seen.len() < 64 {
+        let (kind, body) = next(&mut room).await;
+        assert_eq!(kind, "channel.message");
+        let id = body["id"].as_str().unwrap().to_owned();
+        assert!(id > last_id, "ids rise: {id} after {last_id}");
+        last_id = id;
+        let n = body["data"]["message"]["n"].as_u64().unwrap();
+        assert!(seen.insert(n), "message {n} came twice");
+    }
+}
