@@ -192,20 +192,31 @@ impl PublishRate {
         }
     }
 
-    /// Takes one message from `publisher`'s allowance; a 429 if none is
-    /// left.
-    pub fn check(&self, publisher: String) -> Result<(), ApiError> {
+    /// Takes `count` messages from `publisher`'s allowance; a 429 (and
+    /// none taken) if not that many are left.
+    pub fn check(&self, publisher: String, count: usize) -> Result<(), ApiError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         if limiter.len() > PUBLISHERS_KEPT {
             limiter.retain_recent();
         }
-        limiter.check_key(&publisher).map_err(|_| {
+        let too_many = || {
             ApiError::RateLimited(
                 "too many channel messages: slow down (see --publish-rate)".into(),
             )
-        })
+        };
+        let count = u32::try_from(count)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or_else(too_many)?;
+        match limiter.check_key_n(&publisher, count) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(too_many()),
+            Err(_) => Err(ApiError::RateLimited(format!(
+                "a batch of {count} messages is more than --publish-rate allows at once"
+            ))),
+        }
     }
 }
 
@@ -231,16 +242,19 @@ mod tests {
     fn publishers_get_their_rate_each() {
         let rate = PublishRate::new(3);
         for _ in 0..3 {
-            assert!(rate.check("ann".into()).is_ok());
+            assert!(rate.check("ann".into(), 1).is_ok());
         }
         assert!(matches!(
-            rate.check("ann".into()),
+            rate.check("ann".into(), 1),
             Err(ApiError::RateLimited(_))
         ));
-        assert!(rate.check("bob".into()).is_ok(), "others are not held back");
+        assert!(
+            rate.check("bob".into(), 1).is_ok(),
+            "others are not held back"
+        );
         let unlimited = PublishRate::new(0);
         for _ in 0..100 {
-            assert!(unlimited.check("ann".into()).is_ok());
+            assert!(unlimited.check("ann".into(), 1).is_ok());
         }
     }
 

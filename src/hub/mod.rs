@@ -360,10 +360,11 @@ impl Hub {
         self.remove_member(&mut state, group_id, id);
     }
 
-    /// Delivers a message of an ephemeral channel to the streams open now.
-    /// It has no place in the feed, so the cursor stays where it is.
-    pub fn publish_ephemeral(&self, event: Arc<Event>) {
-        self.publish(std::slice::from_ref(&event), Stamp(0));
+    /// Delivers messages of an ephemeral channel to the streams open now,
+    /// in order. They have no place in the feed, so the cursor stays where
+    /// it is.
+    pub fn publish_ephemeral(&self, events: &[Arc<Event>]) {
+        self.publish(events, Stamp(0));
     }
 
     /// Publishes events (in order) and moves the cursor to `cursor`, as one

@@ -1,29 +1,112 @@
-//! `POST /api/v1/channels/{name}/messages`: publish a message to a channel.
+//! `POST /api/v1/channels/{name}/messages`: publish a message to a channel,
+//! or (`?batch=true`) a JSON array of messages in one commit.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::{Client, JsonBody, PathParams};
+use super::{Client, JsonBody, PathParams, QueryParams};
 use crate::AppState;
 use crate::access::refusal;
 use crate::channels::{envelope, validate_channel};
 use crate::error::ApiError;
 use crate::event::Event;
+use crate::identity::Caller;
 use crate::rules::Access;
 
+/// Query of the publish route.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PublishParams {
+    /// The body is a JSON array, each item a message (else the body is the
+    /// message, whatever JSON it is, arrays included).
+    #[serde(default)]
+    batch: bool,
+}
+
 /// Publishes the body (any JSON) to the channel's subscribers, on every
-/// node, as a `channel.message` event.
+/// node, as a `channel.message` event; with `?batch=true`, each item of the
+/// array body, answered item by item.
 pub async fn publish(
     State(state): State<AppState>,
     Client { caller, ip, .. }: Client,
     PathParams(channel): PathParams<String>,
-    JsonBody(message): JsonBody<Value>,
+    QueryParams(params): QueryParams<PublishParams>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_channel(&channel)?;
+    let publisher = match (&caller, ip) {
+        (Some(identity), _) => format!("user {}", identity.user_id),
+        (None, Some(ip)) => format!("ip {ip}"),
+        (None, None) => "anonymous".to_owned(),
+    };
+    if !params.batch {
+        let message = judge(&state, &channel, &caller, body)?;
+        state.publish_rate.check(publisher, 1)?;
+        deliver(&state, &channel, std::slice::from_ref(&message)).await?;
+        return Ok((StatusCode::CREATED, Json(message)));
+    }
+    let Value::Array(items) = body else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "`batch=true` takes a JSON array of messages; send one message without it",
+        ));
+    };
+    let max = state.config.max_batch;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!(
+                "a batch holds 1 to {max} messages (--max-batch); this one holds {}",
+                items.len()
+            ),
+        ));
+    }
+    let judged: Vec<Result<Value, ApiError>> = items
+        .into_iter()
+        .map(|message| judge(&state, &channel, &caller, message))
+        .collect();
+    let accepted: Vec<Value> = judged
+        .iter()
+        .filter_map(|item| item.as_ref().ok().cloned())
+        .collect();
+    if !accepted.is_empty() {
+        state.publish_rate.check(publisher, accepted.len())?;
+        deliver(&state, &channel, &accepted).await?;
+    }
+    let all = accepted.len() == judged.len();
+    let items: Vec<Value> = judged
+        .into_iter()
+        .map(|item| match item {
+            Ok(message) => json!({"status": 201, "message": message}),
+            Err(error) => {
+                let mut item = error.body();
+                item["status"] = json!(error.status().as_u16());
+                item
+            }
+        })
+        .collect();
+    let status = if all {
+        StatusCode::CREATED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    Ok((status, Json(json!({ "items": items }))))
+}
+
+/// The envelope of `message` from `caller`, if it may go to `channel`: not
+/// too large, and passing the channel's publish rule.
+fn judge(
+    state: &AppState,
+    channel: &str,
+    caller: &Caller,
+    message: Value,
+) -> Result<Value, ApiError> {
     let size = serde_json::to_vec(&message).map_or(0, |json| json.len());
     if size > state.config.max_message_bytes {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -31,47 +114,49 @@ pub async fn publish(
             state.config.max_message_bytes
         )));
     }
-    let message = envelope(&channel, &caller, message);
-    let refused = match state.channels.publish(&channel, &caller) {
+    let message = envelope(channel, caller, message);
+    let refused = match state.channels.publish(channel, caller) {
         Access::All => false,
         Access::Nothing => true,
         Access::Matching(rule) => !rule.matches(&message),
     };
     if refused {
-        return Err(refusal(&caller, &format!("publish to `{channel}`")));
+        return Err(refusal(caller, &format!("publish to `{channel}`")));
     }
-    let publisher = match (&caller, ip) {
-        (Some(identity), _) => format!("user {}", identity.user_id),
-        (None, Some(ip)) => format!("ip {ip}"),
-        (None, None) => "anonymous".to_owned(),
-    };
-    state.publish_rate.check(publisher)?;
-    if state.channels.durable(&channel) {
-        state.store.publish_message(&message).await?;
-    } else {
-        publish_ephemeral(&state, channel, &message).await?;
-    }
-    Ok((StatusCode::CREATED, Json(message)))
+    Ok(message)
 }
 
-/// Delivers a message of an ephemeral channel to this node's streams, then
-/// (on a database server, which other nodes may share) relays it to the
-/// others through the database; answered once both are done.
-async fn publish_ephemeral(
-    state: &AppState,
-    channel: String,
-    message: &Value,
-) -> Result<(), ApiError> {
+/// Publishes `messages` (envelopes) to `channel`, in order, in one commit:
+/// written to the database for a durable channel; for an ephemeral one,
+/// delivered to this node's streams and then (on a database server, which
+/// other nodes may share) relayed to the others through the database.
+/// Answered once that is done.
+async fn deliver(state: &AppState, channel: &str, messages: &[Value]) -> Result<(), ApiError> {
+    if state.channels.durable(channel) {
+        state.store.publish_messages(messages).await?;
+        return Ok(());
+    }
     let remote = !state.config.embedded_db();
     if remote {
+        // Before delivering anywhere, so that a refusal delivers nothing.
         state.store.admit()?;
     }
-    let at = std::time::SystemTime::now();
-    let event = Event::ephemeral_message(Arc::from(channel), message.clone(), at);
-    state.hub.publish_ephemeral(Arc::new(event));
+    let at = SystemTime::now();
+    let channel: Arc<str> = Arc::from(channel);
+    let events: Vec<Arc<Event>> = messages
+        .iter()
+        .map(|message| {
+            Arc::new(Event::ephemeral_message(
+                channel.clone(),
+                message.clone(),
+                at,
+            ))
+        })
+        .collect();
+    state.hub.publish_ephemeral(&events);
     if remote {
         let at_ms = crate::clock::unix_ms(at.into());
-        state.store.relay_message(message, at_ms).await?;
+        state.store.relay_messages(messages, at_ms).await?;
     }
     Ok(())
 }

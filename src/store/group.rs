@@ -1,7 +1,7 @@
 //! Group commit: single record creates and channel messages that arrive
 //! while another commit is under way wait for it, then go to the database
 //! together: one transaction per collection (`Store::create_records`) and
-//! one for the messages (`Store::publish_messages`), each write answered
+//! one for the messages (`Store::write_messages`), each write answered
 //! with its own result. A lone write goes at once: nothing waits for a
 //! window, so the latency of a quiet node is unchanged, and under load each
 //! commit carries every write that queued behind the one before.
@@ -130,7 +130,7 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
     }
     if !messages.is_empty() {
         let (rows, answers): (Vec<_>, Vec<_>) = messages.into_iter().unzip();
-        let result = store.publish_messages(rows).await;
+        let result = store.write_messages(rows).await;
         for answer in answers {
             let _ = answer.send(match &result {
                 Ok(()) => Ok(()),

@@ -79,23 +79,34 @@ impl Store {
             .collect())
     }
 
-    /// Publishes a message (its envelope, see `channels::envelope`).
-    pub async fn publish_message(&self, envelope: &Json) -> Result<(), StoreError> {
-        // `at` is for pruning; the feed leaves it out of the event.
-        let mut row = envelope.clone();
-        row["at"] = Json::from(unix_ms_now());
-        let key = RecordKey::generate();
+    /// Publishes channel messages (their envelopes) through the changefeed,
+    /// in order, in one commit; a lone message goes with the next group
+    /// commit (see `group`).
+    pub async fn publish_messages(&self, envelopes: &[Json]) -> Result<(), StoreError> {
         self.admit()?;
-        match &self.committer {
-            Some(committer) => committer.publish(key, row).await,
-            None => self.publish_messages(vec![(key, row)]).await,
+        // `at` is for pruning; the feed leaves it out of the event.
+        let at = Json::from(unix_ms_now());
+        let mut rows: Vec<(RecordKey, Json)> = envelopes
+            .iter()
+            .map(|envelope| {
+                let mut row = envelope.clone();
+                row["at"] = at.clone();
+                (RecordKey::generate(), row)
+            })
+            .collect();
+        match (&self.committer, rows.len()) {
+            (Some(committer), 1) => {
+                let (key, row) = rows.remove(0);
+                committer.publish(key, row).await
+            }
+            _ => self.write_messages(rows).await,
         }
     }
 
     /// Writes channel messages' rows (each with its key) in one
     /// transaction, in order: one multi-row statement, the rows a bound
     /// parameter.
-    pub(super) async fn publish_messages(
+    pub(super) async fn write_messages(
         &self,
         rows: Vec<(RecordKey, Json)>,
     ) -> Result<(), StoreError> {
@@ -123,21 +134,25 @@ impl Store {
         Ok(())
     }
 
-    /// Passes a message of an ephemeral channel to the other nodes sharing
-    /// the database (this node delivered it already): a row of the relay
-    /// table, which their feeds read and no replay does. Not admitted here:
-    /// the caller admits before delivering it anywhere, so that a refusal
-    /// delivers it nowhere.
-    pub async fn relay_message(&self, envelope: &Json, at_ms: i64) -> Result<(), StoreError> {
-        let sql = format!(
-            "CREATE type::record('{RELAY_TABLE}', $id) CONTENT {{ node: $node, message: $message, at: $at }} RETURN NONE"
-        );
-        let vars = serde_json::json!({
-            "id": RecordKey::generate(),
-            "node": &*self.node,
-            "message": envelope,
-            "at": at_ms,
-        });
-        self.write_only(sql, vars, None).await
+    /// Passes messages of an ephemeral channel to the other nodes sharing
+    /// the database (this node delivered them already): rows of the relay
+    /// table, which their feeds read and no replay does, in one commit. Not
+    /// admitted here: the caller admits before delivering them anywhere,
+    /// so that a refusal delivers them nowhere.
+    pub async fn relay_messages(&self, envelopes: &[Json], at_ms: i64) -> Result<(), StoreError> {
+        let rows: Vec<Json> = envelopes
+            .iter()
+            .map(|envelope| {
+                serde_json::json!({
+                    "id": RecordKey::generate(),
+                    "node": &*self.node,
+                    "message": envelope,
+                    "at": at_ms,
+                })
+            })
+            .collect();
+        let sql = format!("INSERT INTO {RELAY_TABLE} $rows RETURN NONE");
+        self.write_only(sql, serde_json::json!({ "rows": rows }), None)
+            .await
     }
 }

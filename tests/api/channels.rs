@@ -419,7 +419,14 @@ async fn concurrent_messages_committed_together_each_reach_a_stream_once_in_id_o
     let url = app.url("/api/v1/channels/room/messages");
     let sent = futures::future::join_all((0..64).map(|n| {
         let (ann, url) = (ann.clone(), url.clone());
-        async move { ann.post(url).json(&json!({"n": n})).send().await.unwrap().status() }
+        async move {
+            ann.post(url)
+                .json(&json!({"n": n}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
     }))
     .await;
     assert!(sent.iter().all(|status| *status == 201), "{sent:?}");
@@ -433,5 +440,85 @@ async fn concurrent_messages_committed_together_each_reach_a_stream_once_in_id_o
         last_id = id;
         let n = body["data"]["message"]["n"].as_u64().unwrap();
         assert!(seen.insert(n), "message {n} came twice");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_messages_is_published_in_one_request_item_by_item_in_order() {
+    let mut config = test_config();
+    config.publish_rate = 0;
+    config.max_message_bytes = 64;
+    config.channel_rules =
+        r#"{"room": {"publish": "message.kind != banned"}, "cursor": {"durable": false}}"#.into();
+    let app = TestApp::spawn_with(config).await;
+    let ann = app.user("ann");
+    let (mut room, _) = open(&ann, app.url("/api/v1/realtime?channels=room,cursor")).await;
+
+    let batch = json!([
+        {"kind": "chat", "n": 1},
+        {"kind": "banned", "n": 2},
+        {"kind": "chat", "text": "x".repeat(100)},
+        {"kind": "chat", "n": 4},
+    ]);
+    let answered = ann
+        .post(app.url("/api/v1/channels/room/messages?batch=true"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 207);
+    let body: Value = answered.json().await.unwrap();
+    let statuses: Vec<u64> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 403, 413, 201], "{body}");
+    assert_eq!(body["items"][3]["message"]["message"]["n"], 4);
+    let (_, first) = next(&mut room).await;
+    let (_, second) = next(&mut room).await;
+    assert_eq!(first["data"]["message"]["n"], 1);
+    assert_eq!(
+        second["data"]["message"]["n"], 4,
+        "refused items are not published"
+    );
+    assert!(first["id"].as_str().unwrap() < second["id"].as_str().unwrap());
+
+    // To an ephemeral channel, all passing: 201, delivered in order.
+    let answered = ann
+        .post(app.url("/api/v1/channels/cursor/messages?batch=true"))
+        .json(&json!([{"x": 1}, {"x": 2}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 201);
+    for x in [1, 2] {
+        let (_, body) = next(&mut room).await;
+        assert_eq!(
+            (body["channel"].as_str(), &body["data"]["message"]["x"]),
+            (Some("cursor"), &json!(x))
+        );
+    }
+
+    // Without `batch=true` an array is one message; with it, the body must
+    // be a non-empty array.
+    let one = ann
+        .post(app.url("/api/v1/channels/cursor/messages"))
+        .json(&json!([1, 2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 201);
+    let (_, body) = next(&mut room).await;
+    assert_eq!(body["data"]["message"], json!([1, 2]));
+    for bad in [json!({"kind": "chat"}), json!([])] {
+        let refused = ann
+            .post(app.url("/api/v1/channels/room/messages?batch=true"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{bad}");
     }
 }
