@@ -1,7 +1,8 @@
 //! Group commit: single record creates and channel messages that arrive
 //! while another commit is under way wait for it, then go to the database
-//! together: one transaction per collection (`Store::create_records`) and
-//! one for the messages (`Store::write_messages`), each write answered
+//! together: one transaction per collection (`Store::create_records`), one
+//! for the messages (`Store::write_messages`) and one for the ephemeral
+//! messages relayed to other nodes (`Store::write_relay_rows`), each write answered
 //! with its own result. A lone write goes at once: nothing waits for a
 //! window, so the latency of a quiet node is unchanged, and under load each
 //! commit carries every write that queued behind the one before.
@@ -30,6 +31,12 @@ enum Pending {
     /// A channel message: its row's key and the row.
     Message {
         key: RecordKey,
+        row: Json,
+        answer: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// A message of an ephemeral channel for the other nodes: its relay
+    /// row.
+    Relay {
         row: Json,
         answer: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -76,6 +83,20 @@ impl Committer {
         answered.await.unwrap_or(Err(StoreError::Unavailable))
     }
 
+    /// Writes one relay row with the next commit.
+    pub(super) async fn relay(&self, row: Json) -> Result<(), StoreError> {
+        let (answer, answered) = oneshot::channel();
+        if self
+            .queue
+            .send(Pending::Relay { row, answer })
+            .await
+            .is_err()
+        {
+            return Err(StoreError::Unavailable);
+        }
+        answered.await.unwrap_or(Err(StoreError::Unavailable))
+    }
+
     /// Writes one channel message's row (keyed `key`) with the next
     /// commit.
     pub(super) async fn publish(&self, key: RecordKey, row: Json) -> Result<(), StoreError> {
@@ -94,6 +115,7 @@ impl Committer {
 async fn commit(store: &Store, batch: Vec<Pending>) {
     let mut groups: Vec<(CollectionName, Vec<_>)> = Vec::new();
     let mut messages = Vec::new();
+    let mut relays = Vec::new();
     for pending in batch {
         match pending {
             Pending::Create {
@@ -106,6 +128,7 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
                 None => groups.push((collection, vec![((key, data), answer)])),
             },
             Pending::Message { key, row, answer } => messages.push(((key, row), answer)),
+            Pending::Relay { row, answer } => relays.push((row, answer)),
         }
     }
     for (collection, group) in groups {
@@ -130,13 +153,25 @@ async fn commit(store: &Store, batch: Vec<Pending>) {
     }
     if !messages.is_empty() {
         let (rows, answers): (Vec<_>, Vec<_>) = messages.into_iter().unzip();
-        let result = store.write_messages(rows).await;
-        for answer in answers {
-            let _ = answer.send(match &result {
-                Ok(()) => Ok(()),
-                Err(error) => Err(error.duplicate()),
-            });
-        }
+        answer_all(answers, store.write_messages(rows).await);
+    }
+    if !relays.is_empty() {
+        let (rows, answers): (Vec<_>, Vec<_>) = relays.into_iter().unzip();
+        answer_all(answers, store.write_relay_rows(rows).await);
+    }
+}
+
+/// Answers every write of one transaction with its result.
+fn answer_all(
+    answers: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    result: Result<(), StoreError>,
+) {
+    for answer in answers {
+        // The caller may have gone; the write stands either way.
+        let _ = answer.send(match &result {
+            Ok(()) => Ok(()),
+            Err(error) => Err(error.duplicate()),
+        });
     }
 }
 

@@ -136,11 +136,12 @@ impl Store {
 
     /// Passes messages of an ephemeral channel to the other nodes sharing
     /// the database (this node delivered them already): rows of the relay
-    /// table, which their feeds read and no replay does, in one commit. Not
+    /// table, which their feeds read and no replay does, in one commit (a
+    /// lone message with the next group commit). Not
     /// admitted here: the caller admits before delivering them anywhere,
     /// so that a refusal delivers them nowhere.
     pub async fn relay_messages(&self, envelopes: &[Json], at_ms: i64) -> Result<(), StoreError> {
-        let rows: Vec<Json> = envelopes
+        let mut rows: Vec<Json> = envelopes
             .iter()
             .map(|envelope| {
                 serde_json::json!({
@@ -151,6 +152,14 @@ impl Store {
                 })
             })
             .collect();
+        match (&self.committer, rows.len()) {
+            (Some(committer), 1) => committer.relay(rows.remove(0)).await,
+            _ => self.write_relay_rows(rows).await,
+        }
+    }
+
+    /// Writes relay rows in one transaction: one multi-row statement.
+    pub(super) async fn write_relay_rows(&self, rows: Vec<Json>) -> Result<(), StoreError> {
         let sql = format!("INSERT INTO {RELAY_TABLE} $rows RETURN NONE");
         self.write_only(sql, serde_json::json!({ "rows": rows }), None)
             .await
