@@ -1,5 +1,5 @@
-//! `POST /api/v1/channels/{name}/messages`: publish a message to a channel,
-//! or (`?batch=true`) a JSON array of messages in one commit.
+//! `POST /api/v1/channels/{name}/messages`: publish a message to a channel;
+//! `.../messages/batch`: a JSON array of messages, in one commit.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -7,10 +7,9 @@ use std::time::SystemTime;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Client, JsonBody, PathParams, QueryParams};
+use super::{Client, JsonBody, PathParams};
 use crate::AppState;
 use crate::access::refusal;
 use crate::channels::{envelope, validate_channel};
@@ -19,42 +18,36 @@ use crate::event::Event;
 use crate::identity::Caller;
 use crate::rules::Access;
 
-/// Query of the publish route.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PublishParams {
-    /// The body is a JSON array, each item a message (else the body is the
-    /// message, whatever JSON it is, arrays included).
-    #[serde(default)]
-    batch: bool,
-}
-
 /// Publishes the body (any JSON) to the channel's subscribers, on every
-/// node, as a `channel.message` event; with `?batch=true`, each item of the
-/// array body, answered item by item.
+/// node, as a `channel.message` event.
 pub async fn publish(
     State(state): State<AppState>,
     Client { caller, ip, .. }: Client,
     PathParams(channel): PathParams<String>,
-    QueryParams(params): QueryParams<PublishParams>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     validate_channel(&channel)?;
-    let publisher = match (&caller, ip) {
-        (Some(identity), _) => format!("user {}", identity.user_id),
-        (None, Some(ip)) => format!("ip {ip}"),
-        (None, None) => "anonymous".to_owned(),
-    };
-    if !params.batch {
-        let message = judge(&state, &channel, &caller, body)?;
-        state.publish_rate.check(publisher, 1)?;
-        deliver(&state, &channel, std::slice::from_ref(&message)).await?;
-        return Ok((StatusCode::CREATED, Json(message)));
-    }
+    let message = judge(&state, &channel, &caller, body)?;
+    state.publish_rate.check(publisher(&caller, ip), 1)?;
+    deliver(&state, &channel, std::slice::from_ref(&message)).await?;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// `POST /api/v1/channels/{name}/messages/batch`: publishes each item of a
+/// JSON array as a message, in order, in one commit, each item judged and
+/// answered on its own (a route of its own, so that an array stays a valid
+/// single message).
+pub async fn publish_batch(
+    State(state): State<AppState>,
+    Client { caller, ip, .. }: Client,
+    PathParams(channel): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    validate_channel(&channel)?;
     let Value::Array(items) = body else {
         return Err(ApiError::bad_request(
             "invalid_body",
-            "`batch=true` takes a JSON array of messages; send one message without it",
+            "a batch is a JSON array of messages; send one message to .../messages",
         ));
     };
     let max = state.config.max_batch;
@@ -76,7 +69,9 @@ pub async fn publish(
         .filter_map(|item| item.as_ref().ok().cloned())
         .collect();
     if !accepted.is_empty() {
-        state.publish_rate.check(publisher, accepted.len())?;
+        state
+            .publish_rate
+            .check(publisher(&caller, ip), accepted.len())?;
         deliver(&state, &channel, &accepted).await?;
     }
     let all = accepted.len() == judged.len();
@@ -97,6 +92,15 @@ pub async fn publish(
         StatusCode::MULTI_STATUS
     };
     Ok((status, Json(json!({ "items": items }))))
+}
+
+/// Whose allowance a message takes from (see `PublishRate`).
+fn publisher(caller: &Caller, ip: Option<std::net::IpAddr>) -> String {
+    match (caller, ip) {
+        (Some(identity), _) => format!("user {}", identity.user_id),
+        (None, Some(ip)) => format!("ip {ip}"),
+        (None, None) => "anonymous".to_owned(),
+    }
 }
 
 /// The envelope of `message` from `caller`, if it may go to `channel`: not

@@ -63,6 +63,10 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
             post(channels::publish).route_layer(keyed.clone()),
         )
         .route(
+            "/api/v1/channels/{name}/messages/batch",
+            post(channels::publish_batch).route_layer(keyed.clone()),
+        )
+        .route(
             "/api/v1/admin/broadcast",
             post(admin::broadcast).route_layer(keyed.clone()),
         )

@@ -461,7 +461,7 @@ async fn a_batch_of_messages_is_published_in_one_request_item_by_item_in_order()
         {"kind": "chat", "n": 4},
     ]);
     let answered = ann
-        .post(app.url("/api/v1/channels/room/messages?batch=true"))
+        .post(app.url("/api/v1/channels/room/messages/batch"))
         .json(&batch)
         .send()
         .await
@@ -487,7 +487,7 @@ async fn a_batch_of_messages_is_published_in_one_request_item_by_item_in_order()
 
     // To an ephemeral channel, all passing: 201, delivered in order.
     let answered = ann
-        .post(app.url("/api/v1/channels/cursor/messages?batch=true"))
+        .post(app.url("/api/v1/channels/cursor/messages/batch"))
         .json(&json!([{"x": 1}, {"x": 2}]))
         .send()
         .await
@@ -501,8 +501,8 @@ async fn a_batch_of_messages_is_published_in_one_request_item_by_item_in_order()
         );
     }
 
-    // Without `batch=true` an array is one message; with it, the body must
-    // be a non-empty array.
+    // Sent to `.../messages` an array is one message; a batch must be a
+    // non-empty array.
     let one = ann
         .post(app.url("/api/v1/channels/cursor/messages"))
         .json(&json!([1, 2]))
@@ -514,7 +514,7 @@ async fn a_batch_of_messages_is_published_in_one_request_item_by_item_in_order()
     assert_eq!(body["data"]["message"], json!([1, 2]));
     for bad in [json!({"kind": "chat"}), json!([])] {
         let refused = ann
-            .post(app.url("/api/v1/channels/room/messages?batch=true"))
+            .post(app.url("/api/v1/channels/room/messages/batch"))
             .json(&bad)
             .send()
             .await
