@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # How fast records go in through batches: an NDJSON import of RECORDS records
-# (one per line, committed --max-batch lines at a time) into a release build
-# on an embedded in-memory database, with one `curl -N` stream open that must
-# receive every one of them, once, in order. Loopback only.
+# (one per line, committed 250 lines, or BATCH if lower, per transaction)
+# into a release build on an embedded in-memory database, with one stream
+# open that must receive every one of them, once, in order (resuming with
+# Last-Event-ID when the node closes it for falling behind). Loopback only.
 #
-#   bench/import.sh [RECORDS] [BATCH]
+#   bench/import.sh [RECORDS] [BATCH]   (BATCH: --max-batch, default 1000)
 #
 # Prints the import's answer time, records/s, and when the stream had them
 # all (and how often it resumed after falling behind). Needs `cargo build --release`.
@@ -15,24 +16,7 @@ batch="${2:-1000}"
 livehub=target/release/livehub
 port=18090
 secret="bench secret for import.sh, 32 bytes or more"
-dir="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-token="$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "bench", "role": "admin", "exp": int(time.time()) + 3600}).encode())
-signature = hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
-print(f"{head}.{body}.{b64(signature)}")
-PY
-)"
+. bench/common.sh
 python3 - "$records" >"$dir/import.ndjson" <<'PY'
 import json, sys
 for n in range(int(sys.argv[1])):
