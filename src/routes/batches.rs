@@ -52,13 +52,17 @@ impl Outcome {
     pub fn into_json(self) -> Value {
         match self {
             Outcome::Created(record) => json!({"status": 201, "record": record}),
-            Outcome::Failed(error) => {
-                let mut item = error.body();
-                item["status"] = json!(error.status().as_u16());
-                item
-            }
+            Outcome::Failed(error) => failed_item(&error),
         }
     }
+}
+
+/// A failed item of a batch (of records or of messages): the error as the
+/// request alone would have got it, with its status.
+pub fn failed_item(error: &ApiError) -> Value {
+    let mut item = error.body();
+    item["status"] = json!(error.status().as_u16());
+    item
 }
 
 /// Creates `items` in one transaction, each judged on its own, or with

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::batches::failed_item;
 use super::{Client, JsonBody, PathParams};
 use crate::AppState;
 use crate::access::refusal;
@@ -79,11 +80,7 @@ pub async fn publish_batch(
         .into_iter()
         .map(|item| match item {
             Ok(message) => json!({"status": 201, "message": message}),
-            Err(error) => {
-                let mut item = error.body();
-                item["status"] = json!(error.status().as_u16());
-                item
-            }
+            Err(error) => failed_item(&error),
         })
         .collect();
     let status = if all {
