@@ -17,12 +17,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use livehub::clock::Stamp;
-use livehub::event::{Event, EventId, EventKind, Source};
-use livehub::filter::Filter;
-use livehub::hub::{Hub, Interest, QueueLimit, Scope, Subscription};
-use livehub::identity::Identity;
-use livehub::rules::Access;
+use livehub::engine::clock::Stamp;
+use livehub::engine::event::{Event, EventId, EventKind, Source};
+use livehub::engine::filter::Filter;
+use livehub::engine::hub::{Hub, Interest, QueueLimit, Scope, Subscription};
+use livehub::engine::identity::Identity;
+use livehub::engine::rules::Access;
 use serde_json::json;
 
 const SUBSCRIBERS: usize = 100_000;

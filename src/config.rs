@@ -1,11 +1,14 @@
 //! Configuration: every setting is a flag with an environment twin.
 
-use crate::proxies::TrustedProxies;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::engine::store::{Backlog, Database};
+use crate::engine::{Settings, StreamSettings};
+use crate::proxies::TrustedProxies;
 
 /// Real-time streams of SurrealDB changes over plain HTTP (Server-Sent Events).
 #[derive(Parser, Clone, Debug)]
@@ -227,6 +230,46 @@ impl Config {
         } else {
             Duration::from_millis(250)
         })
+    }
+
+    /// What the engine is set up with, from these flags.
+    pub fn engine_settings(&self) -> Settings {
+        Settings {
+            database: Database {
+                url: self.db.clone(),
+                root: self
+                    .db_user
+                    .clone()
+                    .zip(self.db_pass.as_ref().map(|pass| pass.expose().to_owned())),
+                namespace: self.db_ns.clone(),
+                name: self.db_name.clone(),
+                retention: self.retention,
+                max_backlog: Backlog {
+                    events: self.max_backlog,
+                    bytes: usize::try_from(self.max_backlog_bytes).unwrap_or(usize::MAX),
+                },
+            },
+            streams: StreamSettings {
+                heartbeat: self.heartbeat,
+                retry: self.retry,
+                buffer_events: self.stream_buffer,
+                buffer_bytes: usize::try_from(self.stream_buffer_bytes).unwrap_or(usize::MAX),
+                max_snapshot: self.max_snapshot,
+                settle: self.settle_window(),
+            },
+            poll_interval: self.poll_interval,
+            settle: self.settle_window(),
+            share_interval: self.share_interval,
+            max_replays: self.max_replays as usize,
+            max_streams: self.max_streams,
+            max_streams_per_user: self.max_streams_per_user,
+            max_streams_per_ip: self.max_streams_per_ip,
+            presence_grace: self.presence_grace,
+            presence_ttl: self.presence_ttl,
+            presence_rule: self.presence_rule.clone(),
+            channel_rules: self.channel_rules.clone(),
+            publish_rate: self.publish_rate,
+        }
     }
 }
 

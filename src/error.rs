@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, extract::Request, middleware::Next};
 use serde_json::json;
 
+use crate::engine;
+
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -76,15 +78,15 @@ impl ApiError {
         }
     }
 
-    /// 404 for a collection that does not exist: the one wording.
+    /// 404 for a collection that does not exist (the engine's wording).
     pub fn no_collection(name: &str) -> Self {
-        ApiError::NotFound(format!("no collection named `{name}`"))
+        engine::Error::no_collection(name).into()
     }
 
     /// 404 for a record that does not exist, or that the caller may not
-    /// read (the two look the same): the one wording.
+    /// read (the engine's wording).
     pub fn no_record(collection: &str, key: &str) -> Self {
-        ApiError::NotFound(format!("no record `{key}` in `{collection}`"))
+        engine::Error::no_record(collection, key).into()
     }
 
     /// The HTTP status this error answers with.
@@ -186,68 +188,49 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
     response
 }
 
-impl From<crate::identity::AuthError> for ApiError {
-    fn from(error: crate::identity::AuthError) -> Self {
+/// The one place where the engine's errors become HTTP answers.
+impl From<engine::Error> for ApiError {
+    fn from(error: engine::Error) -> Self {
+        use engine::Error;
         match error {
-            crate::identity::AuthError::TwoAuthorizations => {
-                ApiError::bad_request("invalid_credentials", error.to_string())
+            Error::Invalid { code, message } => ApiError::BadRequest { code, message },
+            Error::InvalidFilter(error) => ApiError::InvalidFilter {
+                message: error.message,
+                column: error.column,
+            },
+            Error::SignInRequired(message) => ApiError::Unauthorized(message),
+            Error::Refused(message) => ApiError::Forbidden(message),
+            Error::NotFound(message) => ApiError::NotFound(message),
+            Error::Conflict(message) => ApiError::Conflict(message),
+            Error::TooManyStreams(message) => ApiError::TooManyStreams(message),
+            Error::RateLimited(message) => ApiError::RateLimited(message),
+            Error::CursorUnavailable { reason, message } => {
+                ApiError::CursorUnavailable { reason, message }
             }
-            error => ApiError::Unauthorized(error.to_string()),
+            Error::Unavailable => ApiError::Unavailable,
+            Error::Overloaded(message) => ApiError::Overloaded(message),
+            Error::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }
 
-impl From<crate::filter::FilterError> for ApiError {
-    fn from(error: crate::filter::FilterError) -> Self {
-        ApiError::InvalidFilter {
-            message: error.message,
-            column: error.column,
-        }
-    }
-}
-
-/// The one place where the store's failures become HTTP answers.
-impl From<crate::store::StoreError> for ApiError {
-    fn from(error: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
-        match error {
-            StoreError::NoCollection(name) => ApiError::no_collection(name.as_str()),
-            StoreError::NoRecord { collection, key } => {
-                ApiError::no_record(collection.as_str(), key.as_str())
+/// The engine's own failures, through [`engine::Error`].
+macro_rules! through_engine_error {
+    ($($source:ty),*) => {$(
+        impl From<$source> for ApiError {
+            fn from(error: $source) -> Self {
+                engine::Error::from(error).into()
             }
-            StoreError::CollectionExists(_)
-            | StoreError::RecordExists { .. }
-            | StoreError::Conflict => ApiError::Conflict(error.to_string()),
-            StoreError::Refused { .. } => ApiError::Forbidden(error.to_string()),
-            StoreError::Unavailable => ApiError::Unavailable,
-            StoreError::Overloaded { .. } => ApiError::Overloaded(error.to_string()),
-            StoreError::Database(error) => error.into(),
-            StoreError::Unexpected(message) => ApiError::Internal(anyhow::anyhow!(message)),
         }
-    }
+    )*};
 }
 
-/// Names that do not check out are the client's mistake.
-impl From<crate::collection::InvalidName> for ApiError {
-    fn from(error: crate::collection::InvalidName) -> Self {
-        use crate::collection::InvalidName;
-        let code = match error {
-            InvalidName::Collection(_) => "invalid_name",
-            InvalidName::Record(_) => "invalid_id",
-        };
-        ApiError::bad_request(code, error.to_string())
-    }
-}
-
-impl From<surrealdb::Error> for ApiError {
-    fn from(error: surrealdb::Error) -> Self {
-        if error.is_connection() {
-            tracing::warn!(error = %error, "database connection error");
-            return ApiError::Unavailable;
-        }
-        ApiError::Internal(anyhow::Error::new(error))
-    }
-}
+through_engine_error!(
+    crate::identity::AuthError,
+    crate::filter::FilterError,
+    crate::store::StoreError,
+    crate::collection::InvalidName
+);
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {

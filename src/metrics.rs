@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::engine::StreamMetrics;
 use crate::hub::HubStats;
 use crate::limits::OpenCounts;
 
@@ -32,21 +32,17 @@ pub struct Ingest {
 }
 
 pub struct Metrics {
-    /// Events sent to clients from a replay (resumes).
-    pub replayed: Counter,
-    /// Time from an event's commit to its being written to a stream.
-    pub commit_to_send: Histogram,
+    /// What the engine's streams count (replays, commit-to-send latency).
+    pub streams: StreamMetrics,
     started: Instant,
     /// `(when, published, delivered)`, one a second, for rates.
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    pub fn new(streams: StreamMetrics) -> Metrics {
         Metrics {
-            replayed: Counter::default(),
-            // 1 ms to about 16 s.
-            commit_to_send: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            streams,
             started: Instant::now(),
             samples: Mutex::new(VecDeque::new()),
         }
@@ -157,7 +153,7 @@ impl Metrics {
         registry.register(
             "events_replayed",
             "Events sent to streams from a replay",
-            self.replayed.clone(),
+            self.streams.replayed.clone(),
         );
         registry.register(
             "lagging_closes",
@@ -173,7 +169,7 @@ impl Metrics {
             "commit_to_send",
             "Time from an event's commit to its write to a stream",
             prometheus_client::registry::Unit::Seconds,
-            self.commit_to_send.clone(),
+            self.streams.commit_to_send.clone(),
         );
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -188,7 +184,7 @@ mod tests {
 
     #[test]
     fn rates_come_from_samples_in_the_window() {
-        let metrics = Metrics::default();
+        let metrics = Metrics::new(StreamMetrics::default());
         let stats = HubStats::default();
         assert_eq!(metrics.rates().published, 0.0);
         metrics.sample(&stats);
@@ -206,9 +202,9 @@ mod tests {
 
     #[test]
     fn the_exposition_names_every_metric() {
-        let metrics = Metrics::default();
-        metrics.commit_to_send.observe(0.004);
-        metrics.replayed.inc();
+        let metrics = Metrics::new(StreamMetrics::default());
+        metrics.streams.commit_to_send.observe(0.004);
+        metrics.streams.replayed.inc();
         let text = metrics.render(
             &HubStats::default(),
             &OpenCounts::default(),

@@ -122,7 +122,7 @@ fn judge(
         Access::Matching(rule) => !rule.matches(&message),
     };
     if refused {
-        return Err(refusal(caller, &format!("publish to `{channel}`")));
+        return Err(refusal(caller, &format!("publish to `{channel}`")).into());
     }
     Ok(message)
 }

@@ -42,7 +42,7 @@ pub struct CollectionPatch {
 
 /// Only admins manage collections.
 fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    crate::access::require_admin(caller, "manage collections")
+    Ok(crate::access::require_admin(caller, "manage collections")?)
 }
 
 /// A collection's metadata, and what `caller` may do with `action` there:

@@ -81,7 +81,7 @@ async fn change(
                 .into_response())
         }
         // One database per node: no other node can hold it.
-        Route::Elsewhere if state.config.embedded_db() => Err(not_yours(id)),
+        Route::Elsewhere if state.config.embedded_db() => Err(not_yours(id).into()),
         Route::Elsewhere => {
             let data = json!({"connection": id, "requester": requester, "change": change});
             state.store.forward_subscription_change(data).await?;

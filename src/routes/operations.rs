@@ -92,7 +92,7 @@ pub async fn stats(
         "subscriptions_per_connection": if open.total == 0 { 0.0 } else { subscriptions as f64 / open.total as f64 },
         "events_published": load(&stats.events_published),
         "events_delivered": load(&stats.events_delivered),
-        "events_replayed": state.metrics.replayed.get(),
+        "events_replayed": state.metrics.streams.replayed.get(),
         "lagging_closes": load(&stats.lagging_closes),
         "events_per_second": state.metrics.rates(),
         "uptime_seconds": state.metrics.uptime().as_secs(),

@@ -289,7 +289,7 @@ async fn open_stream(
     // Counted once the stream is open; dropped with it.
     let present = present_as.map(|user| state.presence.connect(user));
     let session = Session::open(
-        state,
+        state.engine.clone(),
         Opened {
             present,
             caller,

@@ -178,10 +178,10 @@ async fn bad_cursors_and_parameters_get_clear_errors() {
     );
     // An id from before this database was made: the reason a stream's
     // `reset` would give.
-    let an_hour_ago = livehub::clock::Stamp::at(
+    let an_hour_ago = livehub::engine::clock::Stamp::at(
         std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
     );
-    let stale = livehub::event::EventId {
+    let stale = livehub::engine::event::EventId {
         stamp: an_hour_ago,
         index: 0,
     };

@@ -2,7 +2,7 @@
 //! filters, the compiled predicate and SurrealDB running the filter's
 //! `WHERE` translation select the same records.
 
-use livehub::filter::Filter;
+use livehub::engine::filter::Filter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

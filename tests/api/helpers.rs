@@ -7,7 +7,7 @@ use std::time::Duration;
 use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use livehub::Config;
-use livehub::store::Store;
+use livehub::engine::store::Store;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,7 +29,7 @@ pub struct TestApp {
     /// The server's store, for writing as an outside SurrealDB client would.
     pub store: Store,
     /// The server's hub, for its counters.
-    pub hub: livehub::hub::Hub,
+    pub hub: livehub::engine::hub::Hub,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -55,7 +55,7 @@ pub async fn open_stream(client: &reqwest::Client, url: String) -> SseClient {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    livehub::clock::unix_now()
+    livehub::engine::clock::unix_now()
 }
 
 /// A client that sends `token` as a Bearer token with every request.
@@ -483,11 +483,11 @@ impl<'a> Follower<'a> {
 }
 
 /// A collection name for the store's API (as an outside writer would use it).
-pub fn name(text: &str) -> livehub::collection::CollectionName {
-    livehub::collection::CollectionName::new(text).unwrap()
+pub fn name(text: &str) -> livehub::engine::collection::CollectionName {
+    livehub::engine::collection::CollectionName::new(text).unwrap()
 }
 
 /// A record key for the store's API.
-pub fn key(text: &str) -> livehub::collection::RecordKey {
-    livehub::collection::RecordKey::new(text).unwrap()
+pub fn key(text: &str) -> livehub::engine::collection::RecordKey {
+    livehub::engine::collection::RecordKey::new(text).unwrap()
 }

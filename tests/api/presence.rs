@@ -181,7 +181,7 @@ async fn a_dead_nodes_users_are_swept_and_leave_once() {
     let app = spawn_with_grace(Duration::from_secs(3600)).await;
     let mut watch = observer(&app).await;
     // A node that wrote an entry with a 1 ms life, and then died.
-    let ghost = livehub::store::PresenceEntry {
+    let ghost = livehub::engine::store::PresenceEntry {
         node: "dead-node",
         user_id: "ghost",
         user_name: Some("Ghost"),

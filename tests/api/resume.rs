@@ -128,7 +128,7 @@ async fn replay_applies_the_collection_and_filter() {
 async fn ids_from_before_the_database_or_the_future_get_a_reset() {
     let app = TestApp::spawn().await;
     app.create_collection("posts").await;
-    let now_ms = livehub::clock::Stamp::now().millis();
+    let now_ms = livehub::engine::clock::Stamp::now().millis();
     let an_hour_ago = format!("{:016x}{:08x}", (now_ms - 3_600_000) << 16, 0);
     let next_year = format!("{:016x}{:08x}", (now_ms + 365 * 86_400_000) << 16, 0);
     // The in-memory database was created just now, so an hour-old id

@@ -1,8 +1,8 @@
 //! Who may see presence, and who a stream is present as.
 
 use super::PresentUser;
+use crate::Error;
 use crate::access::refusal;
-use crate::error::ApiError;
 use crate::filter::{Expr, FilterError};
 use crate::identity::Caller;
 use crate::rules::{Access, parse_rule};
@@ -29,7 +29,7 @@ impl PresenceRule {
     }
 
     /// What `caller` may see of presence: 401/403 if nothing.
-    pub fn access(&self, caller: &Caller) -> Result<Access, ApiError> {
+    pub fn access(&self, caller: &Caller) -> Result<Access, Error> {
         match Access::of_parsed(self.rule.as_ref(), caller) {
             Access::Nothing => Err(refusal(caller, "see who is online")),
             access => Ok(access),
@@ -46,7 +46,7 @@ pub fn present_as(
     user_id: Option<&str>,
     user_name: Option<&str>,
     anonymous_allowed: bool,
-) -> Result<Option<PresentUser>, ApiError> {
+) -> Result<Option<PresentUser>, Error> {
     let asked = user_id.map(str::trim).filter(|id| !id.is_empty());
     if asked.is_some() || user_name.is_some() {
         let allowed = match caller {
@@ -54,13 +54,13 @@ pub fn present_as(
             None => anonymous_allowed,
         };
         if !allowed {
-            return Err(ApiError::Forbidden(
+            return Err(Error::Refused(
                 "`user_id` and `user_name` are for admins (and anonymous clients, with --anonymous-presence)".into(),
             ));
         }
         if asked.is_some_and(|id| id.len() > 256) || user_name.is_some_and(|name| name.len() > 256)
         {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "invalid_query",
                 "`user_id` and `user_name` are at most 256 bytes",
             ));

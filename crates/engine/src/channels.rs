@@ -22,7 +22,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use crate::error::ApiError;
+use crate::Error;
 use crate::fields::present;
 use crate::identity::Caller;
 use crate::rules::{Access, DEFAULT_READ_RULE, parse_rule};
@@ -34,7 +34,7 @@ const PRIVATE_PREFIX: &str = "user:";
 
 /// Checks a channel name: a letter or digit, then letters, digits and
 /// `_ . : @ -`.
-pub fn validate_channel(name: &str) -> Result<(), ApiError> {
+pub fn validate_channel(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.:@-".contains(c))
@@ -42,7 +42,7 @@ pub fn validate_channel(name: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
+        Err(Error::invalid(
             "invalid_channel",
             format!(
                 "a channel name is a letter or digit, then up to {} letters, digits or `_ . : @ -`",
@@ -194,7 +194,7 @@ impl PublishRate {
 
     /// Takes `count` messages from `publisher`'s allowance; a 429 (and
     /// none taken) if not that many are left.
-    pub fn check(&self, publisher: String, count: usize) -> Result<(), ApiError> {
+    pub fn check(&self, publisher: String, count: usize) -> Result<(), Error> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -202,9 +202,7 @@ impl PublishRate {
             limiter.retain_recent();
         }
         let too_many = || {
-            ApiError::RateLimited(
-                "too many channel messages: slow down (see --publish-rate)".into(),
-            )
+            Error::RateLimited("too many channel messages: slow down (see --publish-rate)".into())
         };
         let count = u32::try_from(count)
             .ok()
@@ -213,7 +211,7 @@ impl PublishRate {
         match limiter.check_key_n(&publisher, count) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(too_many()),
-            Err(_) => Err(ApiError::RateLimited(format!(
+            Err(_) => Err(Error::RateLimited(format!(
                 "a batch of {count} messages is more than --publish-rate allows at once"
             ))),
         }
@@ -246,7 +244,7 @@ mod tests {
         }
         assert!(matches!(
             rate.check("ann".into(), 1),
-            Err(ApiError::RateLimited(_))
+            Err(Error::RateLimited(_))
         ));
         assert!(
             rate.check("bob".into(), 1).is_ok(),

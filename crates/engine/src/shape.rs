@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value as Json};
 
-use crate::error::ApiError;
+use crate::Error;
 use crate::filter::FieldPath;
 
 /// Most fields one `fields=` may name.
@@ -27,7 +27,7 @@ pub struct Shape {
 
 impl Shape {
     /// Reads `fields=a,b.c` (comma-separated field paths) and `diff=`.
-    pub fn parse(fields: Option<&str>, diff: bool) -> Result<Shape, ApiError> {
+    pub fn parse(fields: Option<&str>, diff: bool) -> Result<Shape, Error> {
         let fields = match fields.map(str::trim) {
             None | Some("") => None,
             Some(list) => Some(parse_fields(list)?),
@@ -49,12 +49,12 @@ impl Shape {
     }
 }
 
-fn parse_fields(list: &str) -> Result<Vec<FieldPath>, ApiError> {
+fn parse_fields(list: &str) -> Result<Vec<FieldPath>, Error> {
     let mut fields = Vec::new();
     for text in list.split(',').map(str::trim) {
         let path = FieldPath::parse(text).filter(|_| text.len() <= 256);
         let Some(path) = path else {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "invalid_query",
                 format!(
                     "`fields` must list field names such as `title,author.name`; `{}` is not one",
@@ -67,7 +67,7 @@ fn parse_fields(list: &str) -> Result<Vec<FieldPath>, ApiError> {
         }
     }
     if fields.len() > MAX_FIELDS {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_query",
             format!("`fields` may name at most {MAX_FIELDS} fields"),
         ));

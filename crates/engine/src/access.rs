@@ -3,7 +3,7 @@
 //! `rules` binds a rule to a caller; this module says what a refusal
 //! answers, so every route and stream words it the same way.
 
-use crate::error::ApiError;
+use crate::Error;
 use crate::identity::Caller;
 use crate::rules::{Access, Action, Rules};
 
@@ -20,12 +20,12 @@ pub fn collection_access(
     name: &str,
     caller: &Caller,
     action: Action,
-) -> Result<Access, ApiError> {
+) -> Result<Access, Error> {
     let Some(rules) = rules else {
         if Rules::default().access(action, caller).is_nothing() {
             return Err(refused(caller, action, name));
         }
-        return Err(ApiError::no_collection(name));
+        return Err(Error::no_collection(name));
     };
     let access = rules.access(action, caller);
     if access.is_nothing() {
@@ -36,7 +36,7 @@ pub fn collection_access(
 
 /// The error for a caller whom a rule refuses outright: 401 for an
 /// anonymous caller (signing in may help), 403 for a signed-in one.
-pub fn refused(caller: &Caller, action: Action, collection: &str) -> ApiError {
+pub fn refused(caller: &Caller, action: Action, collection: &str) -> Error {
     refusal(
         caller,
         &format!("{} records of `{collection}`", action.as_str()),
@@ -45,20 +45,20 @@ pub fn refused(caller: &Caller, action: Action, collection: &str) -> ApiError {
 
 /// 401 "sign in to `what`" for an anonymous caller (signing in may help),
 /// 403 "you may not `what`" for a signed-in one: every rule's refusal.
-pub fn refusal(caller: &Caller, what: &str) -> ApiError {
+pub fn refusal(caller: &Caller, what: &str) -> Error {
     match caller {
-        None => ApiError::Unauthorized(format!("sign in to {what}")),
-        Some(_) => ApiError::Forbidden(format!("you may not {what}")),
+        None => Error::SignInRequired(format!("sign in to {what}")),
+        Some(_) => Error::Refused(format!("you may not {what}")),
     }
 }
 
 /// Lets admins through: 401 for an anonymous caller, 403 for anyone else,
 /// saying that only admins may `what` ("manage collections").
-pub fn require_admin(caller: &Caller, what: &str) -> Result<(), ApiError> {
+pub fn require_admin(caller: &Caller, what: &str) -> Result<(), Error> {
     match caller {
         Some(identity) if identity.admin => Ok(()),
-        Some(_) => Err(ApiError::Forbidden(format!("only admins {what}"))),
-        None => Err(ApiError::Unauthorized(format!(
+        Some(_) => Err(Error::Refused(format!("only admins {what}"))),
+        None => Err(Error::SignInRequired(format!(
             "only admins {what}: send an admin token"
         ))),
     }

@@ -21,9 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::AppState;
+use crate::Engine;
+use crate::Error;
 use crate::clock::{Stamp, unix_now};
-use crate::error::ApiError;
 use crate::event::{Audience, Event, EventId, frame_data};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::hub::{Interest, Subscription};
@@ -57,7 +57,7 @@ pub struct Page {
 /// What a page is read for: the caller, and the interest its subscription
 /// was made with (the caller's read rules folded in).
 pub struct Reader<'a> {
-    pub state: &'a AppState,
+    pub state: &'a Engine,
     pub caller: &'a Caller,
     pub interest: &'a Interest,
     /// The read rules the subscription was bound with.
@@ -80,11 +80,11 @@ impl Reader<'_> {
         &self,
         subscription: &mut Subscription,
         request: PageRequest,
-    ) -> Result<Read, ApiError> {
+    ) -> Result<Read, Error> {
         self.state
             .store
             .replay_check(request.since.stamp)
-            .map_err(|reason| ApiError::CursorUnavailable {
+            .map_err(|reason| Error::CursorUnavailable {
                 reason: reason.as_str(),
                 message: format!(
                     "the events after `{}` are not available ({}): start again from `since=earliest` or `since=now`, after reloading the current state",
@@ -101,7 +101,7 @@ impl Reader<'_> {
     }
 
     /// A page that waited, judged as a fresh request would be judged now.
-    fn judge_again(&self, page: Page) -> Result<Read, ApiError> {
+    fn judge_again(&self, page: Page) -> Result<Read, Error> {
         if let Some(identity) = self.caller {
             if identity.expires_at.is_some_and(|exp| exp <= unix_now()) {
                 return Err(AuthError::Expired.into());
@@ -112,7 +112,7 @@ impl Reader<'_> {
                 .revocations()
                 .is_revoked(&identity.user_id, identity.issued_at)
             {
-                return Err(ApiError::Unauthorized(
+                return Err(Error::SignInRequired(
                     "the token was revoked while the page waited: an admin signed this user out; sign in again".into(),
                 ));
             }
@@ -131,7 +131,7 @@ impl Reader<'_> {
     }
 
     /// The events after `request.since` below `edge`, up to the limit.
-    async fn history(&self, edge: Stamp, request: PageRequest) -> Result<Page, ApiError> {
+    async fn history(&self, edge: Stamp, request: PageRequest) -> Result<Page, Error> {
         let state = self.state;
         let mut events = Vec::new();
         let mut since = request.since.stamp;
@@ -140,8 +140,8 @@ impl Reader<'_> {
             let read = read_batch(&state.store, since, edge, &size);
             let batch = in_turn(state, read)
                 .await
-                .ok_or(ApiError::Unavailable)?
-                .map_err(|error| ApiError::Internal(error.into()))?;
+                .ok_or(Error::Unavailable)?
+                .map_err(|error| Error::Internal(error.into()))?;
             let entries = batch.sets.iter().map(|set| set.entries).sum();
             let read: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
             size.observe(entries, &read);

@@ -30,12 +30,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
-use crate::AppState;
+use crate::Engine;
+use crate::Error;
 use crate::access::{collection_access, refusal};
 use crate::clock::{Stamp, unix_now};
 use crate::collection::CollectionName;
 use crate::connections::{Change, Command, Registration, Requester};
-use crate::error::ApiError;
 use crate::event::{Audience, Delivery, Event, EventId, EventKind, Payload, sse_frame};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::filter::{Expr, Filter};
@@ -88,11 +88,11 @@ pub struct Plan {
 /// subscribing is caught by reading the rules again, and the subscription
 /// is made anew.
 pub async fn subscribe(
-    state: &AppState,
+    state: &Engine,
     caller: &Caller,
     plan: &Plan,
     presence: Option<Access>,
-) -> Result<(Interest, Subscription, WatchedRules), ApiError> {
+) -> Result<(Interest, Subscription, WatchedRules), Error> {
     let claims = claims_of(caller);
     let compiled = |expr: Option<Expr>| expr.map(|expr| Arc::new(Filter::new(expr)));
     let mut topics = Topics::new();
@@ -153,8 +153,8 @@ pub async fn subscribe(
         let (subscription, book_at_start) = state.hub.subscribe_with_rules(
             interest.clone(),
             QueueLimit {
-                events: state.config.stream_buffer,
-                bytes: usize::try_from(state.config.stream_buffer_bytes).unwrap_or(usize::MAX),
+                events: state.streams.buffer_events,
+                bytes: state.streams.buffer_bytes,
             },
         );
         // The rules bound must be those in force at the subscription's
@@ -181,7 +181,7 @@ pub async fn subscribe(
         }
         return Ok((interest, subscription, watched));
     }
-    Err(ApiError::Conflict(
+    Err(Error::Conflict(
         "a collection's rules kept changing while the stream opened; retry".into(),
     ))
 }
@@ -225,7 +225,7 @@ pub struct Opened {
 
 /// One open stream.
 pub struct Session {
-    state: AppState,
+    state: Engine,
     caller: Caller,
     interest: Interest,
     watched_rules: WatchedRules,
@@ -269,7 +269,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(state: AppState, opened: Opened, resume: Option<EventId>) -> Session {
+    pub fn open(state: Engine, opened: Opened, resume: Option<EventId>) -> Session {
         let Opened {
             present,
             caller,
@@ -284,7 +284,7 @@ impl Session {
             plan,
         } = opened;
         let (registration, commands) = state.connections.register(&caller);
-        let config = &state.config;
+        let config = &state.streams;
         let start = subscription.start;
         // The stream begins now, after subscribing. The clock first, then
         // the count: a write answered between the two is counted, and its
@@ -312,7 +312,7 @@ impl Session {
             // changes below it are in the snapshot and those above follow.
             phase = Phase::Snapshot;
         } else if fresh {
-            let settled = now.checked_sub(state.config.settle_window()).unwrap_or(now);
+            let settled = now.checked_sub(state.streams.settle).unwrap_or(now);
             let cut = Stamp::of_millis(Stamp::at(settled).millis());
             position = position.max(EventId::before_stamp(cut));
         }
@@ -725,7 +725,7 @@ impl Chunk {
 /// one of `--max-replays` permits for that read only, so many streams
 /// catching up at once take turns and long reads interleave with short
 /// ones. `None` if the server shuts down first.
-pub(crate) async fn in_turn<T>(state: &AppState, read: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn in_turn<T>(state: &Engine, read: impl Future<Output = T>) -> Option<T> {
     let turn = async {
         let _permit = state.replays.acquire().await;
         read.await

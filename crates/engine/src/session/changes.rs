@@ -14,10 +14,10 @@ use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
 use super::{Phase, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe};
+use crate::Error;
 use crate::channels::validate_channel;
 use crate::collection::CollectionName;
 use crate::connections::{Change, NewSubscription, Requester};
-use crate::error::ApiError;
 use crate::event::{Event, sse_frame};
 use crate::filter::Filter;
 use crate::rules::Access;
@@ -49,7 +49,7 @@ pub fn subscription_ids(plan: &Plan, presence: bool) -> Vec<String> {
 impl Session {
     /// Applies a change its owner asked of this node: the answer for the
     /// request, and the frame that marks the change on the stream.
-    pub(super) async fn apply(&mut self, change: Change) -> Result<(Json, Bytes), ApiError> {
+    pub(super) async fn apply(&mut self, change: Change) -> Result<(Json, Bytes), Error> {
         match change {
             Change::Add(new) => self.add(new).await,
             Change::Remove { id } => self.remove(&id).await,
@@ -95,13 +95,13 @@ impl Session {
         Some((change, requester))
     }
 
-    async fn add(&mut self, new: NewSubscription) -> Result<(Json, Bytes), ApiError> {
+    async fn add(&mut self, new: NewSubscription) -> Result<(Json, Bytes), Error> {
         let id = new.id()?;
         let mut plan = self.plan.clone();
         let mut presence = self.interest.presence.clone();
         let topics = plan.collections.len() + plan.channels.len();
         let collection_only = |what: &str| {
-            ApiError::bad_request(
+            Error::invalid(
                 "invalid_body",
                 format!("`{what}` applies to a collection's subscription"),
             )
@@ -120,9 +120,9 @@ impl Session {
                 }
             }
         }
-        let taken = || ApiError::Conflict(format!("this stream has `{id}` already"));
+        let taken = || Error::Conflict(format!("this stream has `{id}` already"));
         let too_many = || {
-            ApiError::Conflict(format!(
+            Error::Conflict(format!(
                 "at most {MAX_TOPICS} collections and channels on one stream"
             ))
         };
@@ -130,7 +130,7 @@ impl Session {
         if let Some(name) = &new.collection {
             let name = CollectionName::new(name)?;
             if plan.all.is_some() {
-                return Err(ApiError::Conflict(
+                return Err(Error::Conflict(
                     "this stream carries every collection already".into(),
                 ));
             }
@@ -149,7 +149,7 @@ impl Session {
             let first = First::parse(new.snapshot_limit, new.snapshot_sort.as_deref(), diff)?;
             let wants_snapshot = new.snapshot.unwrap_or(false);
             if first.is_some() && !wants_snapshot {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "invalid_body",
                     "`snapshot_limit` and `snapshot_sort` need `snapshot: true`",
                 ));
@@ -196,7 +196,7 @@ impl Session {
         Ok((body, frame))
     }
 
-    async fn remove(&mut self, id: &str) -> Result<(Json, Bytes), ApiError> {
+    async fn remove(&mut self, id: &str) -> Result<(Json, Bytes), Error> {
         let mut plan = self.plan.clone();
         let mut presence = self.interest.presence.clone();
         let before = (
@@ -218,12 +218,12 @@ impl Session {
                 presence.is_some(),
             )
         {
-            return Err(ApiError::NotFound(format!(
+            return Err(Error::NotFound(format!(
                 "this stream has no subscription `{id}`"
             )));
         }
         if plan.all.is_none() && plan.collections.is_empty() && plan.channels.is_empty() {
-            return Err(ApiError::Conflict(
+            return Err(Error::Conflict(
                 "a stream keeps at least one collection or channel: close it instead".into(),
             ));
         }
@@ -238,7 +238,7 @@ impl Session {
     /// Subscribes anew with `plan` and `presence`, keeping the events the
     /// old subscription holds from before the new one's start (see the
     /// seam above).
-    async fn resubscribe(&mut self, plan: Plan, presence: Option<Access>) -> Result<(), ApiError> {
+    async fn resubscribe(&mut self, plan: Plan, presence: Option<Access>) -> Result<(), Error> {
         let (interest, subscription, watched) =
             subscribe(&self.state, &self.caller, &plan, presence).await?;
         let start = subscription.start;

@@ -56,7 +56,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Config;
+    use crate::store::Database;
     use crate::store::WriteTracker;
 
     /// Expired tickets used to be deleted by every ticket request, with a
@@ -64,7 +64,7 @@ mod tests {
     /// through an index on `expires`.
     #[tokio::test]
     async fn expired_tickets_are_pruned_through_an_index() {
-        let store = Store::connect(&Config::defaults(), WriteTracker::new())
+        let store = Store::connect(&Database::in_memory(), WriteTracker::new())
             .await
             .unwrap();
         let claims = serde_json::json!({"sub": "ann"});

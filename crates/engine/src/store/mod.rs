@@ -29,7 +29,6 @@ use surrealdb::engine::any::Any;
 
 use crate::clock::Stamp;
 use crate::collection::{CollectionName, RecordKey};
-use crate::config::Config;
 
 mod changes;
 mod collections;
@@ -64,10 +63,10 @@ const CONFLICT_RETRIES: u32 = 5;
 /// Why a store operation failed, in storage terms.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// (Worded for clients by `ApiError::no_collection`.)
+    /// (Worded for clients by `Error::no_collection`.)
     #[error("collection `{0}` does not exist")]
     NoCollection(CollectionName),
-    /// (Worded for clients by `ApiError::no_record`.)
+    /// (Worded for clients by `Error::no_record`.)
     #[error("record `{key}` does not exist in `{collection}`")]
     NoRecord {
         collection: CollectionName,
@@ -159,22 +158,73 @@ impl Unreplayable {
     }
 }
 
+/// Which database to use, and how.
+#[derive(Clone)]
+pub struct Database {
+    /// `mem://`, `surrealkv://<dir>` (embedded) or `ws://host:port` (a server).
+    pub url: String,
+    /// A root user and password, for a server.
+    pub root: Option<(String, String)>,
+    pub namespace: String,
+    pub name: String,
+    /// How long changes stay replayable (collections created from now on).
+    pub retention: Duration,
+    /// How far writes may run ahead of the streams before they are refused.
+    pub max_backlog: Backlog,
+}
+
+impl std::fmt::Debug for Database {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.url)
+            .field("user", &self.root.as_ref().map(|(user, _)| user))
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("retention", &self.retention)
+            .field("max_backlog", &self.max_backlog)
+            .finish()
+    }
+}
+
+impl Database {
+    /// A fresh database in memory, with the flags' defaults (for tests).
+    pub fn in_memory() -> Database {
+        Database {
+            url: "mem://".into(),
+            root: None,
+            namespace: "livehub".into(),
+            name: "livehub".into(),
+            retention: Duration::from_secs(24 * 3600),
+            max_backlog: Backlog {
+                events: 20_000,
+                bytes: 64 * 1024 * 1024,
+            },
+        }
+    }
+
+    /// Whether the database runs in this process (no other node can share it).
+    pub fn is_embedded(&self) -> bool {
+        !(self.url.starts_with("ws://") || self.url.starts_with("wss://"))
+    }
+}
+
 impl Store {
     /// Connects to the configured database and prepares livehub's tables.
-    pub async fn connect(config: &Config, writes: WriteTracker) -> anyhow::Result<Store> {
-        let db = surrealdb::engine::any::connect(config.db.as_str())
+    pub async fn connect(config: &Database, writes: WriteTracker) -> anyhow::Result<Store> {
+        let db = surrealdb::engine::any::connect(config.url.as_str())
             .await
-            .with_context(|| format!("connecting to the database at {}", config.db))?;
-        if let (Some(user), Some(pass)) = (&config.db_user, &config.db_pass) {
+            .with_context(|| format!("connecting to the database at {}", config.url))?;
+        if let Some((user, pass)) = &config.root {
             db.signin(surrealdb::opt::auth::Root {
                 username: user.clone(),
-                password: pass.expose().to_owned(),
+                password: pass.clone(),
             })
             .await
             .context("signing in to the database")?;
         }
-        db.use_ns(config.db_ns.as_str())
-            .use_db(config.db_name.as_str())
+        db.use_ns(config.namespace.as_str())
+            .use_db(config.name.as_str())
             .await
             .context("selecting the namespace and database")?;
         let mut store = Store {
@@ -185,10 +235,7 @@ impl Store {
             epoch: Stamp(0),
             horizon: Stamp(0),
             available: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            max_backlog: Backlog {
-                events: config.max_backlog,
-                bytes: usize::try_from(config.max_backlog_bytes).unwrap_or(usize::MAX),
-            },
+            max_backlog: config.max_backlog,
             overloaded: Arc::default(),
             node: Arc::from(RecordKey::generate().to_string()),
         };

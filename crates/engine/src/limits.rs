@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::error::ApiError;
+use crate::Error;
 
 /// Counts open streams and refuses new ones past the configured limits
 /// (each 0 for no limit).
@@ -53,11 +53,11 @@ impl StreamLimits {
         self: &Arc<Self>,
         user: Option<&str>,
         ip: Option<IpAddr>,
-    ) -> Result<StreamPermit, ApiError> {
+    ) -> Result<StreamPermit, Error> {
         let reached = |open: usize, max: usize| max != 0 && open >= max;
         let mut open = self.lock();
         if reached(open.total, self.max_total) {
-            return Err(ApiError::TooManyStreams(format!(
+            return Err(Error::TooManyStreams(format!(
                 "the server has {} open streams, its limit",
                 self.max_total
             )));
@@ -68,7 +68,7 @@ impl StreamLimits {
                 self.max_per_user,
             )
         {
-            return Err(ApiError::TooManyStreams(format!(
+            return Err(Error::TooManyStreams(format!(
                 "this user has {} open streams, the limit per user; close one first",
                 self.max_per_user
             )));
@@ -76,7 +76,7 @@ impl StreamLimits {
         if let Some(ip) = ip
             && reached(open.by_ip.get(&ip).copied().unwrap_or(0), self.max_per_ip)
         {
-            return Err(ApiError::TooManyStreams(format!(
+            return Err(Error::TooManyStreams(format!(
                 "this address has {} open streams, the limit per address; close one first",
                 self.max_per_ip
             )));

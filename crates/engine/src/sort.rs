@@ -1,19 +1,19 @@
 //! A sort order as clients write it: `field`, `-field` or `+field`.
 
-use crate::error::ApiError;
+use crate::Error;
 use crate::filter::FieldPath;
 use crate::store::SortOrder;
 
 /// `field`, `-field` or `+field`, with a dotted path of identifiers (as
 /// filters write them).
-pub fn parse_sort(sort: &str) -> Result<SortOrder, ApiError> {
+pub fn parse_sort(sort: &str) -> Result<SortOrder, Error> {
     let (descending, path) = match sort.strip_prefix('-') {
         Some(path) => (true, path),
         None => (false, sort.strip_prefix('+').unwrap_or(sort)),
     };
     let field = FieldPath::parse(path).filter(|_| path.len() <= 256);
     let Some(field) = field else {
-        return Err(ApiError::bad_request(
+        return Err(Error::invalid(
             "invalid_query",
             format!(
                 "`sort` must be a field name such as `title` or `-created`, not `{}`",

@@ -21,9 +21,9 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::Value as Json;
 
-use crate::AppState;
+use crate::Engine;
+use crate::Error;
 use crate::collection::CollectionName;
-use crate::error::ApiError;
 use crate::event::snapshot_frame;
 use crate::filter::Expr;
 use crate::hub::{Interest, Scope};
@@ -55,14 +55,14 @@ impl First {
         limit: Option<u32>,
         sort: Option<&str>,
         diff: bool,
-    ) -> Result<Option<First>, ApiError> {
+    ) -> Result<Option<First>, Error> {
         if limit.is_none() && sort.is_none() {
             return Ok(None);
         }
         let limit = match limit {
             Some(limit @ 1..=MAX_FIRST) => limit,
             None => {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "invalid_query",
                     format!(
                         "`snapshot_sort` picks the first N records: give `snapshot_limit` too (1 to {MAX_FIRST})"
@@ -70,7 +70,7 @@ impl First {
                 ));
             }
             Some(_) => {
-                return Err(ApiError::bad_request(
+                return Err(Error::invalid(
                     "invalid_query",
                     format!(
                         "`snapshot_limit` must be between 1 and {MAX_FIRST} (it picks the first N records by `snapshot_sort`)"
@@ -79,7 +79,7 @@ impl First {
             }
         };
         if diff {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "invalid_query",
                 "`diff=true` patches records the client holds, and with `snapshot_limit` it holds only the first N: use one or the other",
             ));
@@ -112,15 +112,15 @@ pub fn snapshot_parts(
 /// Refuses a snapshot of more records than `--max-snapshot`, before the
 /// stream opens (a stream that failed midway would only be retried).
 pub async fn check_snapshot_size(
-    state: &AppState,
+    state: &Engine,
     parts: &[(CollectionName, Option<Expr>)],
-) -> Result<(), ApiError> {
-    let max = state.config.max_snapshot;
+) -> Result<(), Error> {
+    let max = state.streams.max_snapshot;
     let mut total = 0;
     for (name, condition) in parts {
         total += state.store.count_records(name, condition.as_ref()).await?;
         if total > max {
-            return Err(ApiError::bad_request(
+            return Err(Error::invalid(
                 "snapshot_too_large",
                 format!(
                     "more than {max} records match this snapshot (the server's --max-snapshot): narrow the filter, or take the first N with `snapshot_limit` and `snapshot_sort`"

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error::ApiError;
+use crate::Error;
 use crate::identity::Caller;
 
 /// Changes a stream has not taken yet, at most.
@@ -49,12 +49,12 @@ pub struct NewSubscription {
 impl NewSubscription {
     /// The id the subscription will have on the stream: `collection:<name>`,
     /// `channel:<name>` or `presence`.
-    pub fn id(&self) -> Result<String, ApiError> {
+    pub fn id(&self) -> Result<String, Error> {
         match (&self.collection, &self.channel, self.presence) {
             (Some(name), None, None) => Ok(format!("collection:{name}")),
             (None, Some(name), None) => Ok(format!("channel:{name}")),
             (None, None, Some(true)) => Ok("presence".into()),
-            _ => Err(ApiError::bad_request(
+            _ => Err(Error::invalid(
                 "invalid_body",
                 "name exactly one of `collection`, `channel` or `presence: true`",
             )),
@@ -140,7 +140,7 @@ impl Requester {
 /// once, and a stream rarely gets one at all.
 pub struct Command {
     pub change: Change,
-    pub reply: oneshot::Sender<Result<Json, ApiError>>,
+    pub reply: oneshot::Sender<Result<Json, Error>>,
 }
 
 /// The changeable streams of this node.
@@ -206,7 +206,7 @@ impl Connections {
     /// Where a change of stream `id` asked by `requester` goes; a stream of
     /// this node owned by someone else is refused (as if it did not exist,
     /// so ids cannot be probed).
-    pub fn route(&self, id: &str, requester: &Requester) -> Result<Route, ApiError> {
+    pub fn route(&self, id: &str, requester: &Requester) -> Result<Route, Error> {
         match self.lock().get(id) {
             Some(entry) if entry.owner.admits(requester) => Ok(Route::Here(entry.commands.clone())),
             Some(_) => Err(not_yours(id)),
@@ -215,14 +215,15 @@ impl Connections {
     }
 
     /// How many streams are open here.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().len()
     }
 }
 
 /// The answer for a stream that does not exist or is not the caller's.
-pub fn not_yours(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no open stream `{id}` of yours"))
+pub fn not_yours(id: &str) -> Error {
+    Error::NotFound(format!("no open stream `{id}` of yours"))
 }
 
 #[cfg(test)]
