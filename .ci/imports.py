@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The module graph of src/: fails on an import cycle, and on `store`
-importing from the modules that build on it. (The filter language is a crate
-of its own, crates/filter, so it cannot import livehub at all.)
+"""The module graph inside each crate: fails on an import cycle, and on the
+engine's `store` importing from the modules that build on it. What crosses
+crates cargo checks already: the filter language (crates/filter) cannot
+import livehub at all, the engine (crates/engine) cannot import the HTTP
+crate (src/).
 
 An edge is a `use crate::...` or `super::...` path outside `#[cfg(test)]`
 code, resolved to the longest module it names; a module's edges to its own
@@ -12,23 +14,39 @@ import pathlib
 import re
 import sys
 
-SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
-# Modules these may not import (by top-level name).
-FORBIDDEN = {
-    "store": {"routes", "hub", "feed", "session", "error"},
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Each crate's sources, with the modules that may not import others (by
+# top-level name).
+CRATES = {
+    ROOT / "src": {},
+    ROOT / "crates" / "engine" / "src": {
+        "store": {"hub", "feed", "session", "pages", "decide", "peers"},
+    },
 }
 
 
-def module_name(path):
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
+def module_name(src, path):
+    parts = list(path.relative_to(src).with_suffix("").parts)
     if parts[-1] == "mod":
         parts.pop()
     return "::".join(parts)
 
 
 def main():
-    files = [p for p in SRC.rglob("*.rs") if p.name not in ("main.rs", "lib.rs") or p.parent != SRC]
-    modules = {module_name(p): p for p in files}
+    failures = []
+    count = 0
+    for src, forbidden in CRATES.items():
+        count += check(src, forbidden, failures)
+    for failure in failures:
+        print(failure, file=sys.stderr)
+    if failures:
+        sys.exit(1)
+    print(f"{count} modules in {len(CRATES)} crates, no import cycle")
+
+
+def check(src, forbidden, failures):
+    files = [p for p in src.rglob("*.rs") if p.name not in ("main.rs", "lib.rs") or p.parent != src]
+    modules = {module_name(src, p): p for p in files}
 
     def resolve(path):
         parts = path.split("::")
@@ -52,20 +70,16 @@ def main():
                 continue
             graph[name].add(target)
 
-    failures = []
+    crate = src.relative_to(ROOT)
     for graph_of, label in ((graph, "module"), (top_level(graph), "top-level module")):
         for cycle in cycles(graph_of):
-            failures.append(f"{label} import cycle: {' -> '.join(cycle)}")
+            failures.append(f"{crate}: {label} import cycle: {' -> '.join(cycle)}")
     for module, targets in graph.items():
         top = module.split("::")[0]
         for target in targets:
-            if target.split("::")[0] in FORBIDDEN.get(top, ()):
-                failures.append(f"{module} imports {target}")
-    for failure in failures:
-        print(failure, file=sys.stderr)
-    if failures:
-        sys.exit(1)
-    print(f"{len(modules)} modules, no import cycle")
+            if target.split("::")[0] in forbidden.get(top, ()):
+                failures.append(f"{crate}: {module} imports {target}")
+    return len(modules)
 
 
 def top_level(graph):

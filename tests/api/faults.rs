@@ -107,6 +107,20 @@ async fn a_database_killed_and_restarted_loses_no_committed_change() {
             .expect("the stream ends")
             .unwrap();
         assert!(body.contains("\nretry: 2000\n"), "{body}");
+        // A change page is asked to come back later too: a 503, like a
+        // write, not a 500 (the page's changefeed read fails).
+        let page = node
+            .client
+            .get(node.url("/api/v1/changes?collections=posts&since=earliest"))
+            .send();
+        let response = tokio::time::timeout(HANG_GUARD, page)
+            .await
+            .expect("a change page while the database is down does not hang")
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
     }
 
     server.restart().await;

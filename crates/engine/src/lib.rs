@@ -36,6 +36,7 @@ pub mod channels;
 pub mod clock;
 pub mod collection;
 pub mod connections;
+mod decide;
 mod error;
 pub mod event;
 mod feed;

@@ -24,11 +24,12 @@ use tokio::time::Instant;
 use crate::Engine;
 use crate::Error;
 use crate::clock::{Stamp, unix_now};
-use crate::event::{Audience, Event, EventId, frame_data};
+use crate::decide::{ends_page, judge, replayable};
+use crate::event::{Event, EventId, frame_data};
 use crate::feed::{PageSize, events_of, read_batch};
 use crate::hub::{Interest, Subscription};
 use crate::identity::{AuthError, Caller};
-use crate::session::{WatchedRules, frame_for, in_turn, judge, replayable};
+use crate::session::{WatchedRules, frame_for, in_turn};
 use crate::shape::Shape;
 
 /// Where a page starts and how much it may hold.
@@ -141,7 +142,7 @@ impl Reader<'_> {
             let batch = in_turn(state, read)
                 .await
                 .ok_or(Error::Unavailable)?
-                .map_err(|error| Error::Internal(error.into()))?;
+                .map_err(Error::from)?;
             let entries = batch.sets.iter().map(|set| set.entries).sum();
             let read: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
             size.observe(entries, &read);
@@ -222,12 +223,7 @@ impl Reader<'_> {
                 if verdict.end {
                     return;
                 }
-                // A collection event or a notice ends the page: the next
-                // request binds the rules anew.
-                let audience = event.kind.audience();
-                if page.events.len() >= request.limit
-                    || matches!(audience, Audience::Collection | Audience::Everyone)
-                {
+                if page.events.len() >= request.limit || ends_page(event.kind) {
                     break;
                 }
                 next = subscription.try_recv();

@@ -48,7 +48,16 @@ impl RuleBook {
             EventKind::CollectionCreated | EventKind::CollectionUpdated => {
                 self.collections.insert(name.clone(), meta.clone());
             }
-            _ => {}
+            // Only collection events carry a collection's metadata.
+            EventKind::RecordCreated
+            | EventKind::RecordUpdated
+            | EventKind::RecordDeleted
+            | EventKind::ChannelMessage
+            | EventKind::UserJoined
+            | EventKind::UserLeft
+            | EventKind::SystemAnnouncement
+            | EventKind::ForcedLogout
+            | EventKind::SubscriptionChange => {}
         }
     }
 

@@ -45,11 +45,13 @@ use crate::identity::{Caller, claims_of};
 use crate::limits::StreamPermit;
 use crate::presence::PresenceGuard;
 use crate::rulebook::RuleBook;
-use crate::rules::{Access, Action, Rules, both};
+use crate::rules::{Access, Action, both};
 use crate::shape::{Shape, merge_patch};
 use crate::store::Unreplayable;
 
 mod changes;
+
+use crate::decide::{judge, replayable};
 
 pub use changes::MAX_TOPICS;
 use changes::subscription_ids;
@@ -66,8 +68,7 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// while it subscribes.
 const SUBSCRIBE_ATTEMPTS: usize = 3;
 
-/// The read rules each named collection's topic was bound with.
-pub type WatchedRules = HashMap<Arc<str>, Rules>;
+pub use crate::decide::WatchedRules;
 
 /// What a stream asked for.
 #[derive(Clone)]
@@ -736,114 +737,6 @@ pub(crate) async fn in_turn<T>(state: &Engine, read: impl Future<Output = T>) ->
     }
 }
 
-/// What a live event does to a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Verdict {
-    /// Whether the stream sends it.
-    pub send: bool,
-    /// Whether the stream ends after it: a sign-out of its user, or a
-    /// change to a read rule it was bound with (reconnecting binds the new
-    /// rules, and the client resumes after this event, losing nothing).
-    pub end: bool,
-}
-
-/// For a live event the hub delivered to a stream of `caller` bound with
-/// `watched` rules: whether to send it, and whether the stream ends after it.
-pub(crate) fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
-    let send = Verdict {
-        send: true,
-        end: false,
-    };
-    match event.kind.audience() {
-        Audience::Record | Audience::Channel | Audience::Presence => send,
-        Audience::Everyone => match event.kind {
-            // Taken by the stream it is for, before judging; never sent.
-            EventKind::SubscriptionChange => Verdict {
-                send: false,
-                end: false,
-            },
-            // Only the signed-out user's streams show it, and end.
-            EventKind::ForcedLogout => {
-                let ours = event.sign_out().is_some_and(|sign_out| {
-                    caller.as_ref().is_some_and(|identity| {
-                        sign_out.refuses(&identity.user_id, identity.issued_at)
-                    })
-                });
-                Verdict {
-                    send: ours,
-                    end: ours,
-                }
-            }
-            _ => send,
-        },
-        Audience::Collection => {
-            let Some(watched) = event.collection().and_then(|name| watched.get(name)) else {
-                return send;
-            };
-            match event.kind {
-                EventKind::CollectionDeleted => Verdict {
-                    send: true,
-                    end: true,
-                },
-                EventKind::CollectionUpdated => {
-                    let rules = event.collection_rules();
-                    if rules.read == watched.read {
-                        return send;
-                    }
-                    // A rule that now hides the collection hides the event too.
-                    let shown = !rules.access(Action::Read, caller).is_nothing();
-                    Verdict {
-                        send: shown,
-                        end: true,
-                    }
-                }
-                _ => send,
-            }
-        }
-    }
-}
-
-/// Whether a replayed event may reach a stream of `caller` (before its
-/// interest decides), judged by the rules of now.
-pub(crate) fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
-    if event.is_ephemeral() {
-        // Delivered live, once: never in a replay or a page.
-        return false;
-    }
-    match event.kind.audience() {
-        // A sign-out is news only while it happens: a stream resuming now
-        // was opened with a token that passed it.
-        // So is a change to a stream, which only its stream takes, live.
-        Audience::Everyone => !matches!(
-            event.kind,
-            EventKind::ForcedLogout | EventKind::SubscriptionChange
-        ),
-        Audience::Presence | Audience::Channel => true,
-        Audience::Record | Audience::Collection => {
-            // The history of a deleted collection is not replayed under the
-            // rules of a new one with the same name (admins see it all).
-            let admin = caller.as_ref().is_some_and(|identity| identity.admin);
-            let predates = event
-                .collection()
-                .and_then(|name| rules.get(name))
-                .is_some_and(|meta| meta.predates(event.id.stamp));
-            if !admin && predates {
-                return false;
-            }
-            // A collection event carries the collection's rules as they
-            // were then: one from a time this caller could not read the
-            // collection is not replayed to it (a named collection's topic
-            // holds its read rule in its filter, which collection events
-            // skip).
-            if event.kind.audience() == Audience::Collection {
-                let then = event.collection_rules();
-                return !then.access(Action::Read, caller).is_nothing();
-            }
-            true
-        }
-    }
-}
-
 /// Where a new stream begins: the position its `connected` event carries,
 /// its first phase, and the `reset` it gets if its resume id cannot be
 /// served.
@@ -905,6 +798,8 @@ fn expired_frame() -> Bytes {
 mod tests {
     use super::*;
     use crate::collection::CollectionMeta;
+    use crate::decide::Verdict;
+    use crate::rules::Rules;
     use crate::event::{Detail, Source};
     use crate::identity::Identity;
     use crate::revocations::SignOut;
