@@ -799,10 +799,10 @@ mod tests {
     use super::*;
     use crate::collection::CollectionMeta;
     use crate::decide::Verdict;
-    use crate::rules::Rules;
     use crate::event::{Detail, Source};
     use crate::identity::Identity;
     use crate::revocations::SignOut;
+    use crate::rules::Rules;
     use serde_json::json;
 
     fn user(sub: &str, issued_at: Option<u64>, admin: bool) -> Caller {
