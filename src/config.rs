@@ -258,7 +258,6 @@ impl Config {
                 settle: self.settle_window(),
             },
             poll_interval: self.poll_interval,
-            settle: self.settle_window(),
             share_interval: self.share_interval,
             max_replays: self.max_replays as usize,
             max_streams: self.max_streams,

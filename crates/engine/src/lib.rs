@@ -86,8 +86,6 @@ pub struct Settings {
     pub streams: StreamSettings,
     /// How often the feed polls the changefeed for other writers' changes.
     pub poll_interval: Duration,
-    /// How long the feed waits before delivering a change it did not write.
-    pub settle: Duration,
     /// How often this node shares its low stamp with the others (a
     /// database server with a settle window under [`peers::USEFUL_BELOW`]).
     pub share_interval: Duration,
@@ -119,7 +117,8 @@ pub struct StreamSettings {
     pub buffer_bytes: usize,
     /// Most records in one snapshot.
     pub max_snapshot: u64,
-    /// The feed's settle window (a new stream drops what lies below it).
+    /// The feed's settle window: how long it waits before delivering a
+    /// change it did not write (a new stream drops what lies below it).
     pub settle: Duration,
 }
 
@@ -200,8 +199,9 @@ impl Engine {
         let channels = ChannelRules::parse(&settings.channel_rules)?;
         let store = Store::connect(&settings.database, WriteTracker::new()).await?;
         let embedded = settings.database.is_embedded();
+        let settle = settings.streams.settle;
         // Before anything can write: see `peers`.
-        let peers = if embedded || settings.settle >= peers::USEFUL_BELOW {
+        let peers = if embedded || settings.streams.settle >= peers::USEFUL_BELOW {
             None
         } else {
             let peers = peers::Peers::join(store.clone(), settings.share_interval);
@@ -212,7 +212,10 @@ impl Engine {
             )
         };
         // The feed starts at the present: older changes reach clients by replay.
-        let start = store.writes().watermark(settings.settle).max(store.epoch());
+        let start = store
+            .writes()
+            .watermark(settings.streams.settle)
+            .max(store.epoch());
         let rules = RuleBook::at(&store, start).await?;
         let hub = Hub::new(start, rules);
         for sign_out in store.sign_outs().await? {
@@ -246,7 +249,7 @@ impl Engine {
         let background = Background {
             engine: engine.clone(),
             poll_interval: settings.poll_interval,
-            settle: settings.settle,
+            settle,
             embedded,
             presence_task,
             peers,

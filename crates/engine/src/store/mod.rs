@@ -188,8 +188,10 @@ impl std::fmt::Debug for Database {
 }
 
 impl Database {
-    /// A fresh database in memory, with the flags' defaults (for tests).
-    pub fn in_memory() -> Database {
+    /// A fresh database in memory, for the engine's unit tests (the
+    /// `livehub` crate's defaults come from its flags).
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Database {
         Database {
             url: "mem://".into(),
             root: None,
