@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
-use super::realtime::{TopicLists, plan};
+use super::realtime::{TopicLists, plan, query_pairs};
 use super::{Client, QueryParams};
 use crate::AppState;
 use crate::clock::Stamp;
@@ -78,7 +78,7 @@ pub async fn page(
         collections: params.collections.as_deref(),
         channels: params.channels.as_deref(),
     };
-    let plan = plan(None, topics, raw_query.as_deref(), query)?;
+    let plan = plan(None, topics, &query_pairs(raw_query.as_deref())?, query)?;
     // Patches need the record the client holds; a page reader holds none
     // the server knows of.
     let shape = Shape::parse(params.fields.as_deref(), false)?;

@@ -22,7 +22,7 @@ pub async fn add(
     headers: HeaderMap,
     JsonBody(new): JsonBody<NewSubscription>,
 ) -> Result<Response, ApiError> {
-    let subscription = new.id()?;
+    let subscription = new.id()?.to_string();
     let requester = requester(&caller, &headers)?;
     change(&state, &id, requester, subscription, Change::Add(new)).await
 }

@@ -19,7 +19,6 @@ use serde_json::json;
 use super::extract::{refuse_revoked, stream_caller};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
-use crate::channels::validate_channel;
 use crate::collection::CollectionName;
 use crate::error::ApiError;
 use crate::event::EventId;
@@ -27,10 +26,9 @@ use crate::filter::Filter;
 use crate::identity::claims_of;
 use crate::presence::present_as;
 use crate::session::{
-    First, MAX_TOPICS, Opened, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts,
-    subscribe,
+    First, Opened, Plan, Resume, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe,
 };
-use crate::shape::Shape;
+use crate::shape::{Shape, Shapes};
 
 /// Query of the stream routes. Unknown parameters are ignored.
 #[derive(Deserialize, Default)]
@@ -109,11 +107,11 @@ pub(super) struct TopicLists<'a> {
 /// What a stream (or a change page) asks for, from the route's collection
 /// (if any) and the query: `collections=` and `channels=` (comma-separated) name topics;
 /// `filter.<collection>=` filters a named collection; `query=` filters the
-/// route's collection, or every collection.
+/// route's collection, or every collection. A name given twice counts once.
 pub(super) fn plan(
     route: Option<String>,
     topics: TopicLists<'_>,
-    raw_query: Option<&str>,
+    pairs: &[(String, String)],
     query: Option<Filter>,
 ) -> Result<Plan, ApiError> {
     let list = |text: Option<&str>| -> Vec<String> {
@@ -125,16 +123,9 @@ pub(super) fn plan(
             .collect()
     };
     let mut names = list(topics.collections);
-    let mut channels = list(topics.channels);
-    let mut seen = std::collections::HashSet::new();
-    channels.retain(|channel| seen.insert(channel.clone()));
-    for channel in &channels {
-        validate_channel(channel)?;
-    }
-    // `filter.<collection>=<filter>`, read from the raw query.
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
-    let mut filters = std::collections::HashMap::new();
+    let channels = list(topics.channels);
+    // `filter.<collection>=<filter>`.
+    let mut filters = HashMap::new();
     for (key, text) in pairs {
         if let Some(name) = key.strip_prefix("filter.") {
             if filters.contains_key(name) {
@@ -143,11 +134,11 @@ pub(super) fn plan(
                     format!("`filter.{name}` is given twice"),
                 ));
             }
-            let filter = Filter::parse(&text).map_err(|error| ApiError::InvalidFilter {
+            let filter = Filter::parse(text).map_err(|error| ApiError::InvalidFilter {
                 message: format!("`filter.{name}`: {}", error.message),
                 column: error.column,
             })?;
-            filters.insert(name.to_owned(), filter);
+            filters.insert(name, filter);
         }
     }
     let query = query.map(|filter| filter.expr().clone());
@@ -161,18 +152,25 @@ pub(super) fn plan(
             ));
         }
     }
-    let all = (names.is_empty() && channels.is_empty()).then(|| query.clone());
-    let mut collections = Vec::new();
+    if names.is_empty() && channels.is_empty() {
+        return Ok(Plan::every_collection(query));
+    }
+    let mut plan = Plan::named();
     for name in names {
         let name = CollectionName::new(&name)?;
-        if collections.iter().any(|(other, _)| *other == name) {
+        if plan.collections.iter().any(|(other, _)| *other == name) {
             continue;
         }
         let filter = match filters.remove(name.as_str()) {
             Some(filter) => Some(filter.expr().clone()),
             None => query.clone(),
         };
-        collections.push((name, filter));
+        plan.add_collection(name, filter)?;
+    }
+    for channel in channels {
+        if !plan.channels.contains(&channel) {
+            plan.add_channel(&channel)?;
+        }
     }
     if let Some(name) = filters.keys().next() {
         return Err(ApiError::bad_request(
@@ -180,16 +178,14 @@ pub(super) fn plan(
             format!("`filter.{name}` names a collection this stream does not subscribe to"),
         ));
     }
-    if collections.len() + channels.len() > MAX_TOPICS {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("at most {MAX_TOPICS} collections and channels on one stream"),
-        ));
-    }
-    Ok(Plan {
-        all,
-        collections,
-        channels,
+    Ok(plan)
+}
+
+/// The query's pairs, for the parameters that carry a name in their key
+/// (`filter.<collection>`, `fields.<collection>`, `diff.<collection>`).
+pub(super) fn query_pairs(raw_query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw_query.unwrap_or("")).map_err(|error| {
+        ApiError::bad_request("invalid_query", format!("the query string: {error}"))
     })
 }
 
@@ -213,18 +209,21 @@ async fn open_stream(
         collections: params.collections.as_deref(),
         channels: params.channels.as_deref(),
     };
-    let plan = plan(route, topics, raw_query.as_deref(), query)?;
-    let shape = Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?;
-    let shapes = shapes_by_collection(
-        raw_query.as_deref(),
-        &plan,
-        params.fields.as_deref(),
-        params.diff.unwrap_or(false),
-    )?;
+    let pairs = query_pairs(raw_query.as_deref())?;
+    let plan = plan(route, topics, &pairs, query)?;
+    let shapes = Shapes {
+        stream: Shape::parse(params.fields.as_deref(), params.diff.unwrap_or(false))?,
+        own: shapes_by_collection(
+            &pairs,
+            &plan,
+            params.fields.as_deref(),
+            params.diff.unwrap_or(false),
+        )?,
+    };
     let first = First::parse(
         params.snapshot_limit,
         params.snapshot_sort.as_deref(),
-        params.diff == Some(true) || shapes.values().any(|shape| shape.diff),
+        shapes.any_diff(),
     )?;
     let wants_snapshot = params.snapshot.unwrap_or(false);
     if wants_snapshot && plan.all.is_some() {
@@ -275,8 +274,8 @@ async fn open_stream(
     }
     // A snapshot is taken by a stream that holds none: one with no resume
     // id, or one whose id can no longer be served (it is reset).
-    let takes_snapshot =
-        wants_snapshot && resume.is_none_or(|id| state.store.replay_check(id.stamp).is_err());
+    let resume = Resume::check(&state.store, resume);
+    let takes_snapshot = wants_snapshot && resume.holds_nothing();
     let snapshot = if takes_snapshot {
         let parts = snapshot_parts(&plan.collections, &interest);
         if first.is_none() {
@@ -299,7 +298,6 @@ async fn open_stream(
             subscription,
             permit,
             snapshot,
-            shape,
             shapes,
             plan,
         },
@@ -344,13 +342,11 @@ pub(super) fn come_back_later(retry: std::time::Duration) -> Response {
 /// collection's records, for a stream whose collections want different
 /// ones (over `fields` and `diff`).
 fn shapes_by_collection(
-    raw_query: Option<&str>,
+    pairs: &[(String, String)],
     plan: &Plan,
     fields: Option<&str>,
     diff: bool,
 ) -> Result<HashMap<Arc<str>, Shape>, ApiError> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw_query.unwrap_or("")).unwrap_or_default();
     let mut own_fields = HashMap::new();
     let mut own_diff = HashMap::new();
     for (key, text) in pairs {
@@ -396,7 +392,7 @@ fn shapes_by_collection(
     }
     let mut shapes = HashMap::new();
     for name in own_fields.keys().chain(own_diff.keys()) {
-        let text = own_fields.get(name).map(String::as_str).or(fields);
+        let text = own_fields.get(name).map(|text| text.as_str()).or(fields);
         let shape =
             Shape::parse(text, own_diff.get(name).copied().unwrap_or(diff)).map_err(|error| {
                 ApiError::bad_request("invalid_query", format!("`fields.{name}`: {error}"))

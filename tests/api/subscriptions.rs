@@ -430,3 +430,38 @@ async fn a_snapshot_too_large_to_add_leaves_the_stream_as_it_was() {
     assert_eq!(marker["id"], "collection:comments");
     app.shutdown().await;
 }
+
+/// A stream holds at most 32 collections and channels, and the answer past
+/// that is the same whether its URL names 33 or a change would add the 33rd.
+#[tokio::test]
+async fn the_topic_limit_answers_the_same_from_the_url_and_from_a_change() {
+    let app = TestApp::spawn().await;
+    let channels = |count: usize| {
+        (0..count)
+            .map(|n| format!("c{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let ann = app.user("ann");
+    let too_many = ann
+        .get(app.url(&format!("/api/v1/realtime?channels={}", channels(33))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_many.status(), 400);
+    let from_url: Value = too_many.json().await.unwrap();
+    assert_eq!(from_url["error"]["code"], "too_many_topics", "{from_url}");
+
+    let path = format!("/api/v1/realtime?channels={}", channels(32));
+    let (_stream, id, _) = stream_as(&ann, &app, &path).await;
+    let response = add_as(&ann, &app, &id, "", json!({"channel": "c32"})).await;
+    assert_eq!(response.status(), 400);
+    let from_change: Value = response.json().await.unwrap();
+    assert_eq!(from_change, from_url);
+    // Below the limit again, the same change is taken.
+    let removed = remove_as(&ann, &app, &id, "", "channel:c0").await;
+    assert_eq!(removed.status(), 200);
+    let response = add_as(&ann, &app, &id, "", json!({"channel": "c32"})).await;
+    assert_eq!(response.status(), 200);
+    app.shutdown().await;
+}

@@ -47,18 +47,61 @@ pub struct NewSubscription {
 }
 
 impl NewSubscription {
-    /// The id the subscription will have on the stream: `collection:<name>`,
-    /// `channel:<name>` or `presence`.
-    pub fn id(&self) -> Result<String, Error> {
+    /// The id the subscription will have on the stream.
+    pub fn id(&self) -> Result<SubscriptionId, Error> {
         match (&self.collection, &self.channel, self.presence) {
-            (Some(name), None, None) => Ok(format!("collection:{name}")),
-            (None, Some(name), None) => Ok(format!("channel:{name}")),
-            (None, None, Some(true)) => Ok("presence".into()),
+            (Some(name), None, None) => Ok(SubscriptionId::Collection(name.clone())),
+            (None, Some(name), None) => Ok(SubscriptionId::Channel(name.clone())),
+            (None, None, Some(true)) => Ok(SubscriptionId::Presence),
             _ => Err(Error::invalid(
                 "invalid_body",
                 "name exactly one of `collection`, `channel` or `presence: true`",
             )),
         }
+    }
+}
+
+/// One subscription of a stream, as clients name it: `collections` (every
+/// collection), `collection:<name>`, `channel:<name>` or `presence`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionId {
+    AllCollections,
+    Collection(String),
+    Channel(String),
+    Presence,
+}
+
+impl std::fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubscriptionId::AllCollections => f.write_str("collections"),
+            SubscriptionId::Collection(name) => write!(f, "collection:{name}"),
+            SubscriptionId::Channel(name) => write!(f, "channel:{name}"),
+            SubscriptionId::Presence => f.write_str("presence"),
+        }
+    }
+}
+
+impl SubscriptionId {
+    /// The id a client sent; `None` if it names no kind of subscription.
+    pub fn parse(text: &str) -> Option<SubscriptionId> {
+        if let Some(name) = text.strip_prefix("collection:") {
+            return Some(SubscriptionId::Collection(name.to_owned()));
+        }
+        if let Some(name) = text.strip_prefix("channel:") {
+            return Some(SubscriptionId::Channel(name.to_owned()));
+        }
+        match text {
+            "collections" => Some(SubscriptionId::AllCollections),
+            "presence" => Some(SubscriptionId::Presence),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for SubscriptionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -28,96 +28,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Stamp;
-use crate::event::{Detail, Event, EventId, EventKind, Source};
+use crate::event::{Detail, Event, EventKind, Source};
 use crate::hub::Hub;
 use crate::peers::Peers;
-use crate::store::{
-    CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice, Store, StoreError, Target, WriteTracker,
-    Written,
-};
+use crate::replay::ChangeReader;
+use crate::store::{CHANGES_PER_READ, Store, StoreError, Target, WriteTracker, Written};
 
 /// The shortest wait before reading again after holding changes back.
 const HELD_BACK_RETRY: Duration = Duration::from_millis(1);
-
-/// Turns one committed transaction into events, in the order of its changes.
-/// Live delivery and replay both use this, so an event has the same id and
-/// content whichever way it reaches a client.
-pub fn events_of(set: ChangeSet) -> Vec<Arc<Event>> {
-    let mut events = Vec::with_capacity(set.changes.len());
-    for (index, change) in set.changes.into_iter().enumerate() {
-        let id = EventId {
-            stamp: set.stamp,
-            index: index as u32,
-        };
-        let event = match change {
-            Change::Record {
-                collection,
-                key,
-                op,
-                data,
-                before,
-            } => {
-                let kind = match op {
-                    ChangeOp::Create => EventKind::RecordCreated,
-                    ChangeOp::Update => EventKind::RecordUpdated,
-                    ChangeOp::Delete => EventKind::RecordDeleted,
-                };
-                let source = Source::Collection(collection);
-                Event::new(id, kind, source, Some(key), data, before)
-            }
-            Change::Collection {
-                name,
-                op,
-                data,
-                meta,
-                before: _,
-            } => {
-                let kind = match op {
-                    ChangeOp::Create => EventKind::CollectionCreated,
-                    ChangeOp::Update => EventKind::CollectionUpdated,
-                    ChangeOp::Delete => EventKind::CollectionDeleted,
-                };
-                let detail = meta.map_or(Detail::None, Detail::Collection);
-                let source = Source::Collection(name);
-                Event::with_detail(id, kind, source, None, data, None, detail)
-            }
-            Change::Message { channel, key, data } => {
-                let source = Source::Channel(channel);
-                let detail = Detail::Message { key };
-                let kind = EventKind::ChannelMessage;
-                Event::with_detail(id, kind, source, None, data, None, detail)
-            }
-            // Delivered live only: replays and pages skip it (`replayable`).
-            Change::Relayed {
-                channel, data, at, ..
-            } => Event::ephemeral_message(channel, data, at),
-            Change::Presence { joined, data } => {
-                let kind = if joined {
-                    EventKind::UserJoined
-                } else {
-                    EventKind::UserLeft
-                };
-                Event::new(id, kind, Source::Service, None, data, None)
-            }
-            Change::Notice(Notice::Announcement(data)) => {
-                let kind = EventKind::SystemAnnouncement;
-                Event::new(id, kind, Source::Service, None, data, None)
-            }
-            Change::Notice(Notice::SignOut { data, sign_out }) => {
-                let detail = sign_out.map_or(Detail::None, Detail::SignOut);
-                let kind = EventKind::ForcedLogout;
-                Event::with_detail(id, kind, Source::Service, None, data, None, detail)
-            }
-            Change::Notice(Notice::SubscriptionChange(data)) => {
-                let kind = EventKind::SubscriptionChange;
-                Event::new(id, kind, Source::Service, None, data, None)
-            }
-            Change::Other => continue,
-        };
-        events.push(Arc::new(event));
-    }
-    events
-}
 
 /// Whether a write of `written` makes `event` (compared in place: this
 /// runs for every event the feed publishes while writes await a match).
@@ -188,112 +106,6 @@ fn tag_acknowledged(writes: &WriteTracker, events: &[Arc<Event>], cursor: Stamp)
     unmatched.forget_before(cursor);
 }
 
-/// The result of one changefeed read, cut where it is safe to deliver.
-pub struct Batch {
-    pub sets: Vec<ChangeSet>,
-    /// Where the next read starts.
-    pub next_since: Stamp,
-    /// Whether the read may have left changes below its bound unread.
-    pub more: bool,
-    /// The first stamp at or above its bound that it saw (left for a later
-    /// read), if any.
-    pub held_back: Option<Stamp>,
-}
-
-/// Reads the changes with stamps in `since..until`, at most one read's worth.
-///
-/// SurrealDB's read limit counts changefeed entries, and a transaction that
-/// wrote several tables spans several entries, so a full read may end in the
-/// middle of a transaction: the last set is then left for the next read.
-pub async fn read_batch(
-    store: &Store,
-    since: Stamp,
-    until: Stamp,
-    page: &PageSize,
-) -> Result<Batch, StoreError> {
-    let limit = page.limit();
-    let mut sets = store.read_changes(since, limit).await?;
-    let entries: u32 = sets.iter().map(|set| set.entries).sum();
-    let full = entries >= limit;
-    if full && sets.len() > 1 {
-        // Possibly cut short: read it again, whole, next time. (A lone set is a
-        // single transaction spanning the whole read, and is delivered.)
-        sets.pop();
-    }
-    if let Some(beyond) = sets.iter().position(|set| set.stamp >= until) {
-        // The read went past the bound, so it saw everything below it.
-        let first_beyond = sets[beyond].stamp;
-        sets.truncate(beyond);
-        return Ok(Batch {
-            sets,
-            next_since: until,
-            more: false,
-            held_back: Some(first_beyond),
-        });
-    }
-    match sets.last() {
-        Some(last) if full => {
-            let next_since = last.stamp.next();
-            Ok(Batch {
-                sets,
-                next_since,
-                more: true,
-                held_back: None,
-            })
-        }
-        _ => Ok(Batch {
-            sets,
-            next_since: until,
-            more: false,
-            held_back: None,
-        }),
-    }
-}
-
-/// How many changefeed entries one read asks for, so that a page of large
-/// records stays within [`PAGE_BYTES`]: judged by the size of the entries
-/// the last read returned (large records make small pages, small records
-/// pages of [`CHANGES_PER_READ`]).
-#[derive(Debug, Clone)]
-pub struct PageSize {
-    limit: u32,
-}
-
-/// About how many bytes of events one changefeed read may bring in.
-pub const PAGE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Entries the first read asks for, before any size is known: at the
-/// largest body (`--max-body-bytes`, 1 MiB by default), a few tens of
-/// megabytes.
-const FIRST_PAGE_ENTRIES: u32 = 16;
-
-impl Default for PageSize {
-    fn default() -> Self {
-        PageSize {
-            limit: FIRST_PAGE_ENTRIES,
-        }
-    }
-}
-
-impl PageSize {
-    pub fn limit(&self) -> u32 {
-        self.limit
-    }
-
-    /// Sizes the next read from what the last one returned: `entries`
-    /// entries holding `events`.
-    pub fn observe<'e>(&mut self, entries: u32, events: impl IntoIterator<Item = &'e Arc<Event>>) {
-        if entries == 0 {
-            return;
-        }
-        let bytes: usize = events.into_iter().map(|event| event.queued_size()).sum();
-        let per_entry = (bytes / entries as usize).max(1);
-        self.limit = u32::try_from(PAGE_BYTES / per_entry)
-            .unwrap_or(u32::MAX)
-            .clamp(1, CHANGES_PER_READ);
-    }
-}
-
 /// Finds changes that became visible only after the feed had read past their
 /// stamp. The watermark rules this out for writes made through livehub; for
 /// other SurrealDB clients the settle window bounds it, and this counts what
@@ -316,8 +128,8 @@ impl LateAudit {
         }
     }
 
-    fn record(&mut self, stamp: Stamp) {
-        self.seen.insert(stamp);
+    fn record(&mut self, stamps: &[Stamp]) {
+        self.seen.extend(stamps);
     }
 
     /// Where an audit read starts.
@@ -443,106 +255,113 @@ impl Feed {
         }
     }
 
-    /// Tails the changefeed until `shutdown` is cancelled.
+    /// Tails the changefeed until `shutdown` is cancelled: waits for a
+    /// write to complete or a timer, then catches up, and again.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut cursor = self.hub.cursor();
-        let mut failures: u32 = 0;
-        // Changes at or above the watermark wait for the next read. The
-        // watermark's clock has millisecond steps, so a commit of the current
-        // millisecond is held back: read again at the next one rather than
-        // at the next poll.
-        let mut held_back: Option<Stamp> = None;
+        let cursor = self.hub.cursor();
+        let mut tail = Tail {
+            cursor,
+            held_back: None,
+            held_by_peers: false,
+            failures: 0,
+            reader: ChangeReader::default(),
+        };
         let writes = self.store.writes().clone();
         let lookback = self.settle.saturating_mul(4).max(Duration::from_secs(1));
         let audit = Arc::new(Mutex::new(LateAudit::new(cursor, lookback)));
         tokio::spawn(self.clone().audit(audit.clone(), shutdown.clone()));
-        let mut page = PageSize::default();
-        // Whether the last watermark was another node's low stamp: then
-        // look again once it may have published a new one.
-        let mut held_by_peers = false;
         loop {
-            let wait = match (held_back.take(), &self.peers) {
-                (Some(_), Some(peers)) if held_by_peers => (peers.interval() / 2)
-                    .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY)),
-                (Some(stamp), _) => self.until_deliverable(stamp),
-                (None, _) => self.poll_interval,
-            };
+            let wait = self.next_wait(&mut tail);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = writes.completed() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
-            loop {
-                let mut watermark = writes.watermark(self.settle);
-                held_by_peers = false;
-                if let Some(peers) = &self.peers {
-                    // After this node's own watermark (and its clock): see `peers`.
-                    let low = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        low = peers.low_stamp() => low,
-                    };
-                    match low {
-                        Ok(Some(low)) if low < watermark => {
-                            watermark = low;
-                            held_by_peers = true;
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            if !self.failed(&mut failures, &error, &shutdown).await {
-                                return;
-                            }
-                            break;
-                        }
-                    }
-                }
-                if watermark <= cursor {
-                    // Nothing can be delivered yet; look again shortly.
-                    held_back = Some(cursor);
-                    break;
-                }
-                let batch = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    batch = read_batch(&self.store, cursor, watermark, &page) => batch,
-                };
-                match batch {
-                    Ok(batch) => {
-                        if failures > 0 {
-                            tracing::info!("changefeed reads recovered");
-                            failures = 0;
-                        }
-                        {
-                            let mut audit = lock(&audit);
-                            for set in &batch.sets {
-                                audit.record(set.stamp);
-                            }
-                        }
-                        let entries = batch.sets.iter().map(|set| set.entries).sum();
-                        let node = self.store.node();
-                        let events: Vec<Arc<Event>> = batch
-                            .sets
-                            .into_iter()
-                            .map(|set| set.without_relays_from(node))
-                            .flat_map(events_of)
-                            .collect();
-                        page.observe(entries, &events);
-                        cursor = batch.next_since;
-                        held_back = held_back.or(batch.held_back);
-                        tag_acknowledged(&writes, &events, cursor);
-                        self.hub.publish(&events, cursor);
-                        if !batch.more {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        if !self.failed(&mut failures, &error, &shutdown).await {
-                            return;
-                        }
-                        break;
-                    }
-                }
+            let caught_up = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                caught_up = self.catch_up(&mut tail, &audit) => caught_up,
+            };
+            if let Err(error) = caught_up
+                && !self.failed(&mut tail.failures, &error, &shutdown).await
+            {
+                return;
             }
         }
     }
+
+    /// How long to wait before the next round of reads. Changes at or above
+    /// the watermark wait for the next read; the watermark's clock has
+    /// millisecond steps, so a commit of the current millisecond is held
+    /// back and read again at the next one rather than at the next poll.
+    fn next_wait(&self, tail: &mut Tail) -> Duration {
+        match (tail.held_back.take(), &self.peers) {
+            // Held by another node's low stamp: look again once it may
+            // have published a new one.
+            (Some(_), Some(peers)) if tail.held_by_peers => (peers.interval() / 2)
+                .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY)),
+            (Some(stamp), _) => self.until_deliverable(stamp),
+            (None, _) => self.poll_interval,
+        }
+    }
+
+    /// Reads and publishes everything below the watermark, a read at a time.
+    async fn catch_up(&self, tail: &mut Tail, audit: &Mutex<LateAudit>) -> Result<(), StoreError> {
+        loop {
+            let watermark = self.watermark(tail).await?;
+            if watermark <= tail.cursor {
+                // Nothing can be delivered yet; look again shortly.
+                tail.held_back = Some(tail.cursor);
+                return Ok(());
+            }
+            let read = tail
+                .reader
+                .read(&self.store, tail.cursor, watermark)
+                .await?;
+            if tail.failures > 0 {
+                tracing::info!("changefeed reads recovered");
+                tail.failures = 0;
+            }
+            lock(audit).record(&read.stamps);
+            tail.cursor = read.next_since;
+            tail.held_back = tail.held_back.or(read.held_back);
+            tag_acknowledged(self.store.writes(), &read.events, tail.cursor);
+            self.hub.publish(&read.events, tail.cursor);
+            if !read.more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What the feed may deliver below now: this node's watermark, or
+    /// another node's low stamp when that is lower (taken after this
+    /// node's own watermark and clock: see `peers`).
+    async fn watermark(&self, tail: &mut Tail) -> Result<Stamp, StoreError> {
+        let own = self.store.writes().watermark(self.settle);
+        tail.held_by_peers = false;
+        let Some(peers) = &self.peers else {
+            return Ok(own);
+        };
+        match peers.low_stamp().await? {
+            Some(low) if low < own => {
+                tail.held_by_peers = true;
+                Ok(low)
+            }
+            _ => Ok(own),
+        }
+    }
+}
+
+/// Where the tail is between reads.
+struct Tail {
+    /// Every change below it has been published.
+    cursor: Stamp,
+    /// A change at or above the last watermark, left for a later read.
+    held_back: Option<Stamp>,
+    /// Whether the last watermark was another node's low stamp.
+    held_by_peers: bool,
+    /// Reads that failed in a row.
+    failures: u32,
+    reader: ChangeReader,
 }
 
 #[cfg(test)]
@@ -550,43 +369,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_are_sized_by_the_bytes_of_the_last_one() {
-        let event = |bytes: usize| {
-            Arc::new(Event::new(
-                EventId {
-                    stamp: Stamp(1),
-                    index: 0,
-                },
-                EventKind::RecordCreated,
-                Source::Collection(Arc::from("c")),
-                Some("r".into()),
-                serde_json::json!({ "blob": "x".repeat(bytes) }),
-                None,
-            ))
-        };
-        let mut page = PageSize::default();
-        assert_eq!(page.limit(), FIRST_PAGE_ENTRIES);
-        // Small records: full pages.
-        page.observe(10, &vec![event(100); 10]);
-        assert_eq!(page.limit(), CHANGES_PER_READ);
-        // 1 MB records: a page stays within its byte budget.
-        let large = event(1_000_000);
-        page.observe(4, &vec![large.clone(); 4]);
-        assert!(page.limit() >= 1);
-        assert!(page.limit() as usize * large.queued_size() <= PAGE_BYTES);
-        // Nothing read: the size stands.
-        let limit = page.limit();
-        page.observe(0, &[]);
-        assert_eq!(page.limit(), limit);
-    }
-
-    #[test]
     fn the_audit_reports_commits_the_feed_never_read_once() {
         let ms = Stamp::of_millis;
         let mut audit = LateAudit::new(ms(1_000), Duration::from_millis(100));
-        for stamp in [ms(1_010), ms(1_020), ms(1_040)] {
-            audit.record(stamp);
-        }
+        audit.record(&[ms(1_010), ms(1_020), ms(1_040)]);
         // 1_030 appeared below the cursor after the feed passed it; 1_060 is
         // above the cursor (not read yet); 990 predates the feed.
         let found = [

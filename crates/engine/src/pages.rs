@@ -15,7 +15,6 @@
 //! rule (which may refuse it). A page never carries what its caller could
 //! no longer read when it answered.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,12 +23,13 @@ use tokio::time::Instant;
 use crate::Engine;
 use crate::Error;
 use crate::clock::{Stamp, unix_now};
+use crate::decide::WatchedRules;
 use crate::decide::{ends_page, judge, replayable};
-use crate::event::{Event, EventId, frame_data};
-use crate::feed::{PageSize, events_of, read_batch};
+use crate::event::{EventId, frame_data};
+use crate::frame::frame_for;
 use crate::hub::{Interest, Subscription};
 use crate::identity::{AuthError, Caller};
-use crate::session::{WatchedRules, frame_for, in_turn};
+use crate::replay::{ChangeReader, Replay};
 use crate::shape::Shape;
 
 /// Where a page starts and how much it may hold.
@@ -133,41 +133,28 @@ impl Reader<'_> {
 
     /// The events after `request.since` below `edge`, up to the limit.
     async fn history(&self, edge: Stamp, request: PageRequest) -> Result<Page, Error> {
-        let state = self.state;
+        let replay = Replay {
+            state: self.state,
+            caller: self.caller,
+            interest: self.interest,
+        };
+        let mut reader = ChangeReader::default();
         let mut events = Vec::new();
-        let mut since = request.since.stamp;
-        let mut size = PageSize::default();
-        while since < edge {
-            let read = read_batch(&state.store, since, edge, &size);
-            let batch = in_turn(state, read)
-                .await
-                .ok_or(Error::Unavailable)?
-                .map_err(Error::from)?;
-            let entries = batch.sets.iter().map(|set| set.entries).sum();
-            let read: Vec<Arc<Event>> = batch.sets.into_iter().flat_map(events_of).collect();
-            size.observe(entries, &read);
-            // Replayed events are judged by the rules in force now.
-            let rules = state.hub.rules();
-            for event in read {
-                if event.id <= request.since || !replayable(self.caller, &rules, &event) {
-                    continue;
-                }
-                if let Some(delivery) = self.interest.delivery(&event, &rules) {
-                    let frame = frame_for(self.shape, self.interest, &event, delivery, &rules);
-                    events.push(frame_data(&frame));
-                    if events.len() >= request.limit {
-                        return Ok(Page {
-                            events,
-                            next: event.id,
-                            caught_up: false,
-                        });
-                    }
+        let mut since = Some(request.since.stamp);
+        while let Some(from) = since.filter(|from| *from < edge) {
+            let replayed = replay.read(&mut reader, from, edge, request.since).await?;
+            for (event, delivery) in &replayed.events {
+                let frame = frame_for(self.shape, self.interest, event, *delivery, &replayed.rules);
+                events.push(frame_data(&frame));
+                if events.len() >= request.limit {
+                    return Ok(Page {
+                        events,
+                        next: event.id,
+                        caught_up: false,
+                    });
                 }
             }
-            if !batch.more {
-                break;
-            }
-            since = batch.next_since;
+            since = replayed.next;
         }
         Ok(Page {
             events,

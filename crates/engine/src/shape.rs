@@ -6,6 +6,8 @@
 //! what is sent.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value as Json};
 
@@ -16,6 +18,28 @@ use crate::filter::FieldPath;
 const MAX_FIELDS: usize = 64;
 
 /// A projection and an update mode. The default sends whole records.
+/// The shapes of one stream's records: its own, and those of the
+/// collections that asked for their own (`fields.<name>`, `diff.<name>`).
+#[derive(Debug, Clone, Default)]
+pub struct Shapes {
+    pub stream: Shape,
+    pub own: HashMap<Arc<str>, Shape>,
+}
+
+impl Shapes {
+    /// The shape of a collection's records (`None`: not a collection's).
+    pub fn of(&self, collection: Option<&str>) -> &Shape {
+        collection
+            .and_then(|name| self.own.get(name))
+            .unwrap_or(&self.stream)
+    }
+
+    /// Whether any collection's updates go as merge patches.
+    pub fn any_diff(&self) -> bool {
+        self.stream.diff || self.own.values().any(|shape| shape.diff)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shape {
     /// The fields to keep (with `id`, always); `None` keeps every field.

@@ -13,38 +13,16 @@
 use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
+use super::subscribe::taken;
 use super::{Phase, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe};
 use crate::Error;
-use crate::channels::validate_channel;
 use crate::collection::CollectionName;
-use crate::connections::{Change, NewSubscription, Requester};
+use crate::connections::{Change, NewSubscription, Requester, SubscriptionId};
 use crate::event::{Event, sse_frame};
 use crate::filter::Filter;
 use crate::rules::Access;
 use crate::session::First;
 use crate::shape::Shape;
-
-/// Most collections and channels on one stream.
-pub const MAX_TOPICS: usize = 32;
-
-/// The ids of a plan's subscriptions: `collection:<name>`,
-/// `channel:<name>` and `presence`.
-pub fn subscription_ids(plan: &Plan, presence: bool) -> Vec<String> {
-    let mut ids = Vec::new();
-    if plan.all.is_some() {
-        ids.push("collections".to_owned());
-    }
-    ids.extend(
-        plan.collections
-            .iter()
-            .map(|(name, _)| format!("collection:{name}")),
-    );
-    ids.extend(plan.channels.iter().map(|name| format!("channel:{name}")));
-    if presence {
-        ids.push("presence".to_owned());
-    }
-    ids
-}
 
 impl Session {
     /// Applies a change its owner asked of this node: the answer for the
@@ -68,7 +46,7 @@ impl Session {
             return None;
         }
         let asked = match &change {
-            Change::Add(new) => new.id().ok(),
+            Change::Add(new) => new.id().ok().map(|id| id.to_string()),
             Change::Remove { id } => Some(id.clone()),
         };
         match self.apply(change).await {
@@ -99,7 +77,6 @@ impl Session {
         let id = new.id()?;
         let mut plan = self.plan.clone();
         let mut presence = self.interest.presence.clone();
-        let topics = plan.collections.len() + plan.channels.len();
         let collection_only = |what: &str| {
             Error::invalid(
                 "invalid_body",
@@ -120,26 +97,9 @@ impl Session {
                 }
             }
         }
-        let taken = || Error::Conflict(format!("this stream has `{id}` already"));
-        let too_many = || {
-            Error::Conflict(format!(
-                "at most {MAX_TOPICS} collections and channels on one stream"
-            ))
-        };
         let mut added = None;
         if let Some(name) = &new.collection {
             let name = CollectionName::new(name)?;
-            if plan.all.is_some() {
-                return Err(Error::Conflict(
-                    "this stream carries every collection already".into(),
-                ));
-            }
-            if plan.collections.iter().any(|(other, _)| *other == name) {
-                return Err(taken());
-            }
-            if topics >= MAX_TOPICS {
-                return Err(too_many());
-            }
             let filter = match new.query.as_deref() {
                 Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?.expr().clone()),
                 _ => None,
@@ -154,20 +114,13 @@ impl Session {
                     "`snapshot_limit` and `snapshot_sort` need `snapshot: true`",
                 ));
             }
-            plan.collections.push((name.clone(), filter));
+            plan.add_collection(name.clone(), filter)?;
             added = Some((name, shape, wants_snapshot.then_some(first)));
         } else if let Some(channel) = &new.channel {
-            validate_channel(channel)?;
-            if plan.channels.contains(channel) {
-                return Err(taken());
-            }
-            if topics >= MAX_TOPICS {
-                return Err(too_many());
-            }
-            plan.channels.push(channel.clone());
+            plan.add_channel(channel)?;
         } else {
             if presence.is_some() {
-                return Err(taken());
+                return Err(taken(&id));
             }
             presence = Some(self.state.presence_rule.access(&self.caller)?);
         }
@@ -189,7 +142,7 @@ impl Session {
                 self.phase = Phase::Snapshot;
                 snapshot = true;
             }
-            self.shapes.insert(name.shared(), shape);
+            self.shapes.own.insert(name.shared(), shape);
         }
         let body = json!({"id": id, "snapshot": snapshot});
         let frame = sse_frame(None, "subscription.added", &body);
@@ -199,36 +152,23 @@ impl Session {
     async fn remove(&mut self, id: &str) -> Result<(Json, Bytes), Error> {
         let mut plan = self.plan.clone();
         let mut presence = self.interest.presence.clone();
-        let before = (
-            plan.collections.len(),
-            plan.channels.len(),
-            presence.is_some(),
-        );
-        if let Some(name) = id.strip_prefix("collection:") {
-            plan.collections.retain(|(other, _)| other.as_str() != name);
-        } else if let Some(name) = id.strip_prefix("channel:") {
-            plan.channels.retain(|other| other != name);
-        } else if id == "presence" {
-            presence = None;
-        }
-        if before
-            == (
-                plan.collections.len(),
-                plan.channels.len(),
-                presence.is_some(),
-            )
-        {
+        let removed = match SubscriptionId::parse(id) {
+            Some(SubscriptionId::Presence) => presence.take().is_some(),
+            Some(topic) => plan.remove(&topic),
+            None => false,
+        };
+        if !removed {
             return Err(Error::NotFound(format!(
                 "this stream has no subscription `{id}`"
             )));
         }
-        if plan.all.is_none() && plan.collections.is_empty() && plan.channels.is_empty() {
+        if plan.is_empty() {
             return Err(Error::Conflict(
                 "a stream keeps at least one collection or channel: close it instead".into(),
             ));
         }
-        if let Some(name) = id.strip_prefix("collection:") {
-            self.shapes.remove(name);
+        if let Some(SubscriptionId::Collection(name)) = SubscriptionId::parse(id) {
+            self.shapes.own.remove(name.as_str());
         }
         self.resubscribe(plan, presence).await?;
         let body = json!({"id": id});
