@@ -80,39 +80,28 @@ impl FromStr for EventId {
     }
 }
 
-/// The type of an event, sent as the SSE `event:` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// The type of an event, sent as the SSE `event:` field (named by
+/// [`EventKind::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    #[serde(rename = "record.created")]
     RecordCreated,
-    #[serde(rename = "record.updated")]
     RecordUpdated,
-    #[serde(rename = "record.deleted")]
     RecordDeleted,
-    #[serde(rename = "collection.created")]
     CollectionCreated,
-    #[serde(rename = "collection.updated")]
     CollectionUpdated,
-    #[serde(rename = "collection.deleted")]
     CollectionDeleted,
     /// A message published to a channel.
-    #[serde(rename = "channel.message")]
     ChannelMessage,
     /// A user's first stream opened (on any node).
-    #[serde(rename = "user.joined")]
     UserJoined,
     /// A user's last stream closed (and the grace period passed).
-    #[serde(rename = "user.left")]
     UserLeft,
     /// An admin's message to every stream.
-    #[serde(rename = "system.announcement")]
     SystemAnnouncement,
     /// An admin signed a user out: that user's streams end.
-    #[serde(rename = "forced_logout")]
     ForcedLogout,
     /// A change to one open stream's subscriptions, asked of another node:
     /// taken by that stream, never sent (see `connections`).
-    #[serde(rename = "subscription.change")]
     SubscriptionChange,
 }
 

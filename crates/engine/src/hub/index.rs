@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::GroupId;
 use super::interest::Topic;
-use crate::event::{Audience, Event};
+use crate::event::Event;
 use crate::filter::{FieldPath, IndexKey};
 
 /// The groups of one scope, indexed for dispatch.
@@ -59,26 +59,12 @@ impl TopicIndex {
         }
     }
 
-    /// Calls `visit` with every group that may match `event` (a group filed
-    /// under several terms may be visited more than once).
+    /// Calls `visit` with every group that may match `event`, a record or a
+    /// channel message: the unindexed, and those filed under its values (a
+    /// group filed under several terms may be visited more than once).
     #[inline]
     pub(super) fn candidates(&self, event: &Event, mut visit: impl FnMut(GroupId)) {
         self.unindexed.ids.iter().copied().for_each(&mut visit);
-        match event.kind.audience() {
-            Audience::Record | Audience::Channel => {}
-            // Collection events ignore filters: every group sees them (and
-            // the hub visits every group for the rest).
-            Audience::Collection | Audience::Everyone | Audience::Presence => {
-                for values in self.indexed.values() {
-                    values
-                        .values()
-                        .flat_map(|list| &list.ids)
-                        .copied()
-                        .for_each(&mut visit);
-                }
-                return;
-            }
-        }
         for (path, values) in &self.indexed {
             let after = path.get(&event.data).and_then(IndexKey::from_json);
             let before = event
@@ -95,6 +81,19 @@ impl TopicIndex {
                     list.ids.iter().copied().for_each(&mut visit);
                 }
             }
+        }
+    }
+
+    /// Every group of the scope, indexed or not: a collection event ignores
+    /// filters.
+    pub(super) fn every_group(&self, mut visit: impl FnMut(GroupId)) {
+        self.unindexed.ids.iter().copied().for_each(&mut visit);
+        for values in self.indexed.values() {
+            values
+                .values()
+                .flat_map(|list| &list.ids)
+                .copied()
+                .for_each(&mut visit);
         }
     }
 }

@@ -256,16 +256,11 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Subscribes; what `limit` allows may queue before the subscription is
-    /// dropped as lagging.
-    pub fn subscribe(&self, interest: Interest, limit: QueueLimit) -> Subscription {
-        self.subscribe_with_rules(interest, limit).0
-    }
-
     /// Subscribes, and returns with the subscription the collections' rules
     /// as of its start: every rule change after them reaches the
-    /// subscription as an event.
-    pub fn subscribe_with_rules(
+    /// subscription as an event. What `limit` allows may queue before the
+    /// subscription is dropped as lagging.
+    pub fn subscribe(
         &self,
         interest: Interest,
         limit: QueueLimit,
@@ -417,17 +412,28 @@ impl Hub {
                     }
                 }
             };
+            // The indexes of the scopes the event is in.
+            let indexes = || {
+                Scope::of(&event.source)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|scope| state.scopes.get(&scope))
+            };
             match event.kind.audience() {
                 // Notices and presence events belong to no topic: every
                 // group decides (they are rare).
                 Audience::Everyone | Audience::Presence => {
                     state.groups.keys().copied().for_each(&mut visit);
                 }
-                Audience::Channel | Audience::Collection | Audience::Record => {
-                    for scope in Scope::of(&event.source).into_iter().flatten() {
-                        if let Some(index) = state.scopes.get(&scope) {
-                            index.candidates(event, &mut visit);
-                        }
+                // Collection events ignore filters.
+                Audience::Collection => {
+                    for index in indexes() {
+                        index.every_group(&mut visit);
+                    }
+                }
+                Audience::Channel | Audience::Record => {
+                    for index in indexes() {
+                        index.candidates(event, &mut visit);
                     }
                 }
             }
@@ -579,7 +585,7 @@ mod tests {
             bytes: 1 << 20,
         };
         let collection = || Interest::topic(Scope::Collection(Arc::from("c")), None);
-        let mut open = hub.subscribe(collection(), limit);
+        let (mut open, _) = hub.subscribe(collection(), limit);
         hub.publish(&[record_event(0, json!({}))], Stamp(2 << 20));
         hub.close();
         assert_eq!(hub.subscriptions(), (0, 0));
@@ -587,7 +593,7 @@ mod tests {
         assert!(open.recv().await.is_some());
         assert!(open.recv().await.is_none());
         // A subscription after shutdown ends at once, and leaves cleanly.
-        let mut late = hub.subscribe(collection(), limit);
+        let (mut late, _) = hub.subscribe(collection(), limit);
         assert!(late.recv().await.is_none());
         drop(late);
         hub.publish(&[record_event(1, json!({}))], Stamp(3 << 20));
@@ -602,11 +608,11 @@ mod tests {
             events: 1000,
             bytes: 50_000,
         };
-        let mut slow = hub.subscribe(
+        let (mut slow, _) = hub.subscribe(
             Interest::topic(Scope::Collection(Arc::from("c")), None),
             limit,
         );
-        let mut fast = hub.subscribe(
+        let (mut fast, _) = hub.subscribe(
             Interest::topic(Scope::Collection(Arc::from("c")), None),
             limit,
         );
@@ -654,7 +660,7 @@ mod tests {
                     if let Some(m) = second {
                         interest.topics.push(Topic { scope: Scope::Collection(Arc::from("d")), filter: filter(m) });
                     }
-                    let subscription = hub.subscribe(interest.clone(), QueueLimit { events: 1024, bytes: 1 << 30 });
+                    let (subscription, _) = hub.subscribe(interest.clone(), QueueLimit { events: 1024, bytes: 1 << 30 });
                     (interest, subscription)
                 })
                 .collect();

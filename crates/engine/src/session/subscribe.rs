@@ -208,7 +208,7 @@ pub async fn subscribe(
                 watched.insert(name.shared(), rules);
             }
         }
-        let (subscription, book_at_start) = state.hub.subscribe_with_rules(
+        let (subscription, book_at_start) = state.hub.subscribe(
             interest.clone(),
             QueueLimit {
                 events: state.streams.buffer_events,

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use livehub::engine::filter::Filter;
+use livehub_filter::Filter;
 use serde_json::json;
 
 const FILTERS: [(&str, &str); 3] = [

@@ -17,12 +17,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use livehub::engine::clock::Stamp;
-use livehub::engine::event::{Event, EventId, EventKind, Source};
-use livehub::engine::filter::Filter;
-use livehub::engine::hub::{Hub, Interest, QueueLimit, Scope, Subscription};
-use livehub::engine::identity::Identity;
-use livehub::engine::rules::Access;
+use livehub_engine::clock::Stamp;
+use livehub_engine::event::{Event, EventId, EventKind, Source};
+use livehub_engine::filter::Filter;
+use livehub_engine::hub::{Hub, Interest, QueueLimit, Scope, Subscription};
+use livehub_engine::identity::Identity;
+use livehub_engine::rules::Access;
 use serde_json::json;
 
 const SUBSCRIBERS: usize = 100_000;
@@ -42,6 +42,7 @@ fn subscribe(hub: &Hub, filter: &str) -> Subscription {
             bytes: usize::MAX,
         },
     )
+    .0
 }
 
 /// A hub with `SUBSCRIBERS` subscribers, `MATCHING` of whom match room 7.
@@ -130,6 +131,7 @@ fn per_user_rules(c: &mut Criterion) {
                 bytes: usize::MAX,
             },
         )
+        .0
     };
     for (name, rule) in [
         ("owner", "owner = $auth.sub"),
