@@ -151,7 +151,7 @@ impl Authenticator {
     }
 
     /// Verifies a token and returns who it identifies.
-    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
         // Before anything reads them: a header or claims with a repeated key
         // mean different things to different parsers.
@@ -284,12 +284,12 @@ fn read_pem(value: &str) -> anyhow::Result<String> {
 
 /// The credentials a request carries, each of which must verify.
 #[derive(Debug, PartialEq, Default)]
-pub struct Credentials<'a> {
+pub(crate) struct Credentials<'a> {
     /// Tokens, in the order they are used: `Authorization: Bearer`, the
     /// cookie, `?token=`.
-    pub tokens: Vec<&'a str>,
+    pub(crate) tokens: Vec<&'a str>,
     /// A single-use stream ticket (`?ticket=`).
-    pub ticket: Option<&'a str>,
+    pub(crate) ticket: Option<&'a str>,
 }
 
 /// Finds the caller's credentials: `Authorization: Bearer`, the cookie
@@ -298,7 +298,7 @@ pub struct Credentials<'a> {
 /// passed over for a good one. An `Authorization` header that is not a
 /// bearer token is refused, never ignored (a client that sends `Basic ...`
 /// must not be served as anonymous), and so are two of them.
-pub fn credentials<'a>(
+pub(crate) fn credentials<'a>(
     headers: &'a HeaderMap,
     cookie_name: Option<&str>,
     token_param: Option<&'a str>,

@@ -33,7 +33,7 @@ pub struct Config {
 
     /// SurrealDB namespace.
     #[arg(long, env = "LIVEHUB_DB_NS", default_value = "livehub")]
-    pub db_ns: String,
+    pub(crate) db_ns: String,
 
     /// SurrealDB database.
     #[arg(long, env = "LIVEHUB_DB_NAME", default_value = "livehub")]
@@ -46,7 +46,7 @@ pub struct Config {
 
     /// Reconnect delay suggested to clients in the SSE `retry:` field.
     #[arg(long, env = "LIVEHUB_RETRY", default_value = "2s", value_parser = duration)]
-    pub retry: Duration,
+    pub(crate) retry: Duration,
 
     /// How long changes stay replayable; older `Last-Event-ID`s get a `reset`
     /// event. Applies to collections created from now on.
@@ -56,7 +56,7 @@ pub struct Config {
     /// How often the feed polls the changefeed for changes made by other
     /// writers (writes through this node wake it at once).
     #[arg(long, env = "LIVEHUB_POLL_INTERVAL", default_value = "20ms", value_parser = positive_duration)]
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 
     /// How long the feed waits before delivering a change it did not write
     /// itself, so that a commit that became visible late (with a lower
@@ -70,7 +70,7 @@ pub struct Config {
     /// deliver its writes without the settle window. Each time is a small
     /// write to the database.
     #[arg(long, env = "LIVEHUB_SHARE_INTERVAL", default_value = "10ms", value_parser = positive_duration)]
-    pub share_interval: Duration,
+    pub(crate) share_interval: Duration,
 
     /// Events queued per stream before a slow client is disconnected (it then
     /// resumes from its last event id, losing nothing).
@@ -93,7 +93,7 @@ pub struct Config {
     /// Streams that may read their replay from the database at the same
     /// time; others wait their turn (live events keep queueing meanwhile).
     #[arg(long, env = "LIVEHUB_MAX_REPLAYS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub max_replays: u32,
+    pub(crate) max_replays: u32,
 
     /// Most records one stream's snapshot may hold (`snapshot=true`); a
     /// request for more gets a 400 asking it to narrow its filter or take
@@ -108,7 +108,7 @@ pub struct Config {
 
     /// How long open streams get to finish on shutdown before the process exits.
     #[arg(long, env = "LIVEHUB_SHUTDOWN_GRACE", default_value = "2s", value_parser = duration)]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 
     #[command(flatten)]
     pub auth: AuthSettings,
@@ -119,7 +119,7 @@ pub struct Config {
 
     /// Most records in one batch (`POST .../records` with a JSON array).
     #[arg(long, env = "LIVEHUB_MAX_BATCH", default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
 
     /// Most changes (record writes, channel messages) accepted and not yet
     /// streamed before writers get 503 with `Retry-After`.
@@ -128,11 +128,11 @@ pub struct Config {
 
     /// Most bytes of such changes accepted and not yet streamed.
     #[arg(long, env = "LIVEHUB_MAX_BACKLOG_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_backlog_bytes: u64,
+    pub(crate) max_backlog_bytes: u64,
 
     /// How long an `Idempotency-Key` and its answer are kept.
     #[arg(long, env = "LIVEHUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration)]
-    pub idempotency_window: Duration,
+    pub(crate) idempotency_window: Duration,
 
     /// Most open streams in all (0: no limit).
     #[arg(long, env = "LIVEHUB_MAX_STREAMS", default_value_t = 50_000)]
@@ -161,12 +161,12 @@ pub struct Config {
     /// rule in the filter language over `{user_id, user_name, connections,
     /// last_seen}`, `true` for everyone, `null` for admins only.
     #[arg(long, env = "LIVEHUB_PRESENCE_RULE", default_value = crate::rules::DEFAULT_READ_RULE)]
-    pub presence_rule: String,
+    pub(crate) presence_rule: String,
 
     /// Let anonymous streams announce themselves with `?user_id=` and
     /// `?user_name=` (otherwise only admins may set them).
     #[arg(long, env = "LIVEHUB_ANONYMOUS_PRESENCE")]
-    pub anonymous_presence: bool,
+    pub(crate) anonymous_presence: bool,
 
     /// Who may read and publish to channels, by pattern (an exact name, or a
     /// prefix ending in `*`; the longest match wins), as JSON:
@@ -219,12 +219,12 @@ impl Config {
 
     /// Whether the database lives inside this process (so every writer is one
     /// the feed can see).
-    pub fn embedded_db(&self) -> bool {
+    pub(crate) fn embedded_db(&self) -> bool {
         !(self.db.starts_with("ws://") || self.db.starts_with("wss://"))
     }
 
     /// The settle window in effect (see `--settle`).
-    pub fn settle_window(&self) -> Duration {
+    pub(crate) fn settle_window(&self) -> Duration {
         self.settle.unwrap_or(if self.embedded_db() {
             Duration::ZERO
         } else {
@@ -233,7 +233,7 @@ impl Config {
     }
 
     /// What the engine is set up with, from these flags.
-    pub fn engine_settings(&self) -> Settings {
+    pub(crate) fn engine_settings(&self) -> Settings {
         Settings {
             database: Database {
                 url: self.db.clone(),
@@ -343,7 +343,7 @@ pub struct AuthSettings {
 pub struct Secret(String);
 
 impl Secret {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -36,7 +36,7 @@ pub fn collection_access(
 
 /// The error for a caller whom a rule refuses outright: 401 for an
 /// anonymous caller (signing in may help), 403 for a signed-in one.
-pub fn refused(caller: &Caller, action: Action, collection: &str) -> Error {
+pub(crate) fn refused(caller: &Caller, action: Action, collection: &str) -> Error {
     refusal(
         caller,
         &format!("{} records of `{collection}`", action.as_str()),

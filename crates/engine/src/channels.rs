@@ -28,7 +28,7 @@ use crate::identity::Caller;
 use crate::rules::{Access, DEFAULT_READ_RULE, parse_rule};
 
 /// Longest channel name.
-pub const MAX_CHANNEL_LEN: usize = 128;
+pub(crate) const MAX_CHANNEL_LEN: usize = 128;
 /// The prefix of private channels.
 const PRIVATE_PREFIX: &str = "user:";
 

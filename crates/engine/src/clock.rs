@@ -42,19 +42,19 @@ impl Stamp {
     }
 
     /// When the commit was made.
-    pub fn time(self) -> OffsetDateTime {
+    pub(crate) fn time(self) -> OffsetDateTime {
         let millis = i128::from(self.millis());
         OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// The stamp right after this one.
-    pub fn next(self) -> Stamp {
+    pub(crate) fn next(self) -> Stamp {
         Stamp(self.0.saturating_add(1))
     }
 
     /// The first stamp `span` earlier (at the epoch at the latest).
-    pub fn earlier_by(self, span: Duration) -> Stamp {
+    pub(crate) fn earlier_by(self, span: Duration) -> Stamp {
         Stamp(self.0.saturating_sub(Stamp::span(span)))
     }
 
@@ -65,7 +65,7 @@ impl Stamp {
 }
 
 /// Milliseconds since the Unix epoch, now (as livehub stores times).
-pub fn unix_ms_now() -> i64 {
+pub(crate) fn unix_ms_now() -> i64 {
     unix_ms(OffsetDateTime::now_utc())
 }
 
@@ -94,12 +94,12 @@ pub fn format_time(time: OffsetDateTime) -> String {
 }
 
 /// The time now, formatted as [`format_time`] does.
-pub fn formatted_now() -> String {
+pub(crate) fn formatted_now() -> String {
     format_time(OffsetDateTime::now_utc())
 }
 
 /// Reads an RFC 3339 time (as livehub stores them).
-pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 

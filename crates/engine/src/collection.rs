@@ -17,9 +17,9 @@ use crate::clock::{Stamp, parse_time, unix_ms};
 use crate::rules::Rules;
 
 /// Longest collection name.
-pub const MAX_NAME_LEN: usize = 64;
+pub(crate) const MAX_NAME_LEN: usize = 64;
 /// Longest record key.
-pub const MAX_KEY_LEN: usize = 128;
+pub(crate) const MAX_KEY_LEN: usize = 128;
 
 /// Why a text is not a collection name or a record key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,17 +145,17 @@ impl<'de> Deserialize<'de> for RecordKey {
 pub struct CollectionMeta {
     /// When it was created (RFC 3339), if known.
     #[serde(default)]
-    pub created: Option<String>,
+    pub(crate) created: Option<String>,
     #[serde(default)]
-    pub description: Option<String>,
-    pub name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) name: String,
     /// Absent (a collection made before rules existed): the defaults.
     /// Present but unreadable (written by another client): admins only,
     /// never open.
     #[serde(default, deserialize_with = "rules_or_admins_only")]
     pub rules: Rules,
     #[serde(default)]
-    pub updated: Option<String>,
+    pub(crate) updated: Option<String>,
 }
 
 fn rules_or_admins_only<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Rules, D::Error> {
@@ -167,7 +167,7 @@ impl CollectionMeta {
     /// Decodes a stored row or a collection event's data; `name` is the
     /// row's key, for rows that lack the field. `None` if it is not an
     /// object.
-    pub fn decode(row: &Json, name: &str) -> Option<CollectionMeta> {
+    pub(crate) fn decode(row: &Json, name: &str) -> Option<CollectionMeta> {
         let mut row = row.as_object()?.clone();
         row.remove("id");
         row.entry("name")
@@ -184,13 +184,13 @@ impl CollectionMeta {
     }
 
     /// When this collection was created, if known.
-    pub fn created_at(&self) -> Option<OffsetDateTime> {
+    pub(crate) fn created_at(&self) -> Option<OffsetDateTime> {
         self.created.as_deref().and_then(parse_time)
     }
 
     /// Whether a change committed at `stamp` to a collection of this name
     /// is older than this collection (it belonged to a deleted one).
-    pub fn predates(&self, stamp: Stamp) -> bool {
+    pub(crate) fn predates(&self, stamp: Stamp) -> bool {
         self.created_at()
             .is_some_and(|created| (stamp.millis() as i64) < unix_ms(created))
     }

@@ -27,23 +27,23 @@ const QUEUED_CHANGES: usize = 16;
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub collection: Option<String>,
+    pub(crate) collection: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub(crate) channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence: Option<bool>,
+    pub(crate) presence: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields: Option<String>,
+    pub(crate) fields: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diff: Option<bool>,
+    pub(crate) diff: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<bool>,
+    pub(crate) snapshot: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_limit: Option<u32>,
+    pub(crate) snapshot_limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_sort: Option<String>,
+    pub(crate) snapshot_sort: Option<String>,
 }
 
 impl NewSubscription {
@@ -116,7 +116,7 @@ pub enum Change {
 /// Who may change a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Owner {
+pub(crate) enum Owner {
     /// The signed-in user who opened it.
     User(String),
     /// An anonymous caller who holds the secret its `connected` event gave.
@@ -134,7 +134,7 @@ impl Owner {
 
     /// Whether the caller of a request, with the secret it sent (if any),
     /// is this owner.
-    pub fn admits(&self, requester: &Requester) -> bool {
+    pub(crate) fn admits(&self, requester: &Requester) -> bool {
         match (self, requester) {
             (Owner::User(owner), Requester::User(user)) => owner == user,
             (Owner::Anonymous(secret), Requester::Secret(sent)) => {
@@ -151,7 +151,7 @@ impl Owner {
     }
 
     /// The secret an anonymous owner proves itself with.
-    pub fn secret(&self) -> Option<&str> {
+    pub(crate) fn secret(&self) -> Option<&str> {
         match self {
             Owner::Anonymous(secret) => Some(secret),
             Owner::User(_) => None,
@@ -198,10 +198,10 @@ struct Entry {
 }
 
 /// A stream's place among the connections; dropped with the stream.
-pub struct Registration {
+pub(crate) struct Registration {
     connections: Connections,
-    pub id: String,
-    pub owner: Owner,
+    pub(crate) id: String,
+    pub(crate) owner: Owner,
 }
 
 impl Drop for Registration {
@@ -227,7 +227,7 @@ impl Connections {
 
     /// Registers a new stream of `caller`: its id (unguessable), its owner,
     /// and the queue its changes arrive in.
-    pub fn register(&self, caller: &Caller) -> (Registration, mpsc::Receiver<Box<Command>>) {
+    pub(crate) fn register(&self, caller: &Caller) -> (Registration, mpsc::Receiver<Box<Command>>) {
         let id = format!("{:032x}", rand::random::<u128>());
         let owner = Owner::of(caller);
         let (commands, receiver) = mpsc::channel(QUEUED_CHANGES);

@@ -12,17 +12,17 @@ use crate::rulebook::RuleBook;
 use crate::rules::{Action, Rules};
 
 /// The read rules each named collection's topic was bound with.
-pub type WatchedRules = HashMap<Arc<str>, Rules>;
+pub(crate) type WatchedRules = HashMap<Arc<str>, Rules>;
 
 /// What a live event does to a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Whether the stream sends it.
-    pub send: bool,
+    pub(crate) send: bool,
     /// Whether the stream ends after it: a sign-out of its user, or a
     /// change to a read rule it was bound with (reconnecting binds the new
     /// rules, and the client resumes after this event, losing nothing).
-    pub end: bool,
+    pub(crate) end: bool,
 }
 
 const SEND: Verdict = Verdict {
@@ -37,7 +37,7 @@ const SEND_AND_END: Verdict = Verdict {
 
 /// For a live event the hub delivered to a stream of `caller` bound with
 /// `watched` rules: whether to send it, and whether the stream ends after it.
-pub fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
+pub(crate) fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict {
     let watched_rule = || event.collection().and_then(|name| watched.get(name));
     match event.kind {
         EventKind::RecordCreated
@@ -85,7 +85,7 @@ pub fn judge(caller: &Caller, watched: &WatchedRules, event: &Event) -> Verdict 
 
 /// Whether a replayed event may reach a stream of `caller` (before its
 /// interest decides), judged by the rules of now.
-pub fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
+pub(crate) fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
     if event.is_ephemeral() {
         // Delivered live, once: never in a replay or a page.
         return false;
@@ -127,7 +127,7 @@ pub fn replayable(caller: &Caller, rules: &RuleBook, event: &Event) -> bool {
 /// Whether a change page that waited for live events ends at this one: a
 /// collection event or an admin's notice does (the next request binds the
 /// rules anew); the others leave room for more.
-pub fn ends_page(kind: EventKind) -> bool {
+pub(crate) fn ends_page(kind: EventKind) -> bool {
     match kind {
         EventKind::CollectionCreated
         | EventKind::CollectionUpdated

@@ -55,7 +55,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Error::Invalid {
             code,
             message: message.into(),
@@ -64,7 +64,7 @@ impl Error {
 
     /// The stable code clients read (in an HTTP error body, or in a
     /// stream's `subscription.refused` event).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Error::Invalid { code, .. } => code,
             Error::InvalidFilter(_) => "invalid_filter",

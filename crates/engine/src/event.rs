@@ -127,7 +127,7 @@ impl EventKind {
     /// Who may receive events of this kind: every place that routes or
     /// judges an event matches on this, so a new kind must be placed.
     #[inline]
-    pub fn audience(self) -> Audience {
+    pub(crate) fn audience(self) -> Audience {
         match self {
             EventKind::RecordCreated | EventKind::RecordUpdated | EventKind::RecordDeleted => {
                 Audience::Record
@@ -146,7 +146,7 @@ impl EventKind {
 
 /// Who an event is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Audience {
+pub(crate) enum Audience {
     /// Admins' notices: every stream (each decides what a sign-out means
     /// for it).
     Everyone,
@@ -178,7 +178,7 @@ pub enum Source {
 /// parts that act on it (the hub's rule book, revocations, sessions). Not
 /// sent as such: clients see `data`.
 #[derive(Debug, Clone)]
-pub enum Detail {
+pub(crate) enum Detail {
     None,
     /// A collection event: the collection's metadata after the change
     /// (before it, for a delete).
@@ -200,21 +200,21 @@ pub enum Detail {
 /// One change, ready to send.
 #[derive(Debug)]
 pub struct Event {
-    pub id: EventId,
-    pub kind: EventKind,
+    pub(crate) id: EventId,
+    pub(crate) kind: EventKind,
     /// The collection or channel the event belongs to.
-    pub source: Source,
+    pub(crate) source: Source,
     /// The bare record id (`"abc123"`); `None` for collection events.
-    pub record_id: Option<String>,
+    pub(crate) record_id: Option<String>,
     /// The record after the change; for a delete, the record as it was.
-    pub data: Json,
+    pub(crate) data: Json,
     /// For an update, the record before it: filters use it to tell a record
     /// that leaves a subscriber's view. Not sent.
-    pub before: Option<Json>,
+    pub(crate) before: Option<Json>,
     /// What the feed decoded from it, for those that act on it.
-    pub detail: Detail,
+    pub(crate) detail: Detail,
     /// When the change was committed (from the versionstamp).
-    pub timestamp: OffsetDateTime,
+    pub(crate) timestamp: OffsetDateTime,
     /// The complete SSE frame, encoded once.
     frame: Bytes,
     /// The frame for subscribers whose filter the record left, encoded the
@@ -267,7 +267,7 @@ struct EventBody<'a> {
 /// What a record event carries for one subscriber, when it is not the
 /// record as stored (`fields=` and `diff=true` streams).
 #[derive(Clone, Copy, Debug)]
-pub enum Payload<'a> {
+pub(crate) enum Payload<'a> {
     /// The record, projected.
     Data(&'a Json),
     /// A merge patch to the record the subscriber holds.
@@ -278,7 +278,7 @@ pub enum Payload<'a> {
 /// `record.created`, with type `record.snapshot` and neither an SSE `id:`
 /// nor a JSON `id` (it has no place in the feed, so resuming never points
 /// into a snapshot).
-pub fn snapshot_frame(
+pub(crate) fn snapshot_frame(
     collection: &str,
     record_id: Option<&str>,
     data: &Json,
@@ -311,7 +311,7 @@ impl Event {
     }
 
     /// An event with what the feed decoded of it.
-    pub fn with_detail(
+    pub(crate) fn with_detail(
         id: EventId,
         kind: EventKind,
         source: Source,
@@ -353,7 +353,7 @@ impl Event {
     /// Whether the event is delivered once, live, and never replayed (see
     /// [`Detail::Ephemeral`]).
     #[inline]
-    pub fn is_ephemeral(&self) -> bool {
+    pub(crate) fn is_ephemeral(&self) -> bool {
         matches!(self.detail, Detail::Ephemeral)
     }
 
@@ -392,7 +392,7 @@ impl Event {
 
     /// The collection the event belongs to, if any.
     #[inline]
-    pub fn collection(&self) -> Option<&Arc<str>> {
+    pub(crate) fn collection(&self) -> Option<&Arc<str>> {
         match &self.source {
             Source::Collection(name) => Some(name),
             Source::Channel(_) | Source::Service => None,
@@ -401,7 +401,7 @@ impl Event {
 
     /// The collection's metadata a collection event carries.
     #[inline]
-    pub fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
+    pub(crate) fn collection_meta(&self) -> Option<&Arc<CollectionMeta>> {
         match &self.detail {
             Detail::Collection(meta) => Some(meta),
             Detail::None | Detail::SignOut(_) | Detail::Message { .. } | Detail::Ephemeral => None,
@@ -411,21 +411,21 @@ impl Event {
     /// The rules a collection event carries: the collection's after the
     /// change (before it, for a delete). Admins only for any other event,
     /// or for metadata that could not be read: never open by mistake.
-    pub fn collection_rules(&self) -> &Rules {
+    pub(crate) fn collection_rules(&self) -> &Rules {
         static ADMINS_ONLY: Rules = Rules::ADMINS_ONLY;
         self.collection_meta()
             .map_or(&ADMINS_ONLY, |meta| &meta.rules)
     }
 
     /// Notes that the write answered as number `number` made this event.
-    pub fn set_acknowledged(&self, number: u64) {
+    pub(crate) fn set_acknowledged(&self, number: u64) {
         let _ = self.acknowledged.set(number);
     }
 
     /// Whether the write that made this event was answered before `count`
     /// writes had been (so before a stream that began then).
     #[inline]
-    pub fn answered_before(&self, count: u64) -> bool {
+    pub(crate) fn answered_before(&self, count: u64) -> bool {
         self.acknowledged
             .get()
             .is_some_and(|number| *number < count)
@@ -446,20 +446,20 @@ impl Event {
     /// keeps alive (its frame, and about as much again for the decoded
     /// record and before-image).
     #[inline]
-    pub fn queued_size(&self) -> usize {
+    pub(crate) fn queued_size(&self) -> usize {
         self.frame.len() * 2
     }
 
     /// The frame of a record event matching a subscriber that gets `payload`
     /// rather than the record as stored (encoded for it alone).
-    pub fn frame_with(&self, payload: Payload<'_>) -> Bytes {
+    pub(crate) fn frame_with(&self, payload: Payload<'_>) -> Bytes {
         self.encode_with(payload, false)
     }
 
     /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)
     /// for a subscriber that gets it as `delivery`.
     #[inline]
-    pub fn frame(&self, delivery: Delivery) -> Bytes {
+    pub(crate) fn frame(&self, delivery: Delivery) -> Bytes {
         match delivery {
             Delivery::Match => self.frame.clone(),
             Delivery::Left => self.left_frame.get_or_init(|| self.encode(true)).clone(),
@@ -470,7 +470,7 @@ impl Event {
 /// The JSON body of a frame [`sse_frame`] encoded: what follows its
 /// `data: `, without the blank line. Change pages send events as this JSON,
 /// sliced from the frame each event already holds rather than encoded again.
-pub fn frame_data(frame: &Bytes) -> Bytes {
+pub(crate) fn frame_data(frame: &Bytes) -> Bytes {
     let start = memchr::memmem::find(frame, b"data: ").map_or(0, |at| at + b"data: ".len());
     let end = frame.len().saturating_sub(2).max(start);
     frame.slice(start..end)
@@ -482,7 +482,7 @@ pub fn frame_data(frame: &Bytes) -> Bytes {
 /// data). `data` is serialized as compact JSON, which escapes every CR and LF
 /// inside strings, so no record content can end the `data:` line and forge a
 /// field or an event.
-pub fn sse_frame(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
+pub(crate) fn sse_frame(id: Option<&str>, event: &str, data: &impl Serialize) -> Bytes {
     debug_assert!(!event.contains(['\r', '\n']));
     // Serializing plain data types to a Vec cannot fail; a failure here would be
     // a bug in a Serialize impl, so fall back to `null` rather than panic.

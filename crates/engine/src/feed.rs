@@ -165,14 +165,14 @@ const AUDIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The changefeed tailer. Cloning is shallow.
 #[derive(Clone)]
-pub struct Feed {
-    pub store: Store,
-    pub hub: Hub,
-    pub poll_interval: Duration,
-    pub settle: Duration,
+pub(crate) struct Feed {
+    pub(crate) store: Store,
+    pub(crate) hub: Hub,
+    pub(crate) poll_interval: Duration,
+    pub(crate) settle: Duration,
     /// The other nodes sharing the database, when it is a server: the feed
     /// also stays below their low stamps (see `peers`).
-    pub peers: Option<Peers>,
+    pub(crate) peers: Option<Peers>,
 }
 
 impl Feed {
@@ -257,7 +257,7 @@ impl Feed {
 
     /// Tails the changefeed until `shutdown` is cancelled: waits for a
     /// write to complete or a timer, then catches up, and again.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
         let cursor = self.hub.cursor();
         let mut tail = Tail {
             cursor,

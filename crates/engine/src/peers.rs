@@ -38,18 +38,18 @@ use crate::store::{Store, StoreError};
 /// would for the others' low stamps, and each share is a write to the
 /// database (100 a second per node at the default interval; two idle
 /// nodes sharing cost a debug-built server a quarter of a core here).
-pub const USEFUL_BELOW: Duration = Duration::from_millis(100);
+pub(crate) const USEFUL_BELOW: Duration = Duration::from_millis(100);
 
 /// How long a node's row outlives its last refresh: how long a dead node
 /// can hold the others back. Short, since the row says little about a
 /// dead node: a write it had in flight is committed or not by the server
 /// within moments of the connection closing.
-pub const SHARE_TTL: Duration = Duration::from_secs(3);
+pub(crate) const SHARE_TTL: Duration = Duration::from_secs(3);
 
 /// This node's place among the nodes sharing the database. Cloning is
 /// shallow.
 #[derive(Clone)]
-pub struct Peers {
+pub(crate) struct Peers {
     store: Store,
     node: Arc<str>,
     interval: Duration,
@@ -59,7 +59,7 @@ impl Peers {
     /// Joins the nodes sharing `store`'s database: publishes this node's
     /// first low stamp, so that no write of this node can start before the
     /// others know of it.
-    pub async fn join(store: Store, interval: Duration) -> Result<Peers, StoreError> {
+    pub(crate) async fn join(store: Store, interval: Duration) -> Result<Peers, StoreError> {
         let peers = Peers {
             node: store.node().clone(),
             store,
@@ -70,7 +70,7 @@ impl Peers {
     }
 
     /// How long the feed waits to look again when the others held it back.
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.interval
     }
 
@@ -81,14 +81,14 @@ impl Peers {
 
     /// The lowest low stamp of the other live nodes (none if this node is
     /// alone). Read *after* the feed takes its own watermark.
-    pub async fn low_stamp(&self) -> Result<Option<Stamp>, StoreError> {
+    pub(crate) async fn low_stamp(&self) -> Result<Option<Stamp>, StoreError> {
         self.store.peers_low_stamp(&self.node).await
     }
 
     /// Publishes this node's low stamp every interval until `stop` (which
     /// comes when the node no longer serves), then deletes its row once its
     /// last writes have finished.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let shutdown = stop;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

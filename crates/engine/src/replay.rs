@@ -29,16 +29,16 @@ pub(crate) struct ChangeReader {
 
 /// One read's events, cut where it is safe to deliver them.
 pub(crate) struct Read {
-    pub events: Vec<Arc<Event>>,
+    pub(crate) events: Vec<Arc<Event>>,
     /// The stamp of each transaction read (some may have made no event).
-    pub stamps: Vec<Stamp>,
+    pub(crate) stamps: Vec<Stamp>,
     /// Where the next read starts.
-    pub next_since: Stamp,
+    pub(crate) next_since: Stamp,
     /// Whether changes below the read's bound may be left unread.
-    pub more: bool,
+    pub(crate) more: bool,
     /// The first stamp at or above the bound that the read saw (left for a
     /// later read), if any.
-    pub held_back: Option<Stamp>,
+    pub(crate) held_back: Option<Stamp>,
 }
 
 impl ChangeReader {
@@ -75,19 +75,19 @@ impl ChangeReader {
 /// Replays the changes of `since..until` for one reader: `caller`, with
 /// the `interest` its subscription was made with.
 pub(crate) struct Replay<'a> {
-    pub state: &'a Engine,
-    pub caller: &'a Caller,
-    pub interest: &'a Interest,
+    pub(crate) state: &'a Engine,
+    pub(crate) caller: &'a Caller,
+    pub(crate) interest: &'a Interest,
 }
 
 /// What one replay read gave a reader.
 pub(crate) struct Replayed {
     /// The events it may be sent, after the replay's `after`, in order.
-    pub events: Vec<(Arc<Event>, Delivery)>,
+    pub(crate) events: Vec<(Arc<Event>, Delivery)>,
     /// The rules they were judged by (a frame's diff judges by them too).
-    pub rules: Arc<RuleBook>,
+    pub(crate) rules: Arc<RuleBook>,
     /// Where the next read starts, or `None` if the gap is read.
-    pub next: Option<Stamp>,
+    pub(crate) next: Option<Stamp>,
 }
 
 impl Replay<'_> {

@@ -29,7 +29,7 @@ pub struct SignOut {
 impl SignOut {
     /// The sign-out a `forced_logout` notice's data describes; `None` if the
     /// data lacks the user or the time (such a notice revokes nothing).
-    pub fn decode(data: &Json) -> Option<SignOut> {
+    pub(crate) fn decode(data: &Json) -> Option<SignOut> {
         Some(SignOut {
             user_id: data.get("user_id")?.as_str()?.to_owned(),
             revoked_before: data.get("revoked_before")?.as_u64()?,
@@ -38,7 +38,7 @@ impl SignOut {
 
     /// Whether this sign-out refuses a token of `user_id` issued at
     /// `issued_at`.
-    pub fn refuses(&self, user_id: &str, issued_at: Option<u64>) -> bool {
+    pub(crate) fn refuses(&self, user_id: &str, issued_at: Option<u64>) -> bool {
         self.user_id == user_id && refuses(self.revoked_before, issued_at)
     }
 }

@@ -31,13 +31,13 @@ impl RuleBook {
         self.collections.get(collection)
     }
 
-    pub fn insert(&mut self, meta: CollectionMeta) {
+    pub(crate) fn insert(&mut self, meta: CollectionMeta) {
         self.collections
             .insert(Arc::from(meta.name.as_str()), Arc::new(meta));
     }
 
     /// Takes in a collection event (other events change nothing).
-    pub fn apply(&mut self, event: &Event) {
+    pub(crate) fn apply(&mut self, event: &Event) {
         let (Some(name), Some(meta)) = (event.collection(), event.collection_meta()) else {
             return;
         };

@@ -71,14 +71,14 @@ impl Action {
 
 impl Rules {
     /// Every rule `null`.
-    pub const ADMINS_ONLY: Rules = Rules {
+    pub(crate) const ADMINS_ONLY: Rules = Rules {
         read: None,
         create: None,
         update: None,
         delete: None,
     };
 
-    pub fn rule(&self, action: Action) -> Option<&str> {
+    pub(crate) fn rule(&self, action: Action) -> Option<&str> {
         match action {
             Action::Read => self.read.as_deref(),
             Action::Create => self.create.as_deref(),
@@ -132,7 +132,7 @@ impl Access {
 
     /// A parsed rule (`None`: admins only) bound to `caller`'s claims and
     /// folded.
-    pub fn of_parsed(rule: Option<&Expr>, caller: &Caller) -> Access {
+    pub(crate) fn of_parsed(rule: Option<&Expr>, caller: &Caller) -> Access {
         if caller.as_ref().is_some_and(|identity| identity.admin) {
             return Access::All;
         }

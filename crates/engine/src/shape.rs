@@ -46,7 +46,7 @@ pub struct Shape {
     pub fields: Option<Vec<FieldPath>>,
     /// Whether an update of a record the client already holds is sent as
     /// an RFC 7396 merge patch.
-    pub diff: bool,
+    pub(crate) diff: bool,
 }
 
 impl Shape {
@@ -60,7 +60,7 @@ impl Shape {
     }
 
     /// Whether records go out as stored.
-    pub fn is_whole(&self) -> bool {
+    pub(crate) fn is_whole(&self) -> bool {
         self.fields.is_none() && !self.diff
     }
 
@@ -137,7 +137,7 @@ fn insert_at(target: &mut Map<String, Json>, path: &[String], value: &Json) {
 /// added fields with their new values, removed ones as `null`, objects
 /// patched field by field. (A field set to `null` reads as removed: the
 /// format cannot say otherwise.)
-pub fn merge_patch(before: &Json, after: &Json) -> Json {
+pub(crate) fn merge_patch(before: &Json, after: &Json) -> Json {
     match (before, after) {
         (Json::Object(before), Json::Object(after)) => {
             let mut patch = Map::new();

@@ -21,15 +21,15 @@ pub struct Interest {
     /// Most streams have one, kept inline: dispatch visits every group of
     /// a scope, and a topic in an allocation of its own cost a cache miss
     /// per group.
-    pub topics: Topics,
+    pub(crate) topics: Topics,
     /// Whose read rules apply, per collection, to an all-collections topic:
     /// set for a caller who is not an admin. `None`: no rules beyond the
     /// topics' filters (a collection's or channel's rule is folded into its
     /// topic's filter).
-    pub reader: Option<Arc<Reader>>,
+    pub(crate) reader: Option<Arc<Reader>>,
     /// Whether `user.*` events are wanted, and which of them the presence
     /// rule lets this caller see (`None`: none wanted).
-    pub presence: Option<Access>,
+    pub(crate) presence: Option<Access>,
 }
 
 /// An interest's topics.
@@ -64,10 +64,10 @@ impl Scope {
 /// One source of events and its filter.
 #[derive(Clone)]
 pub struct Topic {
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// Record events (and channel messages) must match it; `None` matches
     /// every one.
-    pub filter: Option<Arc<Filter>>,
+    pub(crate) filter: Option<Arc<Filter>>,
 }
 
 impl Topic {
@@ -184,7 +184,7 @@ impl Interest {
     /// client building a view from events ends with exactly the records that
     /// match.
     #[inline]
-    pub fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
+    pub(crate) fn delivery(&self, event: &Event, rules: &RuleBook) -> Option<Delivery> {
         match event.kind.audience() {
             // The stream decides what a sign-out means for it.
             Audience::Everyone => Some(Delivery::Match),
@@ -226,7 +226,7 @@ impl Interest {
     /// Whether this interest saw a record event's record before the change
     /// (its before-image passed the rule and the filter): a `diff=true`
     /// stream then sends a patch. `false` when there is no before-image.
-    pub fn saw_before(&self, event: &Event, rules: &RuleBook) -> bool {
+    pub(crate) fn saw_before(&self, event: &Event, rules: &RuleBook) -> bool {
         match (self.record_view(event, rules), &event.before) {
             (Some(visible), Some(before)) => visible(before),
             _ => false,

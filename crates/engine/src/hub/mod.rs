@@ -27,11 +27,12 @@ use crate::rulebook::RuleBook;
 
 use index::TopicIndex;
 use interest::GroupKey;
-pub use interest::{Interest, Reader, Scope, Topic, Topics};
+pub use interest::{Interest, Reader, Scope};
+pub(crate) use interest::{Topic, Topics};
 
 pub(crate) type GroupId = u64;
 /// What a subscription's queue holds.
-pub type Queued = (Arc<Event>, Delivery);
+pub(crate) type Queued = (Arc<Event>, Delivery);
 type SubscriberId = u64;
 
 /// A handle to the hub. Cloning is shallow.
@@ -135,7 +136,7 @@ pub struct Subscription {
 impl Subscription {
     /// The next event, or `None` once the hub has dropped this subscription
     /// (its queue overflowed) and the queue is drained.
-    pub async fn recv(&mut self) -> Option<Queued> {
+    pub(crate) async fn recv(&mut self) -> Option<Queued> {
         let queued = self.receiver.recv().await?;
         Some(self.dequeued(queued))
     }
@@ -219,7 +220,7 @@ impl Hub {
     }
 
     /// The collections' rules as of the cursor.
-    pub fn rules(&self) -> Arc<RuleBook> {
+    pub(crate) fn rules(&self) -> Arc<RuleBook> {
         self.lock().rules.clone()
     }
 
@@ -337,7 +338,7 @@ impl Hub {
     /// taken what is queued, and one subscribing later ends at once. So
     /// streams need not watch the shutdown signal on every event (a lock
     /// every stream shares).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         let members: Vec<(GroupId, SubscriberId)> = state

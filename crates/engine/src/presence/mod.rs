@@ -28,8 +28,8 @@ use crate::store::{PresenceEntry, Store};
 /// A present user's identity.
 #[derive(Debug, Clone)]
 pub struct PresentUser {
-    pub user_id: String,
-    pub user_name: Option<String>,
+    pub(crate) user_id: String,
+    pub(crate) user_name: Option<String>,
 }
 
 /// Most commands applied in one batch.
@@ -77,7 +77,7 @@ struct Local {
 impl Presence {
     /// Starts the node's presence task; it runs until `shutdown`, then
     /// signs out the users present here.
-    pub fn start(
+    pub(crate) fn start(
         store: Store,
         grace: Duration,
         ttl: Duration,

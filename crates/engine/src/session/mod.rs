@@ -33,7 +33,7 @@ use crate::Engine;
 use crate::clock::{Stamp, unix_now};
 use crate::collection::CollectionName;
 use crate::connections::{Change, Command, Registration, Requester};
-pub use crate::decide::WatchedRules;
+pub(crate) use crate::decide::WatchedRules;
 use crate::event::{Delivery, Event, EventId, sse_frame};
 use crate::frame::frame_for;
 use crate::hub::{Interest, Queued, Subscription};
@@ -51,7 +51,7 @@ mod snapshot;
 mod subscribe;
 
 pub use snapshot::{First, Snapshot, check_snapshot_size, snapshot_parts};
-pub use subscribe::{MAX_TOPICS, Plan, subscribe};
+pub use subscribe::{Plan, subscribe};
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

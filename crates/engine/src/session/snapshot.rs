@@ -38,14 +38,14 @@ const FIRST_PAGE: u32 = 100;
 /// About how many bytes of records one page brings in.
 const PAGE_BYTES: usize = 1024 * 1024;
 /// Most records a first-N snapshot may ask for (one read).
-pub const MAX_FIRST: u32 = 1000;
+pub(crate) const MAX_FIRST: u32 = 1000;
 
 /// Only the first records by a sort (a chat's latest 50 messages), read at
 /// once; what follows is then every matching change.
 #[derive(Debug, Clone)]
 pub struct First {
-    pub sort: SortOrder,
-    pub limit: u32,
+    pub(crate) sort: SortOrder,
+    pub(crate) limit: u32,
 }
 
 impl First {
@@ -142,7 +142,7 @@ pub struct Snapshot {
     cursor: PageCursor,
     page: u32,
     /// Records sent so far, for `snapshot.done`.
-    pub sent: u64,
+    pub(crate) sent: u64,
 }
 
 impl Snapshot {
@@ -158,13 +158,13 @@ impl Snapshot {
     }
 
     /// The collection the next page is of.
-    pub fn collection(&self) -> Option<&CollectionName> {
+    pub(crate) fn collection(&self) -> Option<&CollectionName> {
         self.parts.get(self.part).map(|(name, _)| name)
     }
 
     /// The frames of the next page (possibly none, for a collection with
     /// no match), or `None` once every collection is read.
-    pub async fn next_page(
+    pub(crate) async fn next_page(
         &mut self,
         store: &Store,
         shape: &Shape,

@@ -87,7 +87,7 @@ impl Plan {
     }
 
     /// Removes the topic `id` names; false if the plan has no such topic.
-    pub fn remove(&mut self, id: &SubscriptionId) -> bool {
+    pub(crate) fn remove(&mut self, id: &SubscriptionId) -> bool {
         let before = self.collections.len() + self.channels.len();
         match id {
             SubscriptionId::Collection(name) => {
@@ -100,12 +100,12 @@ impl Plan {
     }
 
     /// Whether the plan carries nothing (a stream keeps at least one topic).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.all.is_none() && self.collections.is_empty() && self.channels.is_empty()
     }
 
     /// The ids of the plan's subscriptions, with `presence` if it has it.
-    pub fn subscription_ids(&self, presence: bool) -> Vec<SubscriptionId> {
+    pub(crate) fn subscription_ids(&self, presence: bool) -> Vec<SubscriptionId> {
         let all = self.all.as_ref().map(|_| SubscriptionId::AllCollections);
         let collections = self
             .collections

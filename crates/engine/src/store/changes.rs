@@ -22,25 +22,25 @@ use crate::collection::CollectionMeta;
 use crate::revocations::SignOut;
 
 /// Most changes one changefeed read returns (SurrealDB caps it at 1000).
-pub const CHANGES_PER_READ: u32 = 1000;
+pub(crate) const CHANGES_PER_READ: u32 = 1000;
 
 /// One committed transaction read from the changefeed.
 #[derive(Debug)]
-pub struct ChangeSet {
-    pub stamp: Stamp,
+pub(crate) struct ChangeSet {
+    pub(crate) stamp: Stamp,
     /// In commit order. A change's position is its event's index, so
     /// changes that are no event stay in the list (as [`Change::Other`]).
-    pub changes: Vec<Change>,
+    pub(crate) changes: Vec<Change>,
     /// How many raw changes the set holds, table definitions included. It is
     /// at least the number of changefeed entries the set spans (one per
     /// table the commit wrote), which is what SurrealDB's read limit counts:
     /// over-counting only costs an extra read, under-counting would skip.
-    pub entries: u32,
+    pub(crate) entries: u32,
 }
 
 /// One change inside a [`ChangeSet`], decoded by the table it was made to.
 #[derive(Debug)]
-pub enum Change {
+pub(crate) enum Change {
     /// A change to a record of a collection.
     Record {
         collection: Arc<str>,
@@ -93,7 +93,7 @@ pub enum Change {
 
 /// An admin's notice to every stream.
 #[derive(Debug)]
-pub enum Notice {
+pub(crate) enum Notice {
     Announcement(Json),
     /// A change to one open stream, for the node that holds it.
     SubscriptionChange(Json),
@@ -108,22 +108,22 @@ pub enum Notice {
 /// One change as the changefeed holds it, before it is decoded.
 #[derive(Debug)]
 struct RawChange {
-    pub table: String,
+    pub(crate) table: String,
     /// The bare record id.
-    pub key: String,
-    pub op: ChangeOp,
+    pub(crate) key: String,
+    pub(crate) op: ChangeOp,
     /// The record after the change; for a delete, the record before it.
-    pub data: Json,
+    pub(crate) data: Json,
     /// For an update, the record before it (`None` if it could not be
     /// rebuilt from the stored patches).
-    pub before: Option<Json>,
+    pub(crate) before: Option<Json>,
 }
 
 impl ChangeSet {
     /// The set with the messages `node` relayed to the others left out (as
     /// [`Change::Other`], so the other changes keep their indexes): that
     /// node delivered them itself.
-    pub fn without_relays_from(mut self, node: &str) -> ChangeSet {
+    pub(crate) fn without_relays_from(mut self, node: &str) -> ChangeSet {
         for change in &mut self.changes {
             if matches!(change, Change::Relayed { node: from, .. } if from == node) {
                 *change = Change::Other;
@@ -153,7 +153,7 @@ impl RawChange {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeOp {
+pub(crate) enum ChangeOp {
     Create,
     Update,
     Delete,
@@ -284,7 +284,7 @@ impl Store {
     /// Reads committed transactions with stamps at or after `since`
     /// (SurrealDB's `SINCE` is inclusive), oldest first, at most `limit`
     /// changefeed entries.
-    pub async fn read_changes(
+    pub(crate) async fn read_changes(
         &self,
         since: Stamp,
         limit: u32,

@@ -21,7 +21,7 @@ impl Store {
     }
 
     /// Checks the database every [`CHECK_INTERVAL`] until `shutdown`.
-    pub async fn watch_health(self, shutdown: CancellationToken) {
+    pub(crate) async fn watch_health(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(CHECK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -43,7 +43,7 @@ mod schema;
 mod tickets;
 mod tracker;
 
-pub use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
+pub(crate) use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use idempotency::Claim;
 pub use presence::PresenceEntry;
 pub use records::{BatchError, PageCursor, RuleChecks, SortOrder};

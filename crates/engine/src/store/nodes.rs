@@ -13,7 +13,7 @@ use crate::clock::{Stamp, unix_ms_now};
 impl Store {
     /// Publishes this node's low stamp, valid for `ttl` unless published
     /// again. Not a tracked write: the table has no changefeed.
-    pub async fn share_low_stamp(
+    pub(crate) async fn share_low_stamp(
         &self,
         node: &str,
         low: Stamp,
@@ -34,7 +34,7 @@ impl Store {
     }
 
     /// The lowest low stamp of the other live nodes, if there are any.
-    pub async fn peers_low_stamp(&self, node: &str) -> Result<Option<Stamp>, StoreError> {
+    pub(crate) async fn peers_low_stamp(&self, node: &str) -> Result<Option<Stamp>, StoreError> {
         let lows: Vec<i64> = self
             .db
             .query(format!(
@@ -50,7 +50,7 @@ impl Store {
     }
 
     /// Removes this node's row, so that the others stop waiting for it.
-    pub async fn forget_node(&self, node: &str) -> Result<(), StoreError> {
+    pub(crate) async fn forget_node(&self, node: &str) -> Result<(), StoreError> {
         self.db
             .query(format!("DELETE type::record('{NODES_TABLE}', $node)"))
             .bind(("node", node.to_owned()))

@@ -64,7 +64,7 @@ impl Store {
 
     /// Every sign-out still in force: the user, and the time at or before
     /// which its tokens are refused.
-    pub async fn sign_outs(&self) -> Result<Vec<SignOut>, StoreError> {
+    pub(crate) async fn sign_outs(&self) -> Result<Vec<SignOut>, StoreError> {
         let sql = format!("SELECT * FROM {REVOCATIONS_TABLE}");
         let rows: Vec<Value> = self.db.query(sql).await?.check()?.take(0)?;
         Ok(rows

@@ -43,8 +43,8 @@ pub struct RuleChecks {
 /// Sort order for record lists.
 #[derive(Debug, Clone)]
 pub struct SortOrder {
-    pub field: FieldPath,
-    pub descending: bool,
+    pub(crate) field: FieldPath,
+    pub(crate) descending: bool,
 }
 
 impl Store {
@@ -404,7 +404,7 @@ impl Store {
     /// the cursor after them. Pages by id stay exact while other writes
     /// run: a record is in the page that covers its id, as it is when that
     /// page is read.
-    pub async fn records_page(
+    pub(crate) async fn records_page(
         &self,
         collection: &CollectionName,
         filter: Option<&Expr>,
@@ -479,7 +479,7 @@ impl Store {
     }
 
     /// How many records of a collection match `filter`.
-    pub async fn count_records(
+    pub(crate) async fn count_records(
         &self,
         collection: &CollectionName,
         filter: Option<&Expr>,

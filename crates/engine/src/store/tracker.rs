@@ -107,7 +107,7 @@ pub enum Target<'a> {
 
 impl Target<'_> {
     /// The same for a write and for the change it makes.
-    pub fn hash(&self) -> u64 {
+    pub(crate) fn hash(&self) -> u64 {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         Hash::hash(self, &mut hasher);
         hasher.finish()
@@ -115,7 +115,7 @@ impl Target<'_> {
 }
 
 impl Written {
-    pub fn target(&self) -> Target<'_> {
+    pub(crate) fn target(&self) -> Target<'_> {
         match self {
             Written::Record { collection, key } => Target::Record { collection, key },
             Written::Collection(name) => Target::Collection(name),
@@ -147,10 +147,10 @@ impl Acknowledged {
 
 /// The acknowledged writes not matched yet, locked for the feed while it
 /// tags one batch.
-pub struct Unmatched<'a>(std::sync::MutexGuard<'a, InFlight>);
+pub(crate) struct Unmatched<'a>(std::sync::MutexGuard<'a, InFlight>);
 
 impl Unmatched<'_> {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.unmatched_count == 0
     }
 
@@ -166,7 +166,7 @@ impl Unmatched<'_> {
     /// was answered before the stream began; the worst a wrong match can do
     /// is deliver a change the client already had answered (a duplicate),
     /// never hide one.
-    pub fn claim(
+    pub(crate) fn claim(
         &mut self,
         stamp: Stamp,
         target: &Target<'_>,
@@ -197,7 +197,7 @@ impl Unmatched<'_> {
 
     /// Forgets the writes whose change can no longer come: the feed has
     /// read every stamp up to `cursor`, past their answer's millisecond.
-    pub fn forget_before(&mut self, cursor: Stamp) {
+    pub(crate) fn forget_before(&mut self, cursor: Stamp) {
         let in_flight = &mut *self.0;
         let (mut count, mut bytes) = (0, 0);
         in_flight.unmatched.retain(|_, bucket| {
@@ -265,7 +265,7 @@ impl WriteTracker {
     }
 
     /// The stamp below which every commit is visible: see the module docs.
-    pub fn watermark(&self, settle: Duration) -> Stamp {
+    pub(crate) fn watermark(&self, settle: Duration) -> Stamp {
         let in_flight = self.lock();
         let now = SystemTime::now()
             .checked_sub(settle)
@@ -278,7 +278,7 @@ impl WriteTracker {
     }
 
     /// Whether no write is in flight.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         self.lock().writes.is_empty()
     }
 
@@ -292,22 +292,22 @@ impl WriteTracker {
     }
 
     /// How many writes have been acknowledged so far.
-    pub fn acknowledged(&self) -> u64 {
+    pub(crate) fn acknowledged(&self) -> u64 {
         self.lock().acknowledged
     }
 
     /// The acknowledged writes the feed has not matched yet.
-    pub fn unmatched(&self) -> Unmatched<'_> {
+    pub(crate) fn unmatched(&self) -> Unmatched<'_> {
         Unmatched(self.lock())
     }
 
     /// Resolves when a write has completed since the last call.
-    pub async fn completed(&self) {
+    pub(crate) async fn completed(&self) {
         self.inner.completed.notified().await
     }
 
     /// Like [`Self::completed`], for the task that shares the low stamp.
-    pub async fn completed_for_peers(&self) {
+    pub(crate) async fn completed_for_peers(&self) {
         self.inner.completed_for_peers.notified().await
     }
 
