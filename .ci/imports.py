@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRATES = {
     ROOT / "src": {},
     ROOT / "crates" / "engine" / "src": {
-        "store": {"hub", "feed", "session", "pages", "decide", "peers"},
+        "store": {"hub", "feed", "replay", "frame", "session", "pages", "decide", "peers"},
     },
 }
 

@@ -11,7 +11,7 @@
 //! filter); 10 streams of one user match.
 //!
 //! `leave_100k_subscribers`: all 100,000 leaving, each from a group of its
-//! own.
+//! own; `join_100k_subscribers`: all 100,000 subscribing.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -187,5 +187,49 @@ fn leave(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, dispatch, per_user_rules, leave);
+/// 100,000 subscribers joining one hub, each into a group of its own, their
+/// filters parsed beforehand: the time the index's inserts add to the
+/// subscribe path (under the hub's lock).
+fn join(c: &mut Criterion) {
+    let mut group = c.benchmark_group("join_100k_subscribers");
+    group.sample_size(10);
+    let cases: [(&str, OtherFilter); 3] = [
+        ("indexed", |n| format!("room = {}", n + 1000)),
+        ("unindexed", |n| format!("room >= {}", n + 1000)),
+        ("indexed_shared_value", |n| {
+            format!("room = {} || public = true", n + 1000)
+        }),
+    ];
+    let limit = QueueLimit {
+        events: 64,
+        bytes: usize::MAX,
+    };
+    for (name, others) in cases {
+        let interests: Vec<Interest> = (0..SUBSCRIBERS)
+            .map(|n| {
+                Interest::topic(
+                    Scope::Collection(Arc::from("messages")),
+                    Some(Arc::new(Filter::parse(&others(n)).unwrap())),
+                )
+            })
+            .collect();
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || (Hub::new(Stamp(0), Default::default()), interests.clone()),
+                |(hub, interests)| {
+                    let joined: Vec<Subscription> = interests
+                        .into_iter()
+                        .map(|interest| hub.subscribe(interest, limit).0)
+                        .collect();
+                    // Dropped (leaving) after the measurement.
+                    (hub, joined)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, dispatch, per_user_rules, leave, join);
 criterion_main!(benches);
