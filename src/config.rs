@@ -233,7 +233,7 @@ impl Config {
     }
 
     /// What the engine is set up with, from these flags.
-    pub(crate) fn engine_settings(&self) -> Settings {
+    pub fn engine_settings(&self) -> Settings {
         Settings {
             database: Database {
                 url: self.db.clone(),

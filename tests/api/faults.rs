@@ -292,3 +292,46 @@ async fn a_node_whose_connection_breaks_mid_read_neither_skips_nor_repeats() {
     follower.until_seen(&expected).await;
     assert_eq!(follower.seen.len(), RECORDS, "each change once");
 }
+
+/// A change page whose changefeed read finds the database gone is
+/// `Unavailable` (a 503), as every other path says, not an internal error
+/// (a 500). Asked of the engine itself: over HTTP, the node's health watch
+/// may notice first and answer for it.
+#[tokio::test]
+async fn a_change_page_read_that_finds_the_database_gone_is_unavailable() {
+    use livehub::engine::Error;
+    use livehub::engine::event::EventId;
+    use livehub::engine::pages::{PageRequest, Read, Reader};
+    use livehub::engine::session::{Plan, subscribe};
+    use livehub::engine::shape::Shape;
+
+    let mut server = SurrealServer::start().await;
+    let settings = server.node_config("gone").engine_settings();
+    let (engine, _background) = livehub::engine::Engine::open(settings).await.unwrap();
+    let plan = Plan::every_collection(None);
+    let (interest, mut subscription, watched) =
+        subscribe(&engine, &None, &plan, None).await.unwrap();
+    server.kill();
+    let shape = Shape::default();
+    let reader = Reader {
+        state: &engine,
+        caller: &None,
+        interest: &interest,
+        watched: &watched,
+        shape: &shape,
+    };
+    let request = PageRequest {
+        since: EventId::before_stamp(engine.store.earliest_retained()),
+        limit: 10,
+        wait: Duration::ZERO,
+    };
+    let read = tokio::time::timeout(HANG_GUARD, reader.read(&mut subscription, request))
+        .await
+        .expect("a page read while the database is gone does not hang");
+    match read {
+        Err(Error::Unavailable) => {}
+        Err(other) => panic!("{other:?}"),
+        Ok(Read::Page(page)) => panic!("a page of {} events", page.events.len()),
+        Ok(Read::Rebind) => panic!("rebind"),
+    }
+}
