@@ -30,6 +30,16 @@ const SUBSCRIBERS: usize = 100_000;
 type OtherFilter = fn(usize) -> String;
 const MATCHING: usize = 10;
 
+/// The crowds that join and leave: each subscriber's filter.
+const CROWDS: [(&str, OtherFilter); 3] = [
+    ("indexed", |n| format!("room = {}", n + 1000)),
+    ("unindexed", |n| format!("room >= {}", n + 1000)),
+    // Every group is also filed under `public = true`.
+    ("indexed_shared_value", |n| {
+        format!("room = {} || public = true", n + 1000)
+    }),
+];
+
 fn subscribe(hub: &Hub, filter: &str) -> Subscription {
     let interest = Interest::topic(
         Scope::Collection(Arc::from("messages")),
@@ -81,6 +91,22 @@ fn event(data: serde_json::Value) -> Arc<Event> {
     ))
 }
 
+/// Publishes `events` and takes them off the `matching` subscribers' queues
+/// (so the queues never fill), once per iteration.
+fn publish_and_drain(
+    b: &mut criterion::Bencher,
+    hub: &Hub,
+    events: &[Arc<Event>],
+    matching: &mut [Subscription],
+) {
+    b.iter(|| {
+        hub.publish(black_box(events), Stamp(1));
+        for subscription in matching.iter_mut() {
+            assert!(subscription.try_recv().is_some());
+        }
+    })
+}
+
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch_100k_subscribers_10_match");
     let cases: [(&str, OtherFilter); 2] = [
@@ -92,15 +118,7 @@ fn dispatch(c: &mut Criterion) {
         let events = [event(
             json!({"id": "m1", "room": 7, "kind": "chat", "text": "hello"}),
         )];
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                hub.publish(black_box(&events), Stamp(1));
-                // Drain, so the queues never fill.
-                for subscription in &mut matching {
-                    assert!(subscription.try_recv().is_some());
-                }
-            })
-        });
+        group.bench_function(name, |b| publish_and_drain(b, &hub, &events, &mut matching));
     }
     group.finish();
 }
@@ -145,14 +163,7 @@ fn per_user_rules(c: &mut Criterion) {
         let events = [event(
             json!({"id": "m1", "owner": "u7", "public": false, "text": "hello"}),
         )];
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                hub.publish(black_box(&events), Stamp(1));
-                for subscription in &mut matching {
-                    assert!(subscription.try_recv().is_some());
-                }
-            })
-        });
+        group.bench_function(name, |b| publish_and_drain(b, &hub, &events, &mut matching));
     }
     group.finish();
 }
@@ -163,15 +174,7 @@ fn per_user_rules(c: &mut Criterion) {
 fn leave(c: &mut Criterion) {
     let mut group = c.benchmark_group("leave_100k_subscribers");
     group.sample_size(10);
-    let cases: [(&str, OtherFilter); 3] = [
-        ("indexed", |n| format!("room = {}", n + 1000)),
-        ("unindexed", |n| format!("room >= {}", n + 1000)),
-        // Every group is also filed under `public = true`.
-        ("indexed_shared_value", |n| {
-            format!("room = {} || public = true", n + 1000)
-        }),
-    ];
-    for (name, others) in cases {
+    for (name, others) in CROWDS {
         group.bench_function(name, |b| {
             b.iter_batched(
                 || crowd(others),
@@ -193,18 +196,11 @@ fn leave(c: &mut Criterion) {
 fn join(c: &mut Criterion) {
     let mut group = c.benchmark_group("join_100k_subscribers");
     group.sample_size(10);
-    let cases: [(&str, OtherFilter); 3] = [
-        ("indexed", |n| format!("room = {}", n + 1000)),
-        ("unindexed", |n| format!("room >= {}", n + 1000)),
-        ("indexed_shared_value", |n| {
-            format!("room = {} || public = true", n + 1000)
-        }),
-    ];
     let limit = QueueLimit {
         events: 64,
         bytes: usize::MAX,
     };
-    for (name, others) in cases {
+    for (name, others) in CROWDS {
         let interests: Vec<Interest> = (0..SUBSCRIBERS)
             .map(|n| {
                 Interest::topic(
