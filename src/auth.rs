@@ -6,9 +6,9 @@
 //! `DB`) are accepted too, with `ID` as the user id, so an app that signs its
 //! users in through SurrealDB can use those tokens directly.
 //!
-//! With no key configured, a random secret is generated and an admin token
-//! signed with it, for local use.
-//!
+//! With no key configured, a random secret is generated and tokens signed
+//! with it, an admin's and a user's, for local use. With a secret,
+//! `livehub token` signs tokens with it ([`sign_token`]).
 
 use std::time::Duration;
 
@@ -18,12 +18,12 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value as Json, json};
 
-use crate::config::AuthSettings;
+use crate::config::{AuthSettings, TokenArgs};
 use crate::identity::{AuthError, Identity};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 5;
-/// How long the development admin token lives.
+/// How long the development tokens live.
 const DEV_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Verifies tokens with the configured key and algorithm.
@@ -32,6 +32,66 @@ pub struct Authenticator {
     validation: Validation,
     /// Present when the key is a secret: used to sign development tokens.
     signer: Option<(EncodingKey, Algorithm)>,
+    /// The `iss` and `aud` that tokens must carry, if configured: the
+    /// tokens this server signs carry them too.
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// The tokens a run without a configured key signs with its random secret.
+#[derive(Debug, Clone)]
+pub struct DevTokens {
+    /// An admin's (`sub` "admin", `role` "admin").
+    pub admin: String,
+    /// A user's: `sub` "ann", `name` "Ann".
+    pub user: String,
+}
+
+/// Why `livehub token` does not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// Only a public key is configured.
+    #[error(
+        "livehub token signs with the secret the server verifies with: set --jwt-secret or \
+         LIVEHUB_JWT_SECRET (a public key cannot sign)"
+    )]
+    PublicKey,
+    /// No key is configured.
+    #[error(
+        "livehub token signs with the secret the server verifies with: set --jwt-secret or \
+         LIVEHUB_JWT_SECRET.\n\
+         A server started without one makes a random secret that exists only inside that process\n\
+         (its banner prints tokens for it). Give the server and livehub token the same secret:\n\
+         \n    export LIVEHUB_JWT_SECRET=$(openssl rand -hex 32)\n\n\
+         and start both from this shell, or from others with the same value."
+    )]
+    NoSecret,
+    /// The key settings are wrong (a short secret, an algorithm that does
+    /// not fit it).
+    #[error("{0:#}")]
+    Settings(anyhow::Error),
+}
+
+/// The token `livehub token` prints: for `request`, signed with the
+/// configured secret, so that a server with the same settings accepts it.
+pub fn sign_token(settings: &AuthSettings, request: &TokenArgs) -> Result<String, SignError> {
+    match (&settings.jwt_secret, &settings.jwt_public_key) {
+        (None, Some(_)) => return Err(SignError::PublicKey),
+        // Not `from_settings`' random secret: no server would accept it.
+        (None, None) => return Err(SignError::NoSecret),
+        (Some(_), _) => {}
+    }
+    let (authenticator, _) = Authenticator::from_settings(settings).map_err(SignError::Settings)?;
+    let mut claims = json!({"sub": request.sub});
+    if let Some(name) = &request.name {
+        claims["name"] = json!(name);
+    }
+    if let Some(role) = &request.role {
+        claims["role"] = json!(role);
+    }
+    authenticator
+        .issue(claims, request.ttl)
+        .map_err(SignError::Settings)
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -44,8 +104,10 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// The authenticator the configuration asks for. With no key configured,
-    /// a random secret, and an admin token signed with it for local use.
-    pub fn from_settings(config: &AuthSettings) -> anyhow::Result<(Authenticator, Option<String>)> {
+    /// a random secret, and tokens signed with it for local use.
+    pub fn from_settings(
+        config: &AuthSettings,
+    ) -> anyhow::Result<(Authenticator, Option<DevTokens>)> {
         let algorithm = match config.jwt_algorithm.as_deref() {
             Some(name) => name
                 .parse::<Algorithm>()
@@ -128,17 +190,36 @@ impl Authenticator {
             key,
             validation,
             signer,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
         };
-        let dev_token = if dev {
-            let expires = crate::clock::unix_now() + DEV_TOKEN_LIFETIME.as_secs();
-            Some(authenticator.sign(&json!({
-                "sub": "admin", "name": "Local admin", "role": "admin",
-                "exp": expires,
-            }))?)
+        let dev_tokens = if dev {
+            let admin = json!({"sub": "admin", "name": "Local admin", "role": "admin"});
+            Some(DevTokens {
+                admin: authenticator.issue(admin, DEV_TOKEN_LIFETIME)?,
+                user: authenticator
+                    .issue(json!({"sub": "ann", "name": "Ann"}), DEV_TOKEN_LIFETIME)?,
+            })
         } else {
             None
         };
-        Ok((authenticator, dev_token))
+        Ok((authenticator, dev_tokens))
+    }
+
+    /// Signs a token this server accepts for `claims` (`sub` and the
+    /// rest): issued now, expiring after `lifetime`, with the configured
+    /// `iss` and `aud`.
+    pub fn issue(&self, mut claims: Json, lifetime: Duration) -> anyhow::Result<String> {
+        let now = crate::clock::unix_now();
+        claims["iat"] = json!(now);
+        claims["exp"] = json!(now + lifetime.as_secs());
+        if let Some(issuer) = &self.issuer {
+            claims["iss"] = json!(issuer);
+        }
+        if let Some(audience) = &self.audience {
+            claims["aud"] = json!(audience);
+        }
+        self.sign(&claims)
     }
 
     /// Signs claims with the configured secret (development and tests).
@@ -536,9 +617,22 @@ mod tests {
 
     #[test]
     fn without_a_key_a_random_secret_and_an_admin_token_are_made() {
-        let (auth, token) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
-        let identity = auth.verify(&token.unwrap()).unwrap();
+        let (auth, tokens) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
+        let tokens = tokens.unwrap();
+        let identity = auth.verify(&tokens.admin).unwrap();
         assert!(identity.admin);
+        let ann = auth.verify(&tokens.user).unwrap();
+        assert_eq!(
+            (ann.user_id.as_str(), ann.name.as_deref()),
+            ("ann", Some("Ann"))
+        );
+        assert!(!ann.admin);
+        let issued_at = ann.issued_at.unwrap();
+        assert!(now().abs_diff(issued_at) <= 1);
+        assert_eq!(
+            ann.expires_at,
+            Some(issued_at + DEV_TOKEN_LIFETIME.as_secs())
+        );
         let (other, _) = Authenticator::from_settings(&AuthSettings::default()).unwrap();
         assert!(
             other
@@ -546,6 +640,64 @@ mod tests {
                 .is_err(),
             "secrets differ per run"
         );
+    }
+
+    #[test]
+    fn signed_tokens_carry_the_configured_issuer_and_audience() {
+        // The development tokens of a run with `--jwt-issuer` and no key,
+        // as well as those of a secret.
+        let (auth, tokens) = Authenticator::from_settings(&settings(&[
+            "--jwt-issuer",
+            "me",
+            "--jwt-audience",
+            "you",
+        ]))
+        .unwrap();
+        let identity = auth.verify(&tokens.unwrap().user).unwrap();
+        assert_eq!(
+            (&identity.claims["iss"], &identity.claims["aud"]),
+            (&json!("me"), &json!("you"))
+        );
+        let auth = with_secret(&["--jwt-issuer", "me", "--jwt-audience", "you"]);
+        let token = auth
+            .issue(json!({"sub": "bob"}), Duration::from_secs(60))
+            .unwrap();
+        let identity = auth.verify(&token).unwrap();
+        assert_eq!(identity.claims["iss"], "me");
+        assert_eq!(identity.expires_at, Some(identity.issued_at.unwrap() + 60));
+    }
+
+    #[test]
+    fn the_token_command_signs_with_the_secret_only() {
+        let request = TokenArgs {
+            sub: "ann".into(),
+            name: Some("Ann".into()),
+            role: Some("admin".into()),
+            ttl: Duration::from_secs(600),
+        };
+        let secret = settings(&["--jwt-secret", SECRET, "--jwt-algorithm", "HS512"]);
+        let token = sign_token(&secret, &request).unwrap();
+        let identity = with_secret(&["--jwt-algorithm", "HS512"])
+            .verify(&token)
+            .unwrap();
+        assert_eq!(
+            (identity.user_id.as_str(), identity.name.as_deref()),
+            ("ann", Some("Ann"))
+        );
+        assert!(identity.admin);
+        assert_eq!(identity.expires_at, Some(identity.issued_at.unwrap() + 600));
+        let public_key = settings(&["--jwt-public-key", "key.pem"]);
+        assert!(matches!(
+            sign_token(&public_key, &request),
+            Err(SignError::PublicKey)
+        ));
+        assert!(matches!(
+            sign_token(&AuthSettings::default(), &request),
+            Err(SignError::NoSecret)
+        ));
+        let short = settings(&["--jwt-secret", "short"]);
+        let error = sign_token(&short, &request).unwrap_err().to_string();
+        assert_eq!(error, "--jwt-secret must be at least 32 bytes long");
     }
 
     #[test]

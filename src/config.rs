@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::{BoolishValueParser, NonEmptyStringValueParser};
 
 use crate::engine::store::{Backlog, Database};
 use crate::engine::{Settings, StreamSettings};
@@ -14,13 +15,19 @@ use crate::proxies::TrustedProxies;
 #[derive(Parser, Clone, Debug)]
 #[command(name = "livehub", version, about, long_about = None)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "LIVEHUB_ADDR", default_value = "127.0.0.1:8000")]
+    /// What to do instead of serving (with none, livehub serves).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Address to listen on: `127.0.0.1:8000` (this machine only),
+    /// `0.0.0.0:8000` (every interface), `[::1]:8000`; `localhost:8000` and a
+    /// bare port, `8000`, mean 127.0.0.1.
+    #[arg(long, env = "LIVEHUB_ADDR", default_value = "127.0.0.1:8000", value_parser = listen_address)]
     pub addr: SocketAddr,
 
     /// Database: `mem://` (in memory), `surrealkv://<dir>` (persistent, embedded)
     /// or `ws://host:port` (a SurrealDB server shared by several nodes).
-    #[arg(long, env = "LIVEHUB_DB", default_value = "mem://")]
+    #[arg(long, env = "LIVEHUB_DB", default_value = "mem://", value_parser = database_url)]
     pub db: String,
 
     /// Root user for a SurrealDB server (`ws://`).
@@ -165,7 +172,7 @@ pub struct Config {
 
     /// Let anonymous streams announce themselves with `?user_id=` and
     /// `?user_name=` (otherwise only admins may set them).
-    #[arg(long, env = "LIVEHUB_ANONYMOUS_PRESENCE")]
+    #[arg(long, env = "LIVEHUB_ANONYMOUS_PRESENCE", value_parser = BoolishValueParser::new())]
     pub(crate) anonymous_presence: bool,
 
     /// Who may read and publish to channels, by pattern (an exact name, or a
@@ -207,14 +214,60 @@ pub struct Config {
 
     /// Let browsers send cookies to the API from the allowed origins (not
     /// with `*`).
-    #[arg(long, env = "LIVEHUB_CORS_CREDENTIALS")]
+    #[arg(long, env = "LIVEHUB_CORS_CREDENTIALS", value_parser = BoolishValueParser::new())]
     pub cors_credentials: bool,
+}
+
+/// What livehub does besides serving.
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Print a token signed with `--jwt-secret`, which a server started with
+    /// the same secret (and `--jwt-issuer`, `--jwt-audience`) accepts:
+    /// `TOKEN=$(livehub token --sub ann)`.
+    Token(TokenArgs),
+}
+
+/// Whom `livehub token` signs a token for.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TokenArgs {
+    /// The user's id (the `sub` claim).
+    #[arg(long, value_parser = NonEmptyStringValueParser::new())]
+    pub sub: String,
+    /// The user's display name (the `name` claim), shown in presence.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The `role` claim: `admin` may do anything.
+    #[arg(long)]
+    pub role: Option<String>,
+    /// How long the token is valid (`exp` is this long after `iat`).
+    #[arg(long, default_value = "1h", value_parser = positive_duration)]
+    pub ttl: Duration,
 }
 
 impl Config {
     /// A configuration with every default, for tests and embedding.
     pub fn defaults() -> Self {
         Config::parse_from(["livehub"])
+    }
+
+    /// Where this run keeps its data, as a sentence for the person who
+    /// started it.
+    pub fn data_location(&self) -> String {
+        match self.db.split_once("://") {
+            Some(("mem", _)) => "data is in memory and is gone when livehub stops \
+                 (use --db surrealkv://<dir> to keep it)"
+                .to_owned(),
+            Some(("surrealkv", dir)) => {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.into());
+                format!("data is kept in the directory {}", dir.display())
+            }
+            _ => format!(
+                "data is on the SurrealDB server {}, namespace {}, database {}",
+                without_credentials(&self.db),
+                self.db_ns,
+                self.db_name
+            ),
+        }
     }
 
     /// Whether the database lives inside this process (so every writer is one
@@ -285,8 +338,79 @@ fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// A duration that must be more than zero (a zero heartbeat or poll
-/// interval would spin) and at most a year.
+/// A listening address. Besides what `SocketAddr` reads (`127.0.0.1:8000`,
+/// `0.0.0.0:8000`, `[::1]:8000`), `localhost:PORT` and a bare `PORT` mean
+/// 127.0.0.1, this machine only. `:PORT` is refused rather than guessed:
+/// some programs read it as every interface, others as loopback.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let loopback = |port: &str| {
+        port.parse::<u16>()
+            .ok()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+    if let Some(address) = text.strip_prefix("localhost:").and_then(loopback) {
+        return Ok(address);
+    }
+    if let Some(address) = loopback(text) {
+        return Ok(address);
+    }
+    match text.strip_prefix(':').and_then(loopback) {
+        Some(address) => Err(format!(
+            "say which interface: 0.0.0.0:{port} (all of them) or 127.0.0.1:{port} \
+             (this machine only)",
+            port = address.port()
+        )),
+        None => Err(
+            "expected an address and port such as 127.0.0.1:8000 or 0.0.0.0:8000 \
+                     (localhost:8000 and a port alone, 8000, mean 127.0.0.1)"
+                .into(),
+        ),
+    }
+}
+
+/// The kinds of database `--db` opens, for its error messages.
+const DATABASE_FORMS: &str = "mem:// (in memory), surrealkv://./data (a directory, persistent) \
+                              or ws://host:port (a SurrealDB server)";
+
+/// A database URL whose scheme is one livehub opens: checked here so that
+/// a path or a typo stops the start before anything opens.
+fn database_url(text: &str) -> Result<String, String> {
+    match text.split_once("://") {
+        Some(("mem", _)) => Ok(text.to_owned()),
+        Some(("surrealkv" | "ws" | "wss", "")) => Err(format!(
+            "{text} needs a {} after it; --db takes {DATABASE_FORMS}",
+            if text.starts_with("surrealkv") {
+                "directory"
+            } else {
+                "host:port"
+            }
+        )),
+        Some(("surrealkv" | "ws" | "wss", _)) => Ok(text.to_owned()),
+        Some((scheme, _)) => Err(format!(
+            "livehub does not open `{scheme}://` databases; --db takes {DATABASE_FORMS}"
+        )),
+        None if text.is_empty() => Err(format!("--db takes a URL: {DATABASE_FORMS}")),
+        None => Err(format!(
+            "--db takes a URL: {DATABASE_FORMS}; for the directory {text}, surrealkv://{text}"
+        )),
+    }
+}
+
+/// A URL without any `user:password@` (for messages and logs).
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = rest.find('/').map_or(rest, |end| &rest[..end]);
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -294,6 +418,8 @@ pub enum LogFormat {
     Json,
 }
 
+/// A duration that must be more than zero (a zero heartbeat or poll
+/// interval would spin) and at most a year.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match duration(text)? {
         duration if duration.is_zero() => Err("must be more than zero".into()),
@@ -311,30 +437,36 @@ fn settle_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// What verification needs to know (the `--jwt-*` flags).
+/// What verification needs to know (the `--jwt-*` flags). They are global:
+/// `livehub token` takes them too, after its name.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AuthSettings {
     /// Secret for HS256/384/512 tokens (32 bytes or more). With neither this
     /// nor `--jwt-public-key`, a random secret is made at start and an admin
     /// token for it is printed.
-    #[arg(long, env = "LIVEHUB_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "LIVEHUB_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<Secret>,
     /// Public key for RS256/ES256 tokens: PEM text or a path to a PEM file.
-    #[arg(long, env = "LIVEHUB_JWT_PUBLIC_KEY")]
+    #[arg(long, global = true, env = "LIVEHUB_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<String>,
     /// HS256, HS384, HS512, RS256 or ES256. Default: HS256 with a secret,
     /// RS256 with a public key. Tokens signed otherwise are refused.
-    #[arg(long, env = "LIVEHUB_JWT_ALGORITHM")]
+    #[arg(long, global = true, env = "LIVEHUB_JWT_ALGORITHM")]
     pub jwt_algorithm: Option<String>,
     /// Required `iss` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_ISSUER")]
+    #[arg(long, global = true, env = "LIVEHUB_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim, if set.
-    #[arg(long, env = "LIVEHUB_JWT_AUDIENCE")]
+    #[arg(long, global = true, env = "LIVEHUB_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Accept tokens without an `exp` claim (they never expire). Off by
     /// default: a token without `exp` is refused.
-    #[arg(long, env = "LIVEHUB_JWT_ALLOW_NO_EXP")]
+    #[arg(long, env = "LIVEHUB_JWT_ALLOW_NO_EXP", value_parser = BoolishValueParser::new())]
     pub jwt_allow_no_exp: bool,
 }
 
@@ -410,6 +542,177 @@ mod tests {
                 "{flag}"
             );
         }
+    }
+
+    /// The message clap gives for `args`.
+    fn refusal(args: &[&str]) -> String {
+        let args = std::iter::once("livehub").chain(args.iter().copied());
+        Config::try_parse_from(args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn addresses_take_localhost_and_bare_ports_and_explain_the_rest() {
+        for (given, meant) in [
+            ("127.0.0.1:8000", "127.0.0.1:8000"),
+            ("0.0.0.0:9000", "0.0.0.0:9000"),
+            ("[::1]:8000", "[::1]:8000"),
+            ("localhost:8000", "127.0.0.1:8000"),
+            ("8000", "127.0.0.1:8000"),
+            ("0", "127.0.0.1:0"),
+        ] {
+            let config = Config::parse_from(["livehub", "--addr", given]);
+            assert_eq!(config.addr.to_string(), meant, "{given}");
+        }
+        let error = refusal(&["--addr", ":9000"]);
+        assert!(
+            error.contains("0.0.0.0:9000 (all of them) or 127.0.0.1:9000 (this machine only)"),
+            "{error}"
+        );
+        for given in [
+            "localhost",
+            "example.com:8000",
+            "127.0.0.1:99999",
+            "",
+            "eight",
+        ] {
+            let error = refusal(&["--addr", given]);
+            assert!(
+                error.contains(
+                    "expected an address and port such as 127.0.0.1:8000 or 0.0.0.0:8000"
+                ),
+                "{given}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn databases_are_urls_of_the_kinds_livehub_opens() {
+        for given in [
+            "mem://",
+            "surrealkv://./data",
+            "surrealkv:///var/lib/livehub",
+            "ws://db:8001",
+            "wss://db",
+        ] {
+            assert_eq!(Config::parse_from(["livehub", "--db", given]).db, given);
+        }
+        let forms = "mem:// (in memory), surrealkv://./data (a directory, persistent) or ws://host:port (a SurrealDB server)";
+        let error = refusal(&["--db", "./data"]);
+        assert!(
+            error.contains(&format!(
+                "--db takes a URL: {forms}; for the directory ./data, surrealkv://./data"
+            )),
+            "{error}"
+        );
+        let error = refusal(&["--db", "foo://x"]);
+        assert!(
+            error.contains(&format!(
+                "livehub does not open `foo://` databases; --db takes {forms}"
+            )),
+            "{error}"
+        );
+        let error = refusal(&["--db", "surrealkv://"]);
+        assert!(
+            error.contains("surrealkv:// needs a directory after it"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_start_says_where_data_lives() {
+        let at = |db: &str| Config::parse_from(["livehub", "--db", db]).data_location();
+        assert_eq!(
+            at("mem://"),
+            "data is in memory and is gone when livehub stops (use --db surrealkv://<dir> to keep it)"
+        );
+        assert_eq!(
+            at("surrealkv:///srv/data"),
+            "data is kept in the directory /srv/data"
+        );
+        let relative = at("surrealkv://data");
+        assert!(
+            relative.starts_with("data is kept in the directory /") && relative.ends_with("/data"),
+            "{relative}"
+        );
+        assert_eq!(
+            at("ws://root:hunter2@db:8001/rpc"),
+            "data is on the SurrealDB server ws://db:8001/rpc, namespace livehub, database livehub"
+        );
+    }
+
+    #[test]
+    fn bare_boolean_flags_still_turn_their_setting_on() {
+        let config = Config::parse_from([
+            "livehub",
+            "--anonymous-presence",
+            "--cors-credentials",
+            "--jwt-allow-no-exp",
+        ]);
+        assert!(
+            config.anonymous_presence && config.cors_credentials && config.auth.jwt_allow_no_exp
+        );
+        let config = Config::defaults();
+        assert!(
+            !config.anonymous_presence && !config.cors_credentials && !config.auth.jwt_allow_no_exp
+        );
+    }
+
+    #[test]
+    fn the_token_command_takes_a_user_and_the_jwt_flags_after_its_name() {
+        let config = Config::parse_from([
+            "livehub",
+            "token",
+            "--sub",
+            "ann",
+            "--jwt-secret",
+            "s",
+            "--jwt-issuer",
+            "me",
+        ]);
+        let Some(Command::Token(token)) = &config.command else {
+            panic!("{config:?}");
+        };
+        assert_eq!(
+            (
+                token.sub.as_str(),
+                token.name.as_deref(),
+                token.role.as_deref()
+            ),
+            ("ann", None, None)
+        );
+        assert_eq!(token.ttl, Duration::from_secs(3600));
+        assert_eq!(config.auth.jwt_secret.as_ref().unwrap().expose(), "s");
+        assert_eq!(config.auth.jwt_issuer.as_deref(), Some("me"));
+        let config = Config::parse_from([
+            "livehub",
+            "--jwt-secret",
+            "s",
+            "token",
+            "--sub",
+            "bob",
+            "--name",
+            "Bob",
+            "--role",
+            "admin",
+            "--ttl",
+            "10m",
+        ]);
+        let Some(Command::Token(token)) = &config.command else {
+            panic!("{config:?}");
+        };
+        assert_eq!(
+            (token.name.as_deref(), token.role.as_deref()),
+            (Some("Bob"), Some("admin"))
+        );
+        assert_eq!(token.ttl, Duration::from_secs(600));
+        assert_eq!(config.auth.jwt_secret.as_ref().unwrap().expose(), "s");
+        assert!(
+            Config::defaults().command.is_none(),
+            "serving is the default"
+        );
+        assert!(refusal(&["token"]).contains("--sub <SUB>"));
+        assert!(refusal(&["token", "--sub", ""]).contains("--sub"));
+        assert!(refusal(&["token", "--sub", "ann", "--ttl", "0s"]).contains("more than zero"));
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub struct Server {
     state: AppState,
     /// Built (and checked) once, at start.
     cors: Option<tower_http::cors::CorsLayer>,
-    dev_token: Option<String>,
+    dev_tokens: Option<auth::DevTokens>,
     /// The engine's feed and the rest, started by `serve`.
     background: engine::Background,
 }
@@ -98,7 +98,7 @@ impl Server {
         // half the open-files limit: file descriptors a stream needs (a node
         // at the limit could not accept its last thousands of streams).
         sysinfo::set_open_files_limit(0);
-        let (auth, dev_token) = Authenticator::from_settings(&config.auth)?;
+        let (auth, dev_tokens) = Authenticator::from_settings(&config.auth)?;
         // Built here so a bad setting stops the start.
         let cors = routes::cors_layer(&config)?;
         let (engine, background) = Engine::open(config.engine_settings()).await?;
@@ -111,14 +111,20 @@ impl Server {
                 engine,
                 config: Arc::new(config),
             })),
-            dev_token,
+            dev_tokens,
         })
     }
 
     /// With no key configured: an admin token signed with this run's random
     /// secret, for local use.
     pub fn dev_token(&self) -> Option<&str> {
-        self.dev_token.as_deref()
+        self.dev_tokens.as_ref().map(|tokens| tokens.admin.as_str())
+    }
+
+    /// With no key configured: an admin's and a user's token signed with
+    /// this run's random secret (what the binary prints at start).
+    pub fn dev_tokens(&self) -> Option<&auth::DevTokens> {
+        self.dev_tokens.as_ref()
     }
 
     /// The state handlers see (tests use its store to write as an outside
