@@ -36,7 +36,12 @@ export interface LiveQueryOptions {
   fields?: string;
   /** Only the first N records by `sort`. */
   limit?: number;
-  /** A sort such as `-created` (default `id`, or `-id` with `limit`). */
+  /**
+   * A sort such as `title`, or `-title` for descending (default `id`, or `-id` with `limit`).
+   * The server's order: ties are broken by `id` in the same direction, and values of
+   * different types sort missing, null, booleans, numbers, strings (by code point), arrays,
+   * objects.
+   */
   sort?: string;
   /** Updates arrive as merge patches to the record held (less to send); not with `limit`. */
   diff?: boolean;
@@ -45,7 +50,7 @@ export interface LiveQueryOptions {
 export type Status = 'loading' | 'live' | 'error';
 
 export interface LiveQueryState<T> {
-  /** The matching records, sorted. */
+  /** The matching records, in the order of `sort`. */
   records: T[];
   status: Status;
   error: { code?: string; message: string } | null;

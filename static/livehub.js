@@ -43,16 +43,78 @@ function field(record, path) {
   return path.split('.').reduce((value, key) => (value == null ? undefined : value[key]), record);
 }
 
-/** A comparator for a sort such as `-created` or `title`. */
+/**
+ * A comparator for a sort such as `title` or `-title`, the same order as the
+ * server's (its record lists and first-N snapshots, SurrealDB's ORDER BY):
+ * by the field's value (see `compareValues`), ties broken by `id` in the
+ * same direction. So `-title` is exactly `title` reversed, and `id` alone
+ * never ties.
+ */
 function comparator(sort) {
-  const descending = sort.startsWith('-');
+  const direction = sort.startsWith('-') ? -1 : 1;
   const path = sort.replace(/^[-+]/, '');
-  return (a, b) => {
-    const x = field(a, path);
-    const y = field(b, path);
-    const order = x === y ? 0 : x === undefined ? 1 : y === undefined ? -1 : x < y ? -1 : 1;
-    return descending ? -order : order;
-  };
+  return (a, b) => direction * (compareValues(field(a, path), field(b, path)) || compareValues(a.id, b.id));
+}
+
+/**
+ * Where a value's type sorts, as in SurrealDB: a missing field first, then
+ * null, booleans, numbers, strings, arrays, objects.
+ */
+function typeRank(value) {
+  if (value === undefined) return 0;
+  if (value === null) return 1;
+  if (typeof value === 'boolean') return 2;
+  if (typeof value === 'number') return 3;
+  if (typeof value === 'string') return 4;
+  return Array.isArray(value) ? 5 : 6;
+}
+
+/**
+ * Compares two JSON values as SurrealDB orders them: by type (`typeRank`),
+ * then false before true, numbers by value, strings by code point (UTF-8
+ * byte order, not JavaScript's UTF-16 `<`), arrays element by element (a
+ * prefix first), objects by their entries in key order.
+ */
+function compareValues(x, y) {
+  const rank = typeRank(x);
+  if (rank !== typeRank(y)) return rank < typeRank(y) ? -1 : 1;
+  if (rank === 2 || rank === 3) return x === y ? 0 : x < y ? -1 : 1;
+  if (rank === 4) return compareStrings(x, y);
+  if (rank === 5) return compareLists(x, y, compareValues);
+  if (rank === 6) {
+    const entries = (object) => Object.entries(object).sort(([k], [l]) => compareStrings(k, l));
+    return compareLists(entries(x), entries(y), ([k, v], [l, w]) => compareStrings(k, l) || compareValues(v, w));
+  }
+  return 0;
+}
+
+/** Element by element, then the shorter first. */
+function compareLists(xs, ys, compare) {
+  const length = Math.min(xs.length, ys.length);
+  for (let i = 0; i < length; i += 1) {
+    const order = compare(xs[i], ys[i]);
+    if (order) return order;
+  }
+  return xs.length === ys.length ? 0 : xs.length < ys.length ? -1 : 1;
+}
+
+/** Strings by code point. */
+function compareStrings(x, y) {
+  if (x === y) return 0;
+  const length = Math.min(x.length, y.length);
+  for (let i = 0; i < length; i += 1) {
+    let a = x.charCodeAt(i);
+    let b = y.charCodeAt(i);
+    if (a === b) continue;
+    if (a >= 0xd800 && b >= 0xd800) {
+      // UTF-16 puts surrogates (the halves of code points above U+FFFF)
+      // below U+E000-U+FFFF; by code point they are above.
+      a = a >= 0xe000 ? a - 0x800 : a + 0x2000;
+      b = b >= 0xe000 ? b - 0x800 : b + 0x2000;
+    }
+    return a < b ? -1 : 1;
+  }
+  return x.length < y.length ? -1 : 1;
 }
 
 /**
@@ -400,6 +462,8 @@ export class Hub {
   }
 
   async open() {
+    // Opening now supersedes a reconnect that was waiting for its backoff.
+    clearTimeout(this.timer);
     if (this.closed || this.topics.size === 0) return;
     this.status.set({ state: this.attempt ? 'reconnecting' : 'connecting' });
     this.opening = true;

@@ -577,6 +577,244 @@ async fn the_demo_page_keeps_its_table_live_with_the_library() {
     browser.wait(&format!("{rows} === 'c'")).await;
 }
 
+/// The ids of a collection's records as the server lists them by `sort`
+/// (the first `limit`).
+async fn listed(
+    client: &reqwest::Client,
+    origin: &str,
+    collection: &str,
+    sort: &str,
+    limit: u32,
+) -> String {
+    let page: Value = client
+        .get(format!(
+            "{origin}/api/v1/collections/{collection}/records?sort={sort}&limit={limit}"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    ids.join(",")
+}
+
+/// Waits until each of the page's queries holds what the server lists for
+/// its sort (and limit).
+async fn until_sorted_as_listed(
+    browser: &mut Browser,
+    admin: &reqwest::Client,
+    origin: &str,
+    queries: &[(&str, &str, &str, u32)],
+) {
+    for (name, collection, sort, limit) in queries {
+        let expected = listed(admin, origin, collection, sort, *limit).await;
+        let waited = format!("window.ids({name}) === {expected:?}");
+        browser
+            .send(json!({"wait": waited, "timeout": HANG_GUARD.as_millis() as u64}))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn a_live_query_sorts_as_the_server_lists_ties_and_mixed_values_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin = client_with_token(&token("root", true));
+    public_collection(&admin, &origin, "items").await;
+    public_collection(&admin, &origin, "ties").await;
+    // Ties, written out of id order, then a value of every JSON type (and
+    // strings that UTF-16 and code points order differently), one missing.
+    let values = [
+        ("n5", json!(1)),
+        ("n9", json!(2)),
+        ("n1", json!(1)),
+        ("n3", json!(2)),
+        ("n7", json!(1)),
+        ("v0", json!(null)),
+        ("v1", json!(true)),
+        ("v2", json!(false)),
+        ("v3", json!(-1)),
+        ("v4", json!(2.5)),
+        ("v5", json!("10")),
+        ("v6", json!("B")),
+        ("v7", json!("a")),
+        ("v8", json!("é")),
+        ("v9", json!("\u{FF5E}")),
+        ("va", json!("\u{1F600}")),
+        ("vb", json!([1])),
+        ("vc", json!([1, 0])),
+        ("vd", json!({"k": 1})),
+    ];
+    for (id, rank) in values.iter().rev() {
+        create(&admin, &origin, "items", json!({"id": id, "rank": rank})).await;
+    }
+    create(&admin, &origin, "items", json!({"id": "m0"})).await;
+    for (id, rank) in &values[..5] {
+        let id = id.replace('n', "t");
+        create(&admin, &origin, "ties", json!({"id": id, "rank": rank})).await;
+    }
+    let script = "window.up = hub.liveQuery('items', { sort: 'rank' });\n\
+        window.down = hub.liveQuery('items', { sort: '-rank' });\n\
+        window.first4 = hub.liveQuery('ties', { sort: '-rank', limit: 4 });\n\
+        window.last4 = hub.liveQuery('ties', { sort: 'rank', limit: 4 });";
+    let queries = [
+        ("up", "items", "rank", 100),
+        ("down", "items", "-rank", 100),
+        ("first4", "ties", "-rank", 4),
+        ("last4", "ties", "rank", 4),
+    ];
+    let mut browser = Browser::start().await;
+    browser
+        .open(&origin, page(&token("ann", false), script))
+        .await;
+    browser.wait("window.ready").await;
+    // From the snapshots.
+    until_sorted_as_listed(&mut browser, &admin, &origin, &queries).await;
+    // And after live changes: records joining ties from either end, one
+    // moving into a tie, one more without the field.
+    for (collection, body) in [
+        ("items", json!({"id": "n0", "rank": 1})),
+        ("items", json!({"id": "n8", "rank": 2})),
+        ("items", json!({"id": "m1"})),
+        ("items", json!({"id": "w0", "rank": "a"})),
+        ("ties", json!({"id": "t0", "rank": 1})),
+        ("ties", json!({"id": "t8", "rank": 2})),
+    ] {
+        create(&admin, &origin, collection, body).await;
+    }
+    let response = admin
+        .patch(format!("{origin}/api/v1/collections/items/records/n5"))
+        .json(&json!({"rank": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    until_sorted_as_listed(&mut browser, &admin, &origin, &queries).await;
+}
+
+#[tokio::test]
+async fn the_demo_page_shows_the_token_banner_and_write_controls_by_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path().join("data")).await;
+    let origin = server.origin();
+    let admin_token = token("root", true);
+    let admin = client_with_token(&admin_token);
+    // Anyone reads `posts`, only admins write there; in `notes` any
+    // signed-in user adds records and deletes their own.
+    public_collection(&admin, &origin, "posts").await;
+    for id in ["a", "b"] {
+        create(&admin, &origin, "posts", json!({"id": id})).await;
+    }
+    let response = admin
+        .post(format!("{origin}/api/v1/collections"))
+        .json(&json!({"name": "notes", "rules": {
+            "read": "true", "create": "$auth.sub != null", "delete": "owner = $auth.sub",
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    create(
+        &admin,
+        &origin,
+        "notes",
+        json!({"id": "n1", "owner": "bob"}),
+    )
+    .await;
+
+    let mut browser = Browser::start().await;
+    browser
+        .send(json!({"goto": format!("{origin}/#posts")}))
+        .await;
+    let rows =
+        "[...document.querySelectorAll('#records tr td.id')].map((td) => td.textContent).join(',')";
+    browser.wait(&format!("{rows} === 'b,a'")).await;
+    // What the page shows (`innerText` leaves hidden elements out).
+    let shows = |text: &str| format!("document.body.innerText.includes({text:?})");
+    let no_token = "Without a token";
+    browser.wait(&shows(no_token)).await;
+    let use_token = |value: &str| {
+        format!(
+            "document.getElementById('token').value = {value:?}; \
+             document.getElementById('token-form').requestSubmit(); true"
+        )
+    };
+    // The admin's token: the banner goes, and every control is there.
+    browser.eval(&use_token(&admin_token)).await;
+    browser
+        .wait(&format!(
+            "!{} && document.querySelectorAll('#records button.danger').length === 2 \
+             && document.querySelectorAll('#collections button.danger').length === 2 \
+             && !document.getElementById('new-record').hidden \
+             && !document.getElementById('new-collection').hidden",
+            shows(no_token)
+        ))
+        .await;
+    // A token the server refuses: the banner says so.
+    browser.eval(&use_token("not-a-token")).await;
+    browser.wait(&shows("The token was refused")).await;
+    // Cleared: anonymous again, told so, and without write controls (the
+    // rules would refuse every write).
+    browser.eval(&use_token("")).await;
+    browser
+        .wait(&format!(
+            "{} && !{} && document.querySelectorAll('button.danger').length === 0 \
+             && document.getElementById('new-record').hidden \
+             && document.getElementById('new-collection').hidden",
+            shows(no_token),
+            shows("The token was refused")
+        ))
+        .await;
+
+    // A signed-in user: no controls in `posts`; in `notes`, adding, and
+    // deleting (the rule decides record by record: a refusal shows the
+    // server's own message).
+    let ann = token("ann", false);
+    browser.eval(&use_token(&ann)).await;
+    browser
+        .wait(&format!(
+            "{} && !{} && document.querySelectorAll('button.danger').length === 0 \
+             && document.getElementById('new-record').hidden",
+            shows("Read-only: this collection's rules let your token"),
+            shows(no_token)
+        ))
+        .await;
+    browser
+        .eval(
+            "[...document.querySelectorAll('#collections .pick')]\
+             .find((button) => button.textContent.startsWith('notes')).click(); true",
+        )
+        .await;
+    browser.wait(&format!("{rows} === 'n1'")).await;
+    browser
+        .wait(
+            "document.querySelectorAll('#records button.danger').length === 1 \
+             && !document.getElementById('new-record').hidden \
+             && document.querySelectorAll('#collections button.danger').length === 0",
+        )
+        .await;
+    let refused = client_with_token(&ann)
+        .delete(format!("{origin}/api/v1/collections/notes/records/n1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let refused: Value = refused.json().await.unwrap();
+    let message = refused["error"]["message"].as_str().unwrap().to_owned();
+    browser
+        .eval("document.querySelector('#records button.danger').click(); true")
+        .await;
+    browser.wait(&shows(&message)).await;
+}
+
 #[tokio::test]
 async fn the_library_runs_in_node_with_its_eventsource() {
     let dir = tempfile::tempdir().unwrap();

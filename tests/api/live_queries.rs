@@ -424,6 +424,61 @@ async fn a_snapshot_can_take_the_first_n_by_a_sort_and_refuses_too_many() {
 }
 
 #[tokio::test]
+async fn the_first_n_by_a_sort_break_ties_by_id_in_its_own_direction() {
+    let app = TestApp::spawn().await;
+    app.create_collection("chat").await;
+    for (id, rank) in [("n5", 1), ("n9", 2), ("n1", 1), ("n3", 2), ("n7", 1)] {
+        app.create_record("chat", json!({"id": id, "rank": rank}))
+            .await;
+    }
+    // The cut falls among ties, so the tie-break picks who is in as well
+    // as the order; the record list says the same.
+    for (sort, limit, expected) in [
+        ("rank", 2, ["n1", "n5"].as_slice()),
+        ("rank", 4, &["n1", "n5", "n7", "n3"]),
+        ("-rank", 3, &["n9", "n3", "n7"]),
+        ("-rank", 4, &["n9", "n3", "n7", "n5"]),
+    ] {
+        let mut stream = app
+            .stream(
+                &format!(
+                    "/api/v1/realtime/chat?snapshot=true&snapshot_limit={limit}&snapshot_sort={sort}"
+                ),
+                None,
+            )
+            .await;
+        stream.connected().await;
+        let mut ids = Vec::new();
+        loop {
+            let (kind, data) = stream.json_event().await;
+            if kind == "snapshot.done" {
+                break;
+            }
+            ids.push(data["record_id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            ids, expected,
+            "snapshot_sort={sort}, snapshot_limit={limit}"
+        );
+        let page: Value = app
+            .get(&format!(
+                "/api/v1/collections/chat/records?sort={sort}&limit={limit}"
+            ))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let listed: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, expected, "sort={sort}, limit={limit}");
+    }
+}
+
+#[tokio::test]
 async fn a_list_position_hands_off_to_a_stream_without_a_gap() {
     let app = TestApp::spawn().await;
     app.create_collection("posts").await;

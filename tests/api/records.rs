@@ -115,6 +115,88 @@ async fn lists_page_with_a_cursor_and_sort() {
     assert_eq!(ranks, [4, 5]);
 }
 
+/// The ids of a sorted list, read page by page (pages of `limit`).
+async fn sorted_ids(app: &TestApp, collection: &str, sort: &str, limit: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path =
+            format!("/api/v1/collections/{collection}/records?sort={sort}&limit={limit}{cursor}");
+        let page: Value = app.get(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sort_breaks_ties_by_id_in_its_own_direction() {
+    let app = TestApp::spawn().await;
+    app.create_collection("items").await;
+    // Written out of id order, so that neither the order of writing nor
+    // that of storage passes for the tie-break.
+    for (id, rank) in [("n5", 1), ("n9", 2), ("n1", 1), ("n3", 2), ("n7", 1)] {
+        app.create_record("items", json!({"id": id, "rank": rank}))
+            .await;
+    }
+    for limit in [2, 50] {
+        assert_eq!(
+            sorted_ids(&app, "items", "rank", limit).await,
+            ["n1", "n5", "n7", "n3", "n9"],
+            "ascending, pages of {limit}"
+        );
+        assert_eq!(
+            sorted_ids(&app, "items", "-rank", limit).await,
+            ["n9", "n3", "n7", "n5", "n1"],
+            "descending, pages of {limit}: the exact reverse"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sort_orders_values_of_different_types_as_surrealdb_does() {
+    let app = TestApp::spawn().await;
+    app.create_collection("items").await;
+    // Ascending: missing, null, booleans, numbers, strings (by code
+    // point), arrays (element by element), objects.
+    let values = [
+        ("v00", None),
+        ("v01", Some(json!(null))),
+        ("v02", Some(json!(false))),
+        ("v03", Some(json!(true))),
+        ("v04", Some(json!(-1))),
+        ("v05", Some(json!(2.5))),
+        ("v06", Some(json!(10))),
+        ("v07", Some(json!("10"))),
+        ("v08", Some(json!("B"))),
+        ("v09", Some(json!("a"))),
+        ("v10", Some(json!("é"))),
+        // By code point (UTF-8 bytes) these two; in UTF-16, the other way round.
+        ("v11", Some(json!("\u{FF5E}"))),
+        ("v12", Some(json!("\u{1F600}"))),
+        ("v13", Some(json!([1]))),
+        ("v14", Some(json!([1, 0]))),
+        ("v15", Some(json!([2]))),
+        ("v16", Some(json!({"k": 1}))),
+    ];
+    // Written in reverse, so that storage order is not the answer.
+    for (id, value) in values.iter().rev() {
+        let mut record = json!({"id": id});
+        if let Some(value) = value {
+            record["v"] = value.clone();
+        }
+        app.create_record("items", record).await;
+    }
+    let ascending: Vec<&str> = values.iter().map(|(id, _)| *id).collect();
+    assert_eq!(sorted_ids(&app, "items", "v", 50).await, ascending);
+    let descending: Vec<&str> = ascending.iter().rev().copied().collect();
+    assert_eq!(sorted_ids(&app, "items", "-v", 50).await, descending);
+}
+
 #[tokio::test]
 async fn record_errors_have_the_right_status_and_shape() {
     let app = TestApp::spawn().await;

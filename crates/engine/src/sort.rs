@@ -1,11 +1,14 @@
-//! A sort order as clients write it: `field`, `-field` or `+field`.
+//! A sort order as clients write it: `field`, `-field` or `+field`, for
+//! record lists (`?sort=`) and first-N snapshots (`snapshot_sort`). How
+//! records are then ordered, ties and mixed types included, is
+//! [`SortOrder`]'s to say.
 
 use crate::Error;
 use crate::filter::FieldPath;
 use crate::store::SortOrder;
 
-/// `field`, `-field` or `+field`, with a dotted path of identifiers (as
-/// filters write them).
+/// `field`, `-field` (descending) or `+field`, with a dotted path of
+/// identifiers (as filters write them): `title`, `-title`, `author.name`.
 pub fn parse_sort(sort: &str) -> Result<SortOrder, Error> {
     let (descending, path) = match sort.strip_prefix('-') {
         Some(path) => (true, path),
@@ -16,7 +19,7 @@ pub fn parse_sort(sort: &str) -> Result<SortOrder, Error> {
         return Err(Error::invalid(
             "invalid_query",
             format!(
-                "`sort` must be a field name such as `title` or `-created`, not `{}`",
+                "`sort` must be a field such as `title`, or `-title` for descending, not `{}`",
                 sort.chars().take(80).collect::<String>()
             ),
         ));
@@ -30,9 +33,9 @@ mod tests {
 
     #[test]
     fn sort_orders_parse() {
-        let sort = parse_sort("-created").unwrap();
+        let sort = parse_sort("-title").unwrap();
         assert!(sort.descending);
-        assert_eq!(sort.field.segments(), ["created"]);
+        assert_eq!(sort.field.segments(), ["title"]);
         let sort = parse_sort("author.name").unwrap();
         assert!(!sort.descending);
         assert_eq!(sort.field.segments(), ["author", "name"]);

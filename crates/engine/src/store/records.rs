@@ -40,11 +40,35 @@ pub struct RuleChecks {
     pub write_after: bool,
 }
 
-/// Sort order for record lists.
+/// Sort order for record lists and first-N snapshots: by one field, ties
+/// broken by `id` in the same direction (`ORDER BY field DESC, id DESC`
+/// for `-field`), so that every order is total, pages are stable, and
+/// `-field` is exactly `field` reversed.
+///
+/// Values order as SurrealDB compares them: a missing field (NONE) first,
+/// then null, booleans (false first), numbers (by value, integers and
+/// floats alike), strings (by code point: UTF-8 bytes, no collation),
+/// arrays (element by element, a prefix first), objects (entries in key
+/// order); descending reverses all of it. livehub.js's `comparator` sorts
+/// live queries the same way (tests/api/records.rs checks the server's
+/// order, tests/api/browser.rs that the library's matches it).
 #[derive(Debug, Clone)]
 pub struct SortOrder {
     pub(crate) field: FieldPath,
     pub(crate) descending: bool,
+}
+
+impl SortOrder {
+    /// The `ORDER BY` clause's terms: the field, then `id`, both in the
+    /// sort's direction (just `id` when that is the field).
+    fn order_by(&self) -> String {
+        let direction = if self.descending { "DESC" } else { "ASC" };
+        if self.field.segments() == ["id"] {
+            format!("id {direction}")
+        } else {
+            format!("{} {direction}, id {direction}", self.field.to_surrealql())
+        }
+    }
 }
 
 impl Store {
@@ -366,13 +390,7 @@ impl Store {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<Json>, StoreError> {
-        let direction = if sort.descending { "DESC" } else { "ASC" };
-        // `id` breaks ties so that pages are stable.
-        let order = if sort.field.segments() == ["id"] {
-            format!("id {direction}")
-        } else {
-            format!("{} {direction}, id {direction}", sort.field.to_surrealql())
-        };
+        let order = sort.order_by();
         let mut response = self
             .select_where(
                 collection,
@@ -602,5 +620,13 @@ mod tests {
         );
         let short = serde_json::json!({"a": "s", "b": {"c": [1, "d"]}});
         assert_eq!(long_strings_cleared(short.as_object().unwrap()), None);
+    }
+
+    #[test]
+    fn a_sort_orders_by_its_field_then_by_id_in_one_direction() {
+        let order = |text: &str| crate::sort::parse_sort(text).unwrap().order_by();
+        assert_eq!(order("-title"), "`title` DESC, id DESC");
+        assert_eq!(order("author.name"), "`author`.`name` ASC, id ASC");
+        assert_eq!(order("-id"), "id DESC");
     }
 }
