@@ -207,6 +207,13 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// One log line per request at `info` (method, path, query with
+    /// credentials blanked, status, duration, client); `--access-log false`
+    /// turns it off.
+    #[arg(long, env = "LIVEHUB_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub access_log: bool,
+
     /// Origins allowed to call the API from a browser (CORS), comma-separated,
     /// or `*` for any. Default: none (same-origin only).
     #[arg(long, env = "LIVEHUB_CORS_ORIGINS", value_delimiter = ',')]

@@ -1,6 +1,7 @@
 //! The livehub binary: configuration, tracing, bind, serve; or, with
 //! `livehub token`, print a token and exit.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -29,7 +30,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,surrealdb=warn"));
     match config.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // Colours for a terminal only: a file or a pipe gets plain text.
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_ansi(std::io::stdout().is_terminal())
+            .with_env_filter(filter)
+            .init(),
         // One JSON object per line, with the request's span fields.
         LogFormat::Json => tracing_subscriber::fmt()
             .json()

@@ -12,6 +12,7 @@ mod extract;
 mod health;
 mod idempotency;
 mod operations;
+mod parameters;
 mod presence;
 mod realtime;
 mod records;
@@ -24,6 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -40,6 +42,7 @@ use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
     let max_body_bytes = state.config.max_body_bytes;
     let proxies = state.config.trusted_proxies.clone();
+    let access_log = state.config.access_log;
     // `Idempotency-Key` on every write route; as a route layer of each
     // method router, so a method a route does not take is a 405 whatever
     // its key.
@@ -119,6 +122,9 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
             "/api/v1/realtime/connections/{id}/subscriptions/{subscription}",
             delete(connections::remove).route_layer(keyed),
         )
+        // Outside the routes' own layers: an unknown parameter is refused
+        // before anything else looks at the request.
+        .route_layer(middleware::from_fn(parameters::refuse_unknown))
         .fallback(route_not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -131,6 +137,14 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(move |request: &Request<_>| request_span(request, &proxies))
+                .on_request(())
+                .on_response(
+                    move |response: &Response, latency: Duration, _: &tracing::Span| {
+                        if access_log {
+                            log_answer(response, latency);
+                        }
+                    },
+                )
                 .on_failure(()),
         );
     // Outermost, so preflight requests are answered before any route logic.
@@ -139,6 +153,17 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// The access log's line, inside the request's span (which names the
+/// client, method, path and query). A stream is logged when it opens.
+fn log_answer(response: &Response, latency: Duration) {
+    tracing::info!(
+        target: "livehub::access",
+        status = response.status().as_u16(),
+        ms = format_args!("{:.1}", latency.as_secs_f64() * 1000.0),
+        "answered"
+    );
 }
 
 /// The span of a request: its client's address (behind a trusted proxy,
@@ -150,12 +175,12 @@ fn request_span<B>(request: &Request<B>, proxies: &TrustedProxies) -> tracing::S
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| proxies.client(info.0.ip(), request.headers()).to_string());
-    tracing::debug_span!(
+    tracing::info_span!(
         "request",
-        client = client.as_deref().unwrap_or(""),
+        client = %client.as_deref().unwrap_or(""),
         method = %request.method(),
-        path = request.uri().path(),
-        query = query.as_deref().unwrap_or(""),
+        path = %request.uri().path(),
+        query = %query.as_deref().unwrap_or(""),
     )
 }
 

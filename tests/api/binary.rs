@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 
 /// Starts the binary on a free port with `args` and `env`, its output to
 /// `output` (or nowhere), and waits until it answers.
-async fn start_binary(
+pub(crate) async fn start_binary(
     args: &[&str],
     env: &[(&str, &str)],
     output: Option<&std::fs::File>,
@@ -54,7 +54,7 @@ async fn start_binary(
 }
 
 /// Sends SIGTERM and waits for a clean exit.
-async fn stop_binary(mut child: std::process::Child) {
+pub(crate) async fn stop_binary(mut child: std::process::Child) {
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

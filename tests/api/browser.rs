@@ -13,14 +13,14 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use crate::helpers::{HANG_GUARD, TEST_SECRET, client_with_token};
 
 /// One Chromium page, driven line by line.
-struct Browser {
+pub(crate) struct Browser {
     _child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         assert!(
             dir.join("node_modules/playwright-core").exists(),
@@ -42,7 +42,7 @@ impl Browser {
         }
     }
 
-    async fn send(&mut self, command: Value) -> Value {
+    pub(crate) async fn send(&mut self, command: Value) -> Value {
         let line = format!("{command}\n");
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         let answer = tokio::time::timeout(HANG_GUARD * 3, self.stdout.next_line())
@@ -57,17 +57,17 @@ impl Browser {
         answer["ok"].clone()
     }
 
-    async fn open(&mut self, origin: &str, html: String) {
+    pub(crate) async fn open(&mut self, origin: &str, html: String) {
         self.send(json!({"open": origin, "html": html})).await;
     }
 
-    async fn eval(&mut self, expression: &str) -> Value {
+    pub(crate) async fn eval(&mut self, expression: &str) -> Value {
         self.send(json!({"eval": expression})).await
     }
 
     /// Waits until `expression` is true in the page (a guard, not a timing
     /// assertion: only a stalled page misses it).
-    async fn wait(&mut self, expression: &str) {
+    pub(crate) async fn wait(&mut self, expression: &str) {
         self.send(json!({"wait": expression, "timeout": HANG_GUARD.as_millis() as u64}))
             .await;
     }
@@ -156,7 +156,7 @@ impl Drop for Server {
     }
 }
 
-fn token(sub: &str, admin: bool) -> String {
+pub(crate) fn token(sub: &str, admin: bool) -> String {
     let settings = livehub::config::AuthSettings {
         jwt_secret: Some(livehub::config::Secret::from(TEST_SECRET.to_owned())),
         ..Default::default()

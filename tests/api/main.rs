@@ -22,6 +22,7 @@ mod lost_access;
 mod nginx;
 mod nodes;
 mod operations;
+mod parameters;
 mod presence;
 mod proxies;
 mod readme;

@@ -15,7 +15,7 @@ const ROOT: &str = "root";
 
 /// Where the server binary is: `LIVEHUB_TEST_SURREAL`, or where the
 /// README's build command puts it.
-fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let path = std::env::var_os("LIVEHUB_TEST_SURREAL")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
