@@ -241,7 +241,26 @@ impl Store {
             overloaded: Arc::default(),
             node: Arc::from(RecordKey::generate().to_string()),
         };
-        store.init().await.context("preparing livehub's tables")?;
+        // Nodes started together on a new database define the same tables
+        // at once, and SurrealDB refuses all but one of the conflicting
+        // transactions; the statements are idempotent, so the others try
+        // again.
+        let mut attempt = 0;
+        loop {
+            match store.init().await {
+                Ok(()) => break,
+                Err(error)
+                    if attempt < INIT_ATTEMPTS
+                        && error
+                            .downcast_ref::<surrealdb::Error>()
+                            .is_some_and(is_conflict) =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(error) => return Err(error.context("preparing livehub's tables")),
+            }
+        }
         store.committer = Some(group::Committer::start(store.clone()));
         Ok(store)
     }
@@ -452,6 +471,10 @@ fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Er
         None => errors.pop().map(|(_, error)| error),
     }
 }
+
+/// How often a node tries to prepare its tables when other nodes' doing
+/// the same conflicts with it.
+const INIT_ATTEMPTS: u32 = 20;
 
 fn is_conflict(error: &surrealdb::Error) -> bool {
     error.query_details() == Some(&surrealdb::types::QueryError::TransactionConflict)
