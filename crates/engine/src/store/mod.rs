@@ -225,10 +225,21 @@ impl Store {
             .await
             .context("signing in to the database")?;
         }
-        db.use_ns(config.namespace.as_str())
+        // Nodes started together on a new database define the same
+        // namespace, database and tables at once, and SurrealDB refuses all
+        // but one of the conflicting transactions; every statement here is
+        // idempotent, so the others try again.
+        let mut attempts = Attempts::default();
+        while let Err(error) = db
+            .use_ns(config.namespace.as_str())
             .use_db(config.name.as_str())
             .await
-            .context("selecting the namespace and database")?;
+        {
+            attempts
+                .again(anyhow::Error::from(error))
+                .await
+                .context("selecting the namespace and database")?;
+        }
         let mut store = Store {
             db: Arc::new(db),
             writes,
@@ -241,25 +252,11 @@ impl Store {
             overloaded: Arc::default(),
             node: Arc::from(RecordKey::generate().to_string()),
         };
-        // Nodes started together on a new database define the same tables
-        // at once, and SurrealDB refuses all but one of the conflicting
-        // transactions; the statements are idempotent, so the others try
-        // again.
-        let mut attempt = 0;
-        loop {
-            match store.init().await {
-                Ok(()) => break,
-                Err(error)
-                    if attempt < INIT_ATTEMPTS
-                        && error
-                            .downcast_ref::<surrealdb::Error>()
-                            .is_some_and(is_conflict) =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
-                }
-                Err(error) => return Err(error.context("preparing livehub's tables")),
-            }
+        while let Err(error) = store.init().await {
+            attempts
+                .again(error)
+                .await
+                .context("preparing livehub's tables")?;
         }
         store.committer = Some(group::Committer::start(store.clone()));
         Ok(store)
@@ -472,9 +469,30 @@ fn first_error(response: &mut surrealdb::IndexedResults) -> Option<surrealdb::Er
     }
 }
 
-/// How often a node tries to prepare its tables when other nodes' doing
-/// the same conflicts with it.
-const INIT_ATTEMPTS: u32 = 20;
+/// The tries of a start-up step that may conflict with other nodes doing
+/// the same.
+#[derive(Default)]
+struct Attempts(u32);
+
+impl Attempts {
+    /// At most this many tries in all.
+    const MOST: u32 = 20;
+
+    /// `Ok` after a short wait if `error` is a transaction conflict and
+    /// tries are left; else the error.
+    async fn again(&mut self, error: anyhow::Error) -> anyhow::Result<()> {
+        let conflict = error
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<surrealdb::Error>())
+            .any(is_conflict);
+        if !conflict || self.0 + 1 >= Self::MOST {
+            return Err(error);
+        }
+        self.0 += 1;
+        tokio::time::sleep(Duration::from_millis(10 * u64::from(self.0))).await;
+        Ok(())
+    }
+}
 
 fn is_conflict(error: &surrealdb::Error) -> bool {
     error.query_details() == Some(&surrealdb::types::QueryError::TransactionConflict)
