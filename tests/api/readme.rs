@@ -467,13 +467,19 @@ async fn livehub_token_signs_with_the_servers_secret() {
 }
 
 /// A page on the server's origin whose console lines land in
-/// `window.printed`, running `script` as a module.
+/// `window.printed` and the URLs of its streams in `window.opened`,
+/// running `script` as a module.
 fn page(script: &str) -> String {
     format!(
         "<!doctype html><meta charset=utf-8><script>\n\
          window.printed = [];\n\
          const log = console.log.bind(console);\n\
          console.log = (...args) => {{ window.printed.push(args.map(String).join(' ')); log(...args); }};\n\
+         window.opened = [];\n\
+         const Native = window.EventSource;\n\
+         window.EventSource = class extends Native {{\n\
+           constructor(url, init) {{ window.opened.push(String(url)); super(url, init); }}\n\
+         }};\n\
          </script>\n<script type=module>\n{script}\n</script>"
     )
 }
@@ -673,8 +679,14 @@ async fn the_library_example_lists_posts_and_talks_in_a_room() {
         .post(json!({"id": "d", "title": "Dates", "status": "published"}))
         .await;
     printed_in(&mut browser, "^live Dates, Cherries, Apples$").await;
-    // The page is present as ann, on its one stream.
+    // The page is present as ann, on its one stream, opened with a ticket
+    // (the token stays out of the URL).
     server.until_present(&["ann"]).await;
+    let opened = browser.eval("window.opened").await;
+    let opened = opened.as_array().unwrap();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let url = opened[0].as_str().unwrap();
+    assert!(url.contains("ticket=") && !url.contains("token="), "{url}");
     server.stop().await;
 }
 
