@@ -31,7 +31,8 @@ pub(crate) struct Accepted {
 /// authentication outside the stream routes, with its own message).
 pub(crate) const CREDENTIALS: [&str; 2] = ["token", "ticket"];
 
-const STREAM: &[&str] = &[
+/// A collection's stream.
+const STREAM: [&str; 11] = [
     "query",
     "channels",
     "last_event_id",
@@ -44,20 +45,16 @@ const STREAM: &[&str] = &[
     "fields",
     "diff",
 ];
-const STREAM_OF_EVERY_COLLECTION: &[&str] = &[
-    "query",
-    "collections",
-    "channels",
-    "last_event_id",
-    "presence",
-    "user_id",
-    "user_name",
-    "snapshot",
-    "snapshot_limit",
-    "snapshot_sort",
-    "fields",
-    "diff",
-];
+/// The stream of every collection, which may name its collections.
+const STREAM_OF_EVERY_COLLECTION: [&str; 12] = {
+    let mut names = ["collections"; 12];
+    let mut index = 0;
+    while index < STREAM.len() {
+        names[index + 1] = STREAM[index];
+        index += 1;
+    }
+    names
+};
 
 /// Every route that takes parameters besides the credentials; the others
 /// take none.
@@ -87,21 +84,21 @@ pub(crate) const ROUTES: &[Accepted] = &[
         method: Method::GET,
         path: "/api/v1/realtime",
         what: "the stream of every collection",
-        names: STREAM_OF_EVERY_COLLECTION,
+        names: &STREAM_OF_EVERY_COLLECTION,
         prefixes: &["filter.", "fields.", "diff."],
     },
     Accepted {
         method: Method::GET,
         path: "/api/v1/realtime/{name}",
         what: "a collection's stream",
-        names: STREAM,
+        names: &STREAM,
         prefixes: &[],
     },
     Accepted {
         method: Method::GET,
         path: "/api/v1/realtime/tickets",
         what: "a collection's stream",
-        names: STREAM,
+        names: &STREAM,
         prefixes: &[],
     },
     Accepted {
@@ -119,6 +116,84 @@ pub(crate) const ROUTES: &[Accepted] = &[
         ],
         prefixes: &["filter."],
     },
+];
+
+/// Every other route, by method and path, with its name in errors: they
+/// take nothing but the credentials. A method a route does not have is in
+/// neither list, and is left for the router to answer 405.
+const NO_PARAMETERS: &[(Method, &str, &str)] = &[
+    (Method::GET, "/", "the demo page"),
+    (Method::GET, "/livehub.js", "the browser library"),
+    (Method::GET, "/livehub.d.ts", "the browser library's types"),
+    (Method::GET, "/livehub-react.js", "the React bindings"),
+    (
+        Method::GET,
+        "/livehub-react.d.ts",
+        "the React bindings' types",
+    ),
+    (Method::GET, "/livehub-vue.js", "the Vue bindings"),
+    (Method::GET, "/livehub-vue.d.ts", "the Vue bindings' types"),
+    (Method::GET, "/healthz", "the health check"),
+    (Method::GET, "/readyz", "the readiness check"),
+    (Method::GET, "/metrics", "the metrics"),
+    (Method::GET, "/openapi.yaml", "the API contract"),
+    (Method::GET, "/api/v1/stats", "the stats"),
+    (Method::GET, "/api/v1/presence", "the presence list"),
+    (Method::GET, "/api/v1/collections", "the collection list"),
+    (Method::POST, "/api/v1/collections", "a collection create"),
+    (Method::GET, "/api/v1/collections/{name}", "a collection"),
+    (
+        Method::PATCH,
+        "/api/v1/collections/{name}",
+        "a collection change",
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/collections/{name}",
+        "a collection delete",
+    ),
+    (
+        Method::PATCH,
+        "/api/v1/collections/{name}/records/{id}",
+        "a record merge",
+    ),
+    (
+        Method::PUT,
+        "/api/v1/collections/{name}/records/{id}",
+        "a record replace",
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/collections/{name}/records/{id}",
+        "a record delete",
+    ),
+    (Method::POST, "/api/v1/realtime/tickets", "a ticket"),
+    (
+        Method::POST,
+        "/api/v1/realtime/connections/{id}/subscriptions",
+        "a subscription change",
+    ),
+    (
+        Method::DELETE,
+        "/api/v1/realtime/connections/{id}/subscriptions/{subscription}",
+        "a subscription removal",
+    ),
+    (
+        Method::POST,
+        "/api/v1/channels/{name}/messages",
+        "a channel message",
+    ),
+    (
+        Method::POST,
+        "/api/v1/channels/{name}/messages/batch",
+        "a batch of channel messages",
+    ),
+    (Method::POST, "/api/v1/admin/broadcast", "a broadcast"),
+    (
+        Method::POST,
+        "/api/v1/admin/users/{id}/disconnect",
+        "a sign-out",
+    ),
 ];
 
 /// Names that other routes give the same thing, so that a parameter taken
@@ -166,11 +241,19 @@ pub(crate) async fn refuse_unknown(request: Request, next: Next) -> Response {
 }
 
 fn check(method: &Method, path: &str, query: &str) -> Result<(), ApiError> {
-    let accepted = ROUTES
+    let (what, names, prefixes) = match ROUTES
         .iter()
-        .find(|route| route.method == method && route.path == path);
-    let (names, prefixes) =
-        accepted.map_or((&[][..], &[][..]), |route| (route.names, route.prefixes));
+        .find(|route| route.method == method && route.path == path)
+    {
+        Some(route) => (route.what, route.names, route.prefixes),
+        None => match NO_PARAMETERS
+            .iter()
+            .find(|(other, route, _)| other == method && *route == path)
+        {
+            Some((_, _, what)) => (*what, &[][..], &[][..]),
+            None => return Ok(()),
+        },
+    };
     // A query that does not decode is refused by the handler's own reading,
     // with its own message.
     let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
@@ -184,7 +267,6 @@ fn check(method: &Method, path: &str, query: &str) -> Result<(), ApiError> {
                     .is_some_and(|rest| !rest.is_empty())
             });
         if !known {
-            let what = accepted.map_or("this route", |route| route.what);
             if let Some((_, _, hint)) = HINTS
                 .iter()
                 .find(|(route, parameter, _)| *route == path && parameter == name)
@@ -323,6 +405,9 @@ mod tests {
         );
         // A prefix alone names no collection.
         assert!(message(Method::GET, all, "filter.=x").is_some());
+        // A method a route does not have is the router's 405, whatever its query.
+        assert_eq!(message(Method::TRACE, "/api/v1/collections", "x=1"), None);
+        assert_eq!(message(Method::PUT, all, "x=1"), None);
         // Routes that take nothing but credentials.
         assert_eq!(message(Method::GET, "/api/v1/presence", "token=t"), None);
         assert!(
@@ -374,6 +459,13 @@ mod tests {
                 let route = ROUTES
                     .iter()
                     .find(|route| route.method == method && route.path == path);
+                let elsewhere = NO_PARAMETERS
+                    .iter()
+                    .any(|(other, route, _)| *other == method && *route == path);
+                assert!(
+                    route.is_some() != elsewhere,
+                    "{method} {path} must be in exactly one of ROUTES and NO_PARAMETERS"
+                );
                 let taken: BTreeSet<String> = route
                     .map(|route| {
                         route
@@ -394,14 +486,20 @@ mod tests {
             }
         }
         assert!(operations > 30, "{operations} operations in openapi.yaml");
-        // Every route of the table is in the contract.
-        for route in ROUTES {
-            let item = &spec["paths"][route.path];
+        // Every route of the tables is in the contract.
+        let tabled = ROUTES
+            .iter()
+            .map(|route| (&route.method, route.path))
+            .chain(
+                NO_PARAMETERS
+                    .iter()
+                    .map(|(method, path, _)| (method, *path)),
+            );
+        for (method, path) in tabled {
+            let item = &spec["paths"][path];
             assert!(
-                !item[route.method.as_str().to_lowercase().as_str()].is_null(),
-                "{} {} is not in openapi.yaml",
-                route.method,
-                route.path
+                !item[method.as_str().to_lowercase().as_str()].is_null(),
+                "{method} {path} is not in openapi.yaml"
             );
         }
         for credential in CREDENTIALS {

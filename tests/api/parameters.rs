@@ -53,6 +53,18 @@ async fn a_parameter_a_route_does_not_take_is_refused_with_what_was_meant() {
         "{message}"
     );
 
+    // A method the route does not have is a 405 whatever the query says.
+    let traced = app
+        .client
+        .request(
+            reqwest::Method::TRACE,
+            app.url("/api/v1/collections/notes/records?qurey=x"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 405);
+
     // What the routes take still works, credentials included.
     let token = app.token(json!({"sub": "admin", "role": "admin"}));
     let listed = app

@@ -133,6 +133,19 @@ impl Server {
         }
     }
 
+    /// A server whose collection `posts` holds `records`, as the examples
+    /// before this one would have left it.
+    async fn with_posts(records: &[Value]) -> Server {
+        let server = Server::start(&[]).await;
+        server
+            .create("/api/v1/collections", json!({"name": "posts"}))
+            .await;
+        for record in records {
+            server.post(record.clone()).await;
+        }
+        server
+    }
+
     /// `host:port`, for `localhost:8000` in the examples.
     fn host(&self) -> &str {
         self.base.trim_start_matches("http://")
@@ -287,6 +300,15 @@ async fn run_and_check(code: &str) -> Vec<Value> {
     printed
 }
 
+/// The ids of a record list's items.
+fn item_ids(list: &Value) -> Vec<&str> {
+    let items = list["items"].as_array().expect("a record list");
+    items
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect()
+}
+
 /// Replaces what differs from run to run with placeholders.
 fn normalize(text: &str) -> String {
     let text = Regex::new(r"\b[0-9a-f]{24}\b")
@@ -382,27 +404,14 @@ async fn try_it_streams_what_the_readme_shows() {
 
 #[tokio::test]
 async fn a_filter_with_spaces_and_ands_goes_through_curl_encoded() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
-    server
-        .post(json!({"id": "hello", "title": "Hello world", "status": "published"}))
-        .await;
-    server
-        .post(json!({"id": "other", "title": "Another", "status": "published"}))
-        .await;
-    server
-        .post(json!({"id": "draft", "title": "Hello draft", "status": "draft"}))
-        .await;
+    let server = Server::with_posts(&[
+        json!({"id": "hello", "title": "Hello world", "status": "published"}),
+        json!({"id": "other", "title": "Another", "status": "published"}),
+        json!({"id": "draft", "title": "Hello draft", "status": "draft"}),
+    ])
+    .await;
     let printed = printed_json(&run(&server.local(&block("url-encoding"))).await);
-    let ids: Vec<&str> = printed[0]["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["hello"]);
+    assert_eq!(item_ids(&printed[0]), ["hello"]);
 
     // The message the README quotes is the server's.
     let quoted = README
@@ -496,10 +505,7 @@ async fn printed_in(browser: &mut Browser, pattern: &str) {
 
 #[tokio::test]
 async fn the_browser_ticket_example_hears_a_new_post() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
+    let server = Server::with_posts(&[]).await;
     let mut browser = Browser::start().await;
     browser
         .open(&server.base, page(&server.local(&block("browser-ticket"))))
@@ -521,16 +527,11 @@ async fn the_browser_ticket_example_hears_a_new_post() {
 /// The live list's setup: a readable `posts` with one published post and
 /// one draft.
 async fn live_list_server() -> Server {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
-    server
-        .post(json!({"id": "p1", "status": "published", "title": "One"}))
-        .await;
-    server
-        .post(json!({"id": "p2", "status": "draft", "title": "Two"}))
-        .await;
+    let server = Server::with_posts(&[
+        json!({"id": "p1", "status": "published", "title": "One"}),
+        json!({"id": "p2", "status": "draft", "title": "Two"}),
+    ])
+    .await;
     server
 }
 
@@ -618,19 +619,12 @@ async fn the_live_list_keeps_exactly_the_matching_records_in_chromium() {
 
 #[tokio::test]
 async fn the_library_example_lists_posts_and_talks_in_a_room() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
-    for (id, title, status) in [
-        ("a", "Apples", "published"),
-        ("b", "Bananas", "draft"),
-        ("c", "Cherries", "published"),
-    ] {
-        server
-            .post(json!({"id": id, "title": title, "status": status}))
-            .await;
-    }
+    let server = Server::with_posts(&[
+        json!({"id": "a", "title": "Apples", "status": "published"}),
+        json!({"id": "b", "title": "Bananas", "status": "draft"}),
+        json!({"id": "c", "title": "Cherries", "status": "published"}),
+    ])
+    .await;
     let mut browser = Browser::start().await;
     browser
         .open(&server.base, page(&server.local(&block("library"))))
@@ -692,22 +686,14 @@ async fn the_library_example_lists_posts_and_talks_in_a_room() {
 
 #[tokio::test]
 async fn the_change_page_example_prints_the_history() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
-    server.post(json!({"id": "hello", "title": "Hello"})).await;
+    let server = Server::with_posts(&[json!({"id": "hello", "title": "Hello"})]).await;
     run_and_check(&server.local(&block("changes-page"))).await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn the_change_consumer_example_follows_every_change() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
-    server.post(json!({"id": "first", "title": "First"})).await;
+    let server = Server::with_posts(&[json!({"id": "first", "title": "First"})]).await;
     let mut consumer = Background::start(&server.local(&block("changes-consumer")));
     consumer
         .until("the first post", |output| {
@@ -777,22 +763,13 @@ async fn the_rules_example_works_as_described() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| item["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["shared"]);
+    assert_eq!(item_ids(&listed), ["shared"]);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn the_batch_example_prints_what_it_says() {
-    let server = Server::start(&[]).await;
-    server
-        .create("/api/v1/collections", json!({"name": "posts"}))
-        .await;
+    let server = Server::with_posts(&[]).await;
     run_and_check(&server.local(&block("batch"))).await;
     server.stop().await;
 }
