@@ -527,12 +527,11 @@ async fn the_browser_ticket_example_hears_a_new_post() {
 /// The live list's setup: a readable `posts` with one published post and
 /// one draft.
 async fn live_list_server() -> Server {
-    let server = Server::with_posts(&[
+    Server::with_posts(&[
         json!({"id": "p1", "status": "published", "title": "One"}),
         json!({"id": "p2", "status": "draft", "title": "Two"}),
     ])
-    .await;
-    server
+    .await
 }
 
 /// The writes the live list must follow, ending with only `p2`, edited.
