@@ -32,7 +32,7 @@ export interface ChangeEvent<T = Record<string, unknown>> {
 export interface LiveQueryOptions {
   /** A filter in livehub's filter language. */
   query?: string;
-  /** Only these fields (and `id`), comma-separated. */
+  /** Only these fields (and `id`, and the field of `sort`, which the hub sorts by), comma-separated. */
   fields?: string;
   /** Only the first N records by `sort`. */
   limit?: number;

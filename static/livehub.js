@@ -57,6 +57,18 @@ function comparator(sort) {
 }
 
 /**
+ * `fields` with the field of `sort` added if it is not among them: the hub
+ * sorts its records by that field, which a projection without it would
+ * drop (and the first N would show in another order than the server's).
+ */
+function withSortField(fields, sort) {
+  const path = (sort || 'id').replace(/^[-+]/, '');
+  const listed = fields.split(',').map((name) => name.trim());
+  const kept = path === 'id' || listed.some((name) => name === path || path.startsWith(`${name}.`));
+  return kept ? fields : `${fields},${path}`;
+}
+
+/**
  * Where a value's type sorts, as in SurrealDB: a missing field first, then
  * null, booleans, numbers, strings, arrays, objects.
  */
@@ -140,7 +152,7 @@ class LiveQuery extends Store {
     const { query, fields, limit, sort } = this.options;
     const body = { collection: this.collection, snapshot: true };
     if (query) body.query = query;
-    if (fields) body.fields = fields;
+    if (fields) body.fields = withSortField(fields, sort);
     if (this.diffs()) body.diff = true;
     if (limit) {
       body.snapshot_limit = limit;

@@ -664,12 +664,15 @@ async fn a_live_query_sorts_as_the_server_lists_ties_and_mixed_values_included()
     let script = "window.up = hub.liveQuery('items', { sort: 'rank' });\n\
         window.down = hub.liveQuery('items', { sort: '-rank' });\n\
         window.first4 = hub.liveQuery('ties', { sort: '-rank', limit: 4 });\n\
-        window.last4 = hub.liveQuery('ties', { sort: 'rank', limit: 4 });";
+        window.last4 = hub.liveQuery('ties', { sort: 'rank', limit: 4 });\n\
+        window.projected = hub.liveQuery('ties', { sort: '-rank', limit: 4, fields: 'label' });";
     let queries = [
         ("up", "items", "rank", 100),
         ("down", "items", "-rank", 100),
         ("first4", "ties", "-rank", 4),
         ("last4", "ties", "rank", 4),
+        // A projection without the sort's field: the hub adds it.
+        ("projected", "ties", "-rank", 4),
     ];
     let mut browser = Browser::start().await;
     browser
