@@ -55,9 +55,10 @@ fi
 command -v npm >/dev/null 2>&1 || install npm
 node --version
 
-say "curl and jq (the README's shell examples use them)"
+say "curl, jq and openssl (the README's shell examples use them)"
 command -v curl >/dev/null 2>&1 || install curl
 command -v jq >/dev/null 2>&1 || install jq
+command -v openssl >/dev/null 2>&1 || install openssl
 jq --version
 
 say "nginx (a test runs the shipped deploy/nginx configuration in it)"
