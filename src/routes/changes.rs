@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
 use crate::pages::{Page, PageRequest, Read, Reader};
-use crate::session::subscribe;
+use crate::session::{Subscribed, subscribe};
 use crate::shape::Shape;
 
 /// Events per page unless `limit` says otherwise.
@@ -79,6 +79,15 @@ pub async fn page(
         channels: params.channels.as_deref(),
     };
     let plan = plan(None, topics, &query_pairs(raw_query.as_deref())?, query)?;
+    if let Some(view) = plan.collections.iter().find(|sub| sub.view.is_some()) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "`{}` is a view, which only a stream carries: a change page names each collection once",
+                view.key()
+            ),
+        ));
+    }
     // Patches need the record the client holds; a page reader holds none
     // the server knows of.
     let shape = Shape::parse(params.fields.as_deref(), false)?;
@@ -93,7 +102,12 @@ pub async fn page(
     };
     let (mut since, mut wait) = (since, wait);
     let page = loop {
-        let (interest, mut subscription, watched) = subscribe(&state, &caller, &plan, None).await?;
+        let Subscribed {
+            interest,
+            mut subscription,
+            watched,
+            ..
+        } = subscribe(&state, &caller, &plan, None).await?;
         let from = match since {
             Since::Id(id) => id,
             Since::Earliest => EventId::before_stamp(state.store.earliest_retained()),

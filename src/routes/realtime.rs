@@ -19,14 +19,14 @@ use serde_json::json;
 use super::extract::{refuse_revoked, stream_caller};
 use super::{Client, PathParams, QueryParams};
 use crate::AppState;
-use crate::collection::CollectionName;
 use crate::error::ApiError;
 use crate::event::EventId;
 use crate::filter::Filter;
 use crate::identity::claims_of;
 use crate::presence::present_as;
 use crate::session::{
-    First, Opened, Plan, Resume, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe,
+    CollectionSub, First, Opened, Plan, Resume, Session, Snapshot, Subscribed, check_snapshot_size,
+    snapshot_parts, subscribe,
 };
 use crate::shape::{Shape, Shapes};
 
@@ -107,7 +107,10 @@ pub(super) struct TopicLists<'a> {
 /// What a stream (or a change page) asks for, from the route's collection
 /// (if any) and the query: `collections=` and `channels=` (comma-separated) name topics;
 /// `filter.<collection>=` filters a named collection; `query=` filters the
-/// route's collection, or every collection. A name given twice counts once.
+/// route's collection, or every collection. A collection may also be named
+/// with a view (`posts.recent`, with its own `filter.posts.recent=`), which
+/// the stream carries beside the collection's own subscription. A name
+/// given twice counts once.
 pub(super) fn plan(
     route: Option<String>,
     topics: TopicLists<'_>,
@@ -156,16 +159,22 @@ pub(super) fn plan(
         return Ok(Plan::every_collection(query));
     }
     let mut plan = Plan::named();
-    for name in names {
-        let name = CollectionName::new(&name)?;
-        if plan.collections.iter().any(|(other, _)| *other == name) {
+    for key in names {
+        let (name, view) = CollectionSub::parse_key(&key)?;
+        let sub = CollectionSub {
+            name,
+            view,
+            filter: None,
+        };
+        let key = sub.key();
+        if plan.collections.iter().any(|other| other.key() == key) {
             continue;
         }
-        let filter = match filters.remove(name.as_str()) {
+        let filter = match filters.remove(key.as_str()) {
             Some(filter) => Some(filter.expr().clone()),
             None => query.clone(),
         };
-        plan.add_collection(name, filter)?;
+        plan.add_collection(CollectionSub { filter, ..sub })?;
     }
     for channel in channels {
         if !plan.channels.contains(&channel) {
@@ -258,14 +267,18 @@ async fn open_stream(
     )?;
     let described = json!({
         "collection": single,
-        "collections": plan.collections.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        "collections": plan.collections.iter().map(CollectionSub::key).collect::<Vec<_>>(),
         "channels": plan.channels,
         "query": plan.all.clone().flatten().or_else(|| {
-            (plan.collections.len() == 1).then(|| plan.collections[0].1.clone()).flatten()
+            (plan.collections.len() == 1).then(|| plan.collections[0].filter.clone()).flatten()
         }).map(|expr| expr.bind(claims_of(&caller)).to_string()),
     });
-    let (interest, subscription, watched_rules) =
-        subscribe(&state, &caller, &plan, presence).await?;
+    let Subscribed {
+        interest,
+        subscription,
+        watched: watched_rules,
+        views,
+    } = subscribe(&state, &caller, &plan, presence).await?;
     // A sign-out published while this stream was being set up is behind its
     // start, so it would never reach it: check again now that it is
     // subscribed (the hub notes sign-outs as it passes them).
@@ -277,7 +290,7 @@ async fn open_stream(
     let resume = Resume::check(&state.store, resume);
     let takes_snapshot = wants_snapshot && resume.holds_nothing();
     let snapshot = if takes_snapshot {
-        let parts = snapshot_parts(&plan.collections, &interest);
+        let parts = snapshot_parts(&views, |_| true);
         if first.is_none() {
             check_snapshot_size(&state, &parts).await?;
         }
@@ -296,6 +309,7 @@ async fn open_stream(
             described,
             watched_rules,
             subscription,
+            views,
             permit,
             snapshot,
             shapes,
@@ -347,15 +361,19 @@ fn shapes_by_collection(
     fields: Option<&str>,
     diff: bool,
 ) -> Result<HashMap<Arc<str>, Shape>, ApiError> {
-    let mut own_fields = HashMap::new();
-    let mut own_diff = HashMap::new();
+    let mut own_fields: HashMap<Arc<str>, &String> = HashMap::new();
+    let mut own_diff: HashMap<Arc<str>, bool> = HashMap::new();
     for (key, text) in pairs {
         let (parameter, name) = match (key.strip_prefix("fields."), key.strip_prefix("diff.")) {
             (Some(name), _) => ("fields", name),
             (_, Some(name)) => ("diff", name),
             _ => continue,
         };
-        let Some((collection, _)) = plan.collections.iter().find(|(c, _)| c.as_str() == name)
+        let Some(key) = plan
+            .collections
+            .iter()
+            .map(CollectionSub::key)
+            .find(|key| key == name)
         else {
             return Err(ApiError::bad_request(
                 "invalid_query",
@@ -371,7 +389,7 @@ fn shapes_by_collection(
             )
         };
         if parameter == "fields" {
-            if own_fields.insert(collection.shared(), text).is_some() {
+            if own_fields.insert(Arc::from(key), text).is_some() {
                 return Err(twice());
             }
         } else {
@@ -385,7 +403,7 @@ fn shapes_by_collection(
                     ));
                 }
             };
-            if own_diff.insert(collection.shared(), on).is_some() {
+            if own_diff.insert(Arc::from(key), on).is_some() {
                 return Err(twice());
             }
         }

@@ -302,15 +302,19 @@ async fn a_change_page_read_that_finds_the_database_gone_is_unavailable() {
     use livehub::engine::Error;
     use livehub::engine::event::EventId;
     use livehub::engine::pages::{PageRequest, Read, Reader};
-    use livehub::engine::session::{Plan, subscribe};
+    use livehub::engine::session::{Plan, Subscribed, subscribe};
     use livehub::engine::shape::Shape;
 
     let mut server = SurrealServer::start().await;
     let settings = server.node_config("gone").engine_settings();
     let (engine, _background) = livehub::engine::Engine::open(settings).await.unwrap();
     let plan = Plan::every_collection(None);
-    let (interest, mut subscription, watched) =
-        subscribe(&engine, &None, &plan, None).await.unwrap();
+    let Subscribed {
+        interest,
+        mut subscription,
+        watched,
+        ..
+    } = subscribe(&engine, &None, &plan, None).await.unwrap();
     server.kill();
     let shape = Shape::default();
     let reader = Reader {

@@ -32,3 +32,4 @@ mod rules_property;
 mod streams;
 mod subscriptions;
 mod surreal;
+mod views;

@@ -28,6 +28,10 @@ const QUEUED_CHANGES: usize = 16;
 pub struct NewSubscription {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) collection: Option<String>,
+    /// A named view of the collection, beside its own subscription and
+    /// any others (`collection:<name>.<view>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) view: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) channel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,7 +54,10 @@ impl NewSubscription {
     /// The id the subscription will have on the stream.
     pub fn id(&self) -> Result<SubscriptionId, Error> {
         match (&self.collection, &self.channel, self.presence) {
-            (Some(name), None, None) => Ok(SubscriptionId::Collection(name.clone())),
+            (Some(name), None, None) => Ok(SubscriptionId::Collection(match &self.view {
+                Some(view) => format!("{name}.{view}"),
+                None => name.clone(),
+            })),
             (None, Some(name), None) => Ok(SubscriptionId::Channel(name.clone())),
             (None, None, Some(true)) => Ok(SubscriptionId::Presence),
             _ => Err(Error::invalid(
@@ -62,10 +69,12 @@ impl NewSubscription {
 }
 
 /// One subscription of a stream, as clients name it: `collections` (every
-/// collection), `collection:<name>`, `channel:<name>` or `presence`.
+/// collection), `collection:<name>` (or `collection:<name>.<view>`, a
+/// view), `channel:<name>` or `presence`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscriptionId {
     AllCollections,
+    /// Its key: `posts`, or `posts.recent` for a view.
     Collection(String),
     Channel(String),
     Presence,

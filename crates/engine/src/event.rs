@@ -262,6 +262,10 @@ struct EventBody<'a> {
     /// Present (and true) only on [`Delivery::Left`] frames.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     left: bool,
+    /// The view this frame is for (`collection:posts.recent`); absent for
+    /// a collection's own subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription: Option<&'a str>,
 }
 
 /// What a record event carries for one subscriber, when it is not the
@@ -283,6 +287,7 @@ pub(crate) fn snapshot_frame(
     record_id: Option<&str>,
     data: &Json,
     read_at: OffsetDateTime,
+    subscription: Option<&str>,
 ) -> Bytes {
     let body = EventBody {
         id: None,
@@ -294,6 +299,7 @@ pub(crate) fn snapshot_frame(
         patch: None,
         timestamp: format_time(read_at),
         left: false,
+        subscription,
     };
     sse_frame(None, body.kind, &body)
 }
@@ -358,16 +364,20 @@ impl Event {
     }
 
     fn encode(&self, left: bool) -> Bytes {
-        // A record that left a subscriber's view may have left what its read
-        // rule allows: the frame carries its id only, never its new content.
         if left {
-            let id_only = serde_json::json!({ "id": self.record_id });
-            return self.encode_with(Payload::Data(&id_only), true);
+            return self.encode_left(None);
         }
-        self.encode_with(Payload::Data(&self.data), false)
+        self.encode_with(Payload::Data(&self.data), false, None)
     }
 
-    fn encode_with(&self, payload: Payload<'_>, left: bool) -> Bytes {
+    /// A record that left a subscriber's view may have left what its read
+    /// rule allows: the frame carries its id only, never its new content.
+    fn encode_left(&self, subscription: Option<&str>) -> Bytes {
+        let id_only = serde_json::json!({ "id": self.record_id });
+        self.encode_with(Payload::Data(&id_only), true, subscription)
+    }
+
+    fn encode_with(&self, payload: Payload<'_>, left: bool, subscription: Option<&str>) -> Bytes {
         let (data, patch) = match payload {
             Payload::Data(data) => (Some(data), None),
             Payload::Patch(patch) => (None, Some(patch)),
@@ -386,6 +396,7 @@ impl Event {
             patch,
             timestamp: format_time(self.timestamp),
             left,
+            subscription,
         };
         sse_frame(body.id.as_deref(), self.kind.as_str(), &body)
     }
@@ -453,7 +464,16 @@ impl Event {
     /// The frame of a record event matching a subscriber that gets `payload`
     /// rather than the record as stored (encoded for it alone).
     pub(crate) fn frame_with(&self, payload: Payload<'_>) -> Bytes {
-        self.encode_with(payload, false)
+        self.encode_with(payload, false, None)
+    }
+
+    /// The frame for one view of the event's collection, tagged with the
+    /// view's subscription id.
+    pub(crate) fn view_frame(&self, delivery: Delivery, payload: Payload<'_>, view: &str) -> Bytes {
+        match delivery {
+            Delivery::Match => self.encode_with(payload, false, Some(view)),
+            Delivery::Left => self.encode_left(Some(view)),
+        }
     }
 
     /// The encoded SSE message (`id:`, `event:`, `data:` and the blank line)

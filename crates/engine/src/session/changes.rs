@@ -14,7 +14,12 @@ use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
 use super::subscribe::taken;
-use super::{Phase, Plan, Session, Snapshot, check_snapshot_size, snapshot_parts, subscribe};
+use std::sync::Arc;
+
+use super::{
+    CollectionSub, Phase, Plan, Session, Snapshot, Subscribed, check_snapshot_size, snapshot_parts,
+    subscribe, view_name,
+};
 use crate::Error;
 use crate::collection::CollectionName;
 use crate::connections::{Change, NewSubscription, Requester, SubscriptionId};
@@ -97,9 +102,13 @@ impl Session {
                 }
             }
         }
+        if new.view.is_some() && new.collection.is_none() {
+            return Err(collection_only("view"));
+        }
         let mut added = None;
         if let Some(name) = &new.collection {
             let name = CollectionName::new(name)?;
+            let view = new.view.as_deref().map(view_name).transpose()?;
             let filter = match new.query.as_deref() {
                 Some(text) if !text.trim().is_empty() => Some(Filter::parse(text)?.expr().clone()),
                 _ => None,
@@ -114,8 +123,10 @@ impl Session {
                     "`snapshot_limit` and `snapshot_sort` need `snapshot: true`",
                 ));
             }
-            plan.add_collection(name.clone(), filter)?;
-            added = Some((name, shape, wants_snapshot.then_some(first)));
+            let sub = CollectionSub { name, view, filter };
+            let key = sub.key();
+            plan.add_collection(sub)?;
+            added = Some((key, shape, wants_snapshot.then_some(first)));
         } else if let Some(channel) = &new.channel {
             plan.add_channel(channel)?;
         } else {
@@ -127,10 +138,9 @@ impl Session {
         let (old_plan, old_presence) = (self.plan.clone(), self.interest.presence.clone());
         self.resubscribe(plan, presence).await?;
         let mut snapshot = false;
-        if let Some((name, shape, first)) = added {
+        if let Some((key, shape, first)) = added {
             if let Some(first) = first {
-                let parts =
-                    snapshot_parts(std::slice::from_ref(&(name.clone(), None)), &self.interest);
+                let parts = snapshot_parts(&self.views, |other| other == key);
                 if first.is_none()
                     && let Err(too_large) = check_snapshot_size(&self.state, &parts).await
                 {
@@ -142,7 +152,7 @@ impl Session {
                 self.phase = Phase::Snapshot;
                 snapshot = true;
             }
-            self.shapes.own.insert(name.shared(), shape);
+            self.shapes.own.insert(Arc::from(key), shape);
         }
         let body = json!({"id": id, "snapshot": snapshot});
         let frame = sse_frame(None, "subscription.added", &body);
@@ -167,8 +177,8 @@ impl Session {
                 "a stream keeps at least one collection or channel: close it instead".into(),
             ));
         }
-        if let Some(SubscriptionId::Collection(name)) = SubscriptionId::parse(id) {
-            self.shapes.own.remove(name.as_str());
+        if let Some(SubscriptionId::Collection(key)) = SubscriptionId::parse(id) {
+            self.shapes.own.remove(key.as_str());
         }
         self.resubscribe(plan, presence).await?;
         let body = json!({"id": id});
@@ -179,8 +189,12 @@ impl Session {
     /// old subscription holds from before the new one's start (see the
     /// seam above).
     async fn resubscribe(&mut self, plan: Plan, presence: Option<Access>) -> Result<(), Error> {
-        let (interest, subscription, watched) =
-            subscribe(&self.state, &self.caller, &plan, presence).await?;
+        let Subscribed {
+            interest,
+            subscription,
+            watched,
+            views,
+        } = subscribe(&self.state, &self.caller, &plan, presence).await?;
         let start = subscription.start;
         let mut old = std::mem::replace(&mut self.subscription, subscription);
         while let Some(queued) = old.try_recv() {
@@ -190,6 +204,7 @@ impl Session {
             self.pending.push_back(queued);
         }
         self.interest = interest;
+        self.views = views;
         self.watched_rules = watched;
         self.plan = plan;
         Ok(())

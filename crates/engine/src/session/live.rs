@@ -106,9 +106,13 @@ impl Session {
                 let verdict = judge(&self.caller, &self.watched_rules, &event);
                 if verdict.send {
                     let rules = rules.as_deref().unwrap_or(&no_rules);
-                    chunk.push(self.frame_of(&event, delivery, rules));
-                    let latency = (now - event.timestamp).as_seconds_f64();
-                    self.state.metrics.commit_to_send.observe(latency.max(0.0));
+                    // Empty when the event reaches none of a collection's views.
+                    let frame = self.frame_of(&event, delivery, rules);
+                    if !frame.is_empty() {
+                        chunk.push(frame);
+                        let latency = (now - event.timestamp).as_seconds_f64();
+                        self.state.metrics.commit_to_send.observe(latency.max(0.0));
+                    }
                 }
                 if !ephemeral {
                     self.after = Some(event.id);

@@ -31,11 +31,10 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use crate::Engine;
 use crate::clock::{Stamp, unix_now};
-use crate::collection::CollectionName;
 use crate::connections::{Change, Command, Registration, Requester};
 pub(crate) use crate::decide::WatchedRules;
 use crate::event::{Delivery, Event, EventId, sse_frame};
-use crate::frame::frame_for;
+use crate::frame::{frame_for, view_frame};
 use crate::hub::{Interest, Queued, Subscription};
 use crate::identity::Caller;
 use crate::limits::StreamPermit;
@@ -49,9 +48,11 @@ mod changes;
 mod live;
 mod snapshot;
 mod subscribe;
+mod views;
 
-pub use snapshot::{First, Snapshot, check_snapshot_size, snapshot_parts};
-pub use subscribe::{Plan, subscribe};
+pub use snapshot::{First, Part, Snapshot, check_snapshot_size, snapshot_parts};
+pub use subscribe::{Plan, Subscribed, subscribe};
+pub use views::{BoundSub, CollectionSub, Views, view_name};
 
 /// Where a stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,8 @@ pub struct Opened {
     /// ones.
     pub watched_rules: WatchedRules,
     pub subscription: Subscription,
+    /// Its collection subscriptions, bound (see `views`).
+    pub views: Views,
     pub permit: StreamPermit,
     /// The snapshot to send first, if the stream asked for one. A stream
     /// that resumes skips it, unless it is reset.
@@ -96,6 +99,7 @@ pub struct Session {
     watched_rules: WatchedRules,
     expiry: Expiry,
     subscription: Subscription,
+    views: Views,
     /// Held for the stream's life: its place under the stream limits, and
     /// its user's in presence.
     _held: (StreamPermit, Option<PresenceGuard>),
@@ -135,6 +139,7 @@ impl Session {
             described,
             watched_rules,
             subscription,
+            views,
             permit,
             snapshot,
             shapes,
@@ -211,6 +216,7 @@ impl Session {
             interest,
             watched_rules,
             subscription,
+            views,
             _held: (permit, present),
             after: Some(position),
             phase,
@@ -265,9 +271,7 @@ impl Session {
             self.phase = Phase::Live;
             return None;
         };
-        let shape = self
-            .shapes
-            .of(snapshot.collection().map(CollectionName::as_str));
+        let shape = self.shapes.of(snapshot.key());
         let read = snapshot.next_page(&self.state.store, shape);
         let Some(page) = in_turn(&self.state, read).await else {
             self.phase = Phase::Done;
@@ -292,7 +296,20 @@ impl Session {
         }
     }
 
+    /// What this stream is sent of an event the hub (or a replay) gave it
+    /// as `delivery`: one frame, or, for a collection with views, one per
+    /// subscription the event reaches, each judged on its own.
     fn frame_of(&self, event: &Event, delivery: Delivery, rules: &RuleBook) -> Bytes {
+        if let Some(subs) = self.views.split(event) {
+            let mut frames = BytesMut::new();
+            for sub in subs {
+                if let Some(delivery) = sub.delivery(event) {
+                    let shape = self.shapes.of(Some(&sub.key));
+                    frames.extend_from_slice(&view_frame(shape, sub, event, delivery));
+                }
+            }
+            return frames.freeze();
+        }
         let shape = self.shapes.of(event.collection().map(|name| &**name));
         frame_for(shape, &self.interest, event, delivery, rules)
     }

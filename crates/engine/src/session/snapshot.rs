@@ -18,15 +18,17 @@
 //! pages neither skip nor repeat a record; each page is read only when the
 //! client has taken the last one, so memory per stream is one page.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::Value as Json;
 
+use super::views::Views;
 use crate::Engine;
 use crate::Error;
 use crate::collection::CollectionName;
 use crate::event::snapshot_frame;
 use crate::filter::Expr;
-use crate::hub::{Interest, Scope};
 use crate::shape::Shape;
 use crate::sort::parse_sort;
 use crate::store::{PageCursor, SortOrder, Store, StoreError};
@@ -89,36 +91,42 @@ impl First {
     }
 }
 
-/// Each named collection of the plan with the condition its topic was
-/// bound with: the caller's read rule and the stream's filter.
-pub fn snapshot_parts(
-    collections: &[(CollectionName, Option<Expr>)],
-    interest: &Interest,
-) -> Vec<(CollectionName, Option<Expr>)> {
-    collections
+/// One subscription's part of a snapshot: its collection, the condition
+/// its topic was bound with (the caller's read rule and its filter), and
+/// the id its records are tagged with, for a view.
+#[derive(Clone)]
+pub struct Part {
+    collection: CollectionName,
+    condition: Option<Expr>,
+    key: Arc<str>,
+    tag: Option<Arc<str>>,
+}
+
+/// The snapshot parts of the subscriptions `wanted` picks (by key).
+pub fn snapshot_parts(views: &Views, wanted: impl Fn(&str) -> bool) -> Vec<Part> {
+    views
+        .all()
         .iter()
-        .map(|(name, _)| {
-            let condition = interest
-                .topics
-                .iter()
-                .find(|topic| matches!(&topic.scope, Scope::Collection(scope) if **scope == *name.as_str()))
-                .and_then(|topic| topic.filter.as_ref())
-                .map(|filter| filter.expr().clone());
-            (name.clone(), condition)
+        .filter(|bound| wanted(&bound.key))
+        .map(|bound| Part {
+            collection: bound.sub.name.clone(),
+            condition: bound.condition.as_ref().map(|filter| filter.expr().clone()),
+            key: bound.key.clone(),
+            tag: bound.tag.clone(),
         })
         .collect()
 }
 
 /// Refuses a snapshot of more records than `--max-snapshot`, before the
 /// stream opens (a stream that failed midway would only be retried).
-pub async fn check_snapshot_size(
-    state: &Engine,
-    parts: &[(CollectionName, Option<Expr>)],
-) -> Result<(), Error> {
+pub async fn check_snapshot_size(state: &Engine, parts: &[Part]) -> Result<(), Error> {
     let max = state.streams.max_snapshot;
     let mut total = 0;
-    for (name, condition) in parts {
-        total += state.store.count_records(name, condition.as_ref()).await?;
+    for part in parts {
+        total += state
+            .store
+            .count_records(&part.collection, part.condition.as_ref())
+            .await?;
         if total > max {
             return Err(Error::invalid(
                 "snapshot_too_large",
@@ -133,9 +141,8 @@ pub async fn check_snapshot_size(
 
 /// A snapshot being sent.
 pub struct Snapshot {
-    /// Each collection with the condition its topic was bound with (its
-    /// read rule and its filter).
-    parts: Vec<(CollectionName, Option<Expr>)>,
+    /// Each subscription's collection and condition, in turn.
+    parts: Vec<Part>,
     first: Option<First>,
     /// The collection being read, and where its read has got to.
     part: usize,
@@ -146,7 +153,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(parts: Vec<(CollectionName, Option<Expr>)>, first: Option<First>) -> Snapshot {
+    pub fn new(parts: Vec<Part>, first: Option<First>) -> Snapshot {
         Snapshot {
             parts,
             first,
@@ -157,9 +164,10 @@ impl Snapshot {
         }
     }
 
-    /// The collection the next page is of.
-    pub(crate) fn collection(&self) -> Option<&CollectionName> {
-        self.parts.get(self.part).map(|(name, _)| name)
+    /// The key of the subscription the next page is of (`posts`,
+    /// `posts.recent`), whose shape its records take.
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.parts.get(self.part).map(|part| &*part.key)
     }
 
     /// The frames of the next page (possibly none, for a collection with
@@ -169,7 +177,13 @@ impl Snapshot {
         store: &Store,
         shape: &Shape,
     ) -> Result<Option<Bytes>, StoreError> {
-        let Some((collection, condition)) = self.parts.get(self.part) else {
+        let Some(Part {
+            collection,
+            condition,
+            tag,
+            ..
+        }) = self.parts.get(self.part)
+        else {
             return Ok(None);
         };
         let (records, next) = match &self.first {
@@ -198,6 +212,7 @@ impl Snapshot {
                 record_id,
                 &data,
                 read_at,
+                tag.as_deref(),
             ));
         }
         self.sent += records.len() as u64;

@@ -17,6 +17,8 @@ use crate::hub::{Interest, QueueLimit, Reader, Scope, Subscription, Topic, Topic
 use crate::identity::{Caller, claims_of};
 use crate::rules::{Access, Action, both};
 
+use super::views::{BoundSub, CollectionSub, Views};
+
 /// How often a stream re-reads its collections' rules when they change
 /// while it subscribes.
 const SUBSCRIBE_ATTEMPTS: usize = 3;
@@ -27,8 +29,9 @@ pub struct Plan {
     /// Every collection, with this filter (the stream of every collection
     /// when it names no collection or channel).
     pub all: Option<Option<Expr>>,
-    /// Named collections, each with its filter.
-    pub collections: Vec<(CollectionName, Option<Expr>)>,
+    /// Subscriptions of named collections, each with its filter: a
+    /// collection's own, and its views (see `views`).
+    pub collections: Vec<CollectionSub>,
     pub channels: Vec<String>,
 }
 
@@ -54,24 +57,27 @@ impl Plan {
         }
     }
 
-    /// Adds a named collection. Refused when the plan carries it, or every
-    /// collection, or [`MAX_TOPICS`] topics already.
-    pub fn add_collection(
-        &mut self,
-        name: CollectionName,
-        filter: Option<Expr>,
-    ) -> Result<(), Error> {
+    /// Adds a subscription of a named collection (its own, or a view).
+    /// Refused when the plan carries it, or every collection, or
+    /// [`MAX_TOPICS`] subscriptions already.
+    pub fn add_collection(&mut self, sub: CollectionSub) -> Result<(), Error> {
         if self.all.is_some() {
             return Err(Error::Conflict(
                 "this stream carries every collection already".into(),
             ));
         }
-        if self.collections.iter().any(|(other, _)| *other == name) {
-            return Err(taken(&SubscriptionId::Collection(name.to_string())));
+        let key = sub.key();
+        if self.collections.iter().any(|other| other.key() == key) {
+            return Err(taken(&SubscriptionId::Collection(key)));
         }
         self.room_for_one()?;
-        self.collections.push((name, filter));
+        self.collections.push(sub);
         Ok(())
+    }
+
+    /// Whether any collection subscription is a view.
+    pub fn has_views(&self) -> bool {
+        self.collections.iter().any(|sub| sub.view.is_some())
     }
 
     /// Adds a channel (its name checked). Refused when the plan carries it,
@@ -90,9 +96,7 @@ impl Plan {
     pub(crate) fn remove(&mut self, id: &SubscriptionId) -> bool {
         let before = self.collections.len() + self.channels.len();
         match id {
-            SubscriptionId::Collection(name) => {
-                self.collections.retain(|(other, _)| other.as_str() != name)
-            }
+            SubscriptionId::Collection(key) => self.collections.retain(|sub| sub.key() != *key),
             SubscriptionId::Channel(name) => self.channels.retain(|other| other != name),
             SubscriptionId::AllCollections | SubscriptionId::Presence => {}
         }
@@ -110,7 +114,7 @@ impl Plan {
         let collections = self
             .collections
             .iter()
-            .map(|(name, _)| SubscriptionId::Collection(name.to_string()));
+            .map(|sub| SubscriptionId::Collection(sub.key()));
         let channels = self.channels.iter().cloned().map(SubscriptionId::Channel);
         let presence = presence.then_some(SubscriptionId::Presence);
         all.into_iter()
@@ -126,7 +130,7 @@ impl Plan {
         if self.collections.len() + self.channels.len() >= MAX_TOPICS {
             return Err(Error::invalid(
                 "too_many_topics",
-                format!("at most {MAX_TOPICS} collections and channels on one stream"),
+                format!("at most {MAX_TOPICS} collections, views and channels on one stream"),
             ));
         }
         Ok(())
@@ -138,19 +142,29 @@ pub(super) fn taken(id: &SubscriptionId) -> Error {
     Error::Conflict(format!("this stream has `{id}` already"))
 }
 
+/// What subscribing gave a stream.
+pub struct Subscribed {
+    pub interest: Interest,
+    pub subscription: Subscription,
+    pub watched: WatchedRules,
+    /// Each collection subscription with the condition it was bound with.
+    pub views: Views,
+}
+
 /// Subscribes to the plan's topics. A named collection's read rule, bound
 /// to `caller`, is folded into its topic's filter (so equal callers share a
 /// group and its index), and so is a channel's; every collection's rules
-/// apply per event through a `Reader`. A rule change committed after
-/// subscribing arrives as an event and ends the stream; one committed while
-/// subscribing is caught by reading the rules again, and the subscription
-/// is made anew.
+/// apply per event through a `Reader`. A collection with several
+/// subscriptions (views) has one topic, the union of their filters. A rule
+/// change committed after subscribing arrives as an event and ends the
+/// stream; one committed while subscribing is caught by reading the rules
+/// again, and the subscription is made anew.
 pub async fn subscribe(
     state: &Engine,
     caller: &Caller,
     plan: &Plan,
     presence: Option<Access>,
-) -> Result<(Interest, Subscription, WatchedRules), Error> {
+) -> Result<Subscribed, Error> {
     let claims = claims_of(caller);
     let compiled = |expr: Option<Expr>| expr.map(|expr| Arc::new(Filter::new(expr)));
     let mut topics = Topics::new();
@@ -175,6 +189,13 @@ pub async fn subscribe(
         _ if plan.all.is_some() => Some(Arc::new(Reader::new(caller.clone()))),
         _ => None,
     };
+    // Each collection once, in the plan's order, with its subscriptions.
+    let mut names: Vec<&CollectionName> = Vec::new();
+    for sub in &plan.collections {
+        if !names.contains(&&sub.name) {
+            names.push(&sub.name);
+        }
+    }
     'attempt: for _ in 0..SUBSCRIBE_ATTEMPTS {
         // The hub's rules, as of its cursor: no database read for the
         // collections it knows. One it does not know yet (created a moment
@@ -187,7 +208,8 @@ pub async fn subscribe(
             presence: presence.clone(),
         };
         let mut watched = HashMap::new();
-        for (name, filter) in &plan.collections {
+        let mut bound = Vec::with_capacity(plan.collections.len());
+        for &name in &names {
             let rules = match book.get(name.as_str()) {
                 Some(meta) => Some(meta.rules.clone()),
                 None => {
@@ -197,13 +219,32 @@ pub async fn subscribe(
                 }
             };
             let read = collection_access(rules.as_ref(), name.as_str(), caller, Action::Read)?;
-            let filter = filter.as_ref().map(|expr| expr.bind(claims));
+            let subs: Vec<&CollectionSub> = plan
+                .collections
+                .iter()
+                .filter(|sub| sub.name == *name)
+                .collect();
+            let filters: Option<Vec<Expr>> = subs
+                .iter()
+                .map(|sub| sub.filter.as_ref().map(|expr| expr.bind(claims)))
+                .collect();
+            // The rule first: the caller's filter never runs on a record
+            // the caller may not read.
+            let union = match filters {
+                Some(mut filters) if filters.len() == 1 => filters.pop(),
+                Some(filters) => Some(Expr::Or(filters)),
+                // One subscription takes every record.
+                None => None,
+            };
             interest.topics.push(Topic {
                 scope: Scope::Collection(name.shared()),
-                // The rule first: the caller's filter never runs on a
-                // record the caller may not read.
-                filter: compiled(both(read.condition(), filter)),
+                filter: compiled(both(read.condition(), union)),
             });
+            for sub in subs {
+                let filter = sub.filter.as_ref().map(|expr| expr.bind(claims));
+                let condition = compiled(both(read.condition(), filter));
+                bound.push(BoundSub::new(sub.clone(), condition));
+            }
             if let Some(rules) = rules {
                 watched.insert(name.shared(), rules);
             }
@@ -218,7 +259,7 @@ pub async fn subscribe(
         // The rules bound must be those in force at the subscription's
         // start: every change after it arrives as an event and ends the
         // stream. One committed while subscribing means binding again.
-        for (name, _) in &plan.collections {
+        for &name in &names {
             let bound = watched.get(name.as_str());
             let at_start = if read_from_database {
                 state
@@ -237,7 +278,12 @@ pub async fn subscribe(
                 continue 'attempt;
             }
         }
-        return Ok((interest, subscription, watched));
+        return Ok(Subscribed {
+            interest,
+            subscription,
+            watched,
+            views: Views::new(bound),
+        });
     }
     Err(Error::Conflict(
         "a collection's rules kept changing while the stream opened; retry".into(),
