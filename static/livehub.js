@@ -999,8 +999,11 @@ class Writes {
         else continue;
       } else {
         const merged = write.answer || (at >= 0 ? mergePatch(records[at], write.data) : write.data);
-        if (at >= 0) records[at] = merged;
-        else if (write.kind === 'create' && query.accepts(merged)) records.push(merged);
+        // Without `match`, a filtered query keeps what it holds and takes nothing new.
+        const fits = query.options.match || at < 0 ? query.accepts(merged) : true;
+        if (at >= 0 && fits) records[at] = merged;
+        else if (at >= 0) records.splice(at, 1);
+        else if (fits && write.kind === 'create') records.push(merged);
         else continue;
       }
       pending.push(write.id);
@@ -1153,8 +1156,12 @@ class Tabs {
     this.name = `livehub ${hub.url || globalThis.location?.origin}`;
     this.channel = new BroadcastChannel(this.name);
     this.channel.onmessage = (message) => this.receive(message.data);
-    const forever = () => new Promise(() => {});
-    navigator.locks.request(`${this.name} tab ${this.id}`, forever);
+    // This tab's own lock, held before it says a word: a leader that asks
+    // for it is granted it only once the tab is gone.
+    this.alive = new Promise((held) => navigator.locks.request(`${this.name} tab ${this.id}`, () => {
+      held();
+      return new Promise(() => {});
+    }));
     navigator.locks.request(this.name, () => new Promise((resolve) => {
       this.abdicate = resolve;
       this.lead();
@@ -1162,7 +1169,7 @@ class Tabs {
   }
 
   post(message) {
-    this.channel.postMessage(message);
+    this.alive.then(() => this.channel.postMessage(message));
   }
 
   /** A subscription made in this tab while another leads. */

@@ -74,14 +74,14 @@ impl Browser {
 }
 
 /// The real binary on a fixed port, restartable on its data.
-struct Server {
+pub(crate) struct Server {
     child: Option<std::process::Child>,
     port: u16,
     data: PathBuf,
 }
 
 impl Server {
-    async fn start(data: PathBuf) -> Server {
+    pub(crate) async fn start(data: PathBuf) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -96,7 +96,7 @@ impl Server {
         server
     }
 
-    fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -134,6 +134,14 @@ impl Server {
             .status()
             .expect("ss runs (iproute2)");
         assert!(status.success());
+    }
+
+    /// Kills it (SIGKILL), for good.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 
     /// Kills it at once (SIGKILL) and starts it again on `data`.
@@ -210,7 +218,7 @@ window.ready = true;
     )
 }
 
-async fn create(client: &reqwest::Client, origin: &str, collection: &str, body: Value) {
+pub(crate) async fn create(client: &reqwest::Client, origin: &str, collection: &str, body: Value) {
     let response = client
         .post(format!("{origin}/api/v1/collections/{collection}/records"))
         .json(&body)
@@ -231,7 +239,7 @@ async fn delete(client: &reqwest::Client, origin: &str, collection: &str, id: &s
     assert_eq!(response.status(), 204);
 }
 
-async fn public_collection(client: &reqwest::Client, origin: &str, name: &str) {
+pub(crate) async fn public_collection(client: &reqwest::Client, origin: &str, name: &str) {
     let response = client
         .post(format!("{origin}/api/v1/collections"))
         .json(&json!({"name": name, "rules": {"read": "true"}}))

@@ -18,6 +18,7 @@ mod helpers;
 mod http_fuzz;
 mod live_queries;
 mod live_query_property;
+mod local_first;
 mod lost_access;
 mod nginx;
 mod nodes;

@@ -7,7 +7,13 @@
 //   {"goto": "<url>"}                        load a page the server serves itself
 //   {"eval": "<expression>"}                 its value (awaited), as JSON
 //   {"wait": "<expression>", "timeout": ms}  until the expression is truthy
-//   {"offline": true|false}                  cut the page off the network, or not
+//   {"offline": true|false}                  cut the pages off the network, or not
+//   {"newPage": true}                        open another page (a tab) of the same
+//                                            browser context; its index is the answer
+//   {"closePage": n}                         close page n (as a user closes a tab)
+//   {"reload": true}                         reload the page
+//
+// Every command acts on page 0, or on page n when it carries "page": n.
 //
 // Answers: {"ok": value} or {"error": "..."}.
 import { createInterface } from 'node:readline';
@@ -30,12 +36,30 @@ const browser = await chromium.launch({
   ],
 });
 const context = await browser.newContext();
-const page = await context.newPage();
 const log = [];
-page.on('console', (message) => log.push(`${message.type()}: ${message.text()}`));
-page.on('pageerror', (error) => log.push(`pageerror: ${error.message}`));
+const pages = [];
+async function newPage() {
+  const page = await context.newPage();
+  const index = pages.length;
+  page.on('console', (message) => log.push(`${index} ${message.type()}: ${message.text()}`));
+  page.on('pageerror', (error) => log.push(`${index} pageerror: ${error.message}`));
+  pages.push(page);
+  return index;
+}
+await newPage();
 
 async function run(command) {
+  const page = pages[command.page || 0];
+  if (!page) throw new Error(`no page ${command.page}`);
+  if (command.newPage !== undefined) return newPage();
+  if (command.closePage !== undefined) {
+    await pages[command.closePage].close({ runBeforeUnload: true });
+    return null;
+  }
+  if (command.reload !== undefined) {
+    await page.reload();
+    return null;
+  }
   if (command.open !== undefined) {
     const origin = command.open;
     await page.route(`${origin}/test.html`, (route) =>
@@ -53,7 +77,12 @@ async function run(command) {
   }
   if (command.eval !== undefined) return page.evaluate(command.eval);
   if (command.wait !== undefined) {
-    await page.waitForFunction(command.wait, null, { timeout: command.timeout || 20000, polling: 50 });
+    try {
+      await page.waitForFunction(command.wait, null, { timeout: command.timeout || 20000, polling: 50 });
+    } catch (error) {
+      if (command.soft) return 'timeout';
+      throw error;
+    }
     return true;
   }
   if (command.offline !== undefined) {
