@@ -33,25 +33,25 @@ fn types(source: &'static str) -> impl IntoResponse {
 }
 
 pub async fn library() -> impl IntoResponse {
-    module(include_str!("../../static/livehub.js"))
+    module(include_str!("../../client/livehub.js"))
 }
 
 pub async fn library_types() -> impl IntoResponse {
-    types(include_str!("../../static/livehub.d.ts"))
+    types(include_str!("../../client/livehub.d.ts"))
 }
 
 pub async fn react() -> impl IntoResponse {
-    module(include_str!("../../static/livehub-react.js"))
+    module(include_str!("../../client/livehub-react.js"))
 }
 
 pub async fn react_types() -> impl IntoResponse {
-    types(include_str!("../../static/livehub-react.d.ts"))
+    types(include_str!("../../client/livehub-react.d.ts"))
 }
 
 pub async fn vue() -> impl IntoResponse {
-    module(include_str!("../../static/livehub-vue.js"))
+    module(include_str!("../../client/livehub-vue.js"))
 }
 
 pub async fn vue_types() -> impl IntoResponse {
-    types(include_str!("../../static/livehub-vue.d.ts"))
+    types(include_str!("../../client/livehub-vue.d.ts"))
 }

@@ -35,6 +35,7 @@ const RUN: &[&str] = &[
     "browser-ticket",
     "live-list",
     "library",
+    "local-first",
     "changes-page",
     "changes-consumer",
     "rules",
@@ -613,6 +614,55 @@ async fn the_live_list_keeps_exactly_the_matching_records_in_chromium() {
             "JSON.stringify({last}) === JSON.stringify({LIVE_LIST_END})"
         ))
         .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_local_first_example_writes_at_once_and_confirms() {
+    let server = Server::start(&[]).await;
+    let rules =
+        json!({"read": "true", "create": "$auth.sub != null", "update": null, "delete": null});
+    server
+        .create(
+            "/api/v1/collections",
+            json!({"name": "notes", "rules": rules}),
+        )
+        .await;
+    server
+        .create(
+            "/api/v1/collections/notes/records",
+            json!({"id": "n1", "text": "milk", "length": 4}),
+        )
+        .await;
+    let mut browser = Browser::start().await;
+    browser
+        .open(&server.base, page(&server.local(&block("local-first"))))
+        .await;
+    // The list the page read with the new note, shown before the server
+    // confirms it, then as confirmed (a new id sorts first).
+    printed_in(&mut browser, r"^notes: buy figs \\(saving\\), milk$").await;
+    printed_in(&mut browser, "^notes: buy figs, milk$").await;
+    let listed: Value = server
+        .admin()
+        .get(format!("{}/api/v1/collections/notes/records", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|note| note["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 2, "{listed}");
+    assert!(texts.contains(&"buy figs"), "{listed}");
+    let printed = browser.eval("window.printed").await;
+    assert!(!printed.to_string().contains("refused"), "{printed}");
+    let log = browser.send(json!({"log": true})).await;
+    assert!(!log.to_string().contains("pageerror"), "{log}");
     server.stop().await;
 }
 

@@ -1070,7 +1070,8 @@ class Storage {
     if (!user) {
       const { token } = await this.hub.credentials();
       try {
-        user = token && JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
+        const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+        user = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, '='))).sub;
       } catch (_) {
         // Not a JWT.
       }
