@@ -36,7 +36,7 @@ export function createHooks(React) {
   function useLiveQuery(hub, collection, options = {}) {
     const key = JSON.stringify([collection, options]);
     const state = useStore(() => hub.liveQuery(collection, options), key);
-    return state || { records: [], status: 'loading', error: null };
+    return state || { records: [], status: 'loading', error: null, pending: [] };
   }
 
   /** `{users, status}`: who is online. */

@@ -1226,6 +1226,7 @@ class Tabs {
     const key = `${tab} ${ref}`;
     if (this.theirs.has(key)) return;
     if (![...this.theirs.keys()].some((other) => other.startsWith(`${tab} `))) {
+      this.post({ op: 'status', status: this.hub.status.getSnapshot() });
       // Granted once that tab is gone: its subscriptions go with it.
       navigator.locks.request(`${this.name} tab ${tab}`, () => {
         for (const other of [...this.theirs.keys()]) if (other.startsWith(`${tab} `)) this.drop(other);

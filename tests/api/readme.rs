@@ -640,7 +640,7 @@ async fn the_local_first_example_writes_at_once_and_confirms() {
         .await;
     // The list the page read with the new note, shown before the server
     // confirms it, then as confirmed (a new id sorts first).
-    printed_in(&mut browser, r"^notes: buy figs \\(saving\\), milk$").await;
+    printed_in(&mut browser, r"^notes: buy figs \(saving\), milk$").await;
     printed_in(&mut browser, "^notes: buy figs, milk$").await;
     let listed: Value = server
         .admin()

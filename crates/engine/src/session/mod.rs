@@ -34,7 +34,7 @@ use crate::clock::{Stamp, unix_now};
 use crate::connections::{Change, Command, Registration, Requester};
 pub(crate) use crate::decide::WatchedRules;
 use crate::event::{Delivery, Event, EventId, sse_frame};
-use crate::frame::{frame_for, view_frame};
+use crate::frame::frame_for;
 use crate::hub::{Interest, Queued, Subscription};
 use crate::identity::Caller;
 use crate::limits::StreamPermit;
@@ -305,7 +305,7 @@ impl Session {
             for sub in subs {
                 if let Some(delivery) = sub.delivery(event) {
                     let shape = self.shapes.of(Some(&sub.key));
-                    frames.extend_from_slice(&view_frame(shape, sub, event, delivery));
+                    frames.extend_from_slice(&sub.frame(shape, event, delivery));
                 }
             }
             return frames.freeze();

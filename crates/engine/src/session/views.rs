@@ -20,8 +20,12 @@ use std::sync::Arc;
 
 use crate::Error;
 use crate::collection::CollectionName;
-use crate::event::{Audience, Delivery, Event, EventKind};
+use bytes::Bytes;
+
+use crate::event::{Audience, Delivery, Event, EventKind, Payload};
 use crate::filter::{Expr, Filter};
+use crate::frame::shaped;
+use crate::shape::Shape;
 
 /// Longest view name.
 const MAX_VIEW_LEN: usize = 32;
@@ -118,6 +122,32 @@ impl BoundSub {
             .is_none_or(|filter| filter.matches(record))
     }
 
+    /// The frame of a record event for this subscription, as `delivery`
+    /// (its own): tagged with its id for a view; for the collection's own,
+    /// as on a stream without views.
+    pub(crate) fn frame(&self, shape: &Shape, event: &Event, delivery: Delivery) -> Bytes {
+        let saw_before = || {
+            event
+                .before
+                .as_ref()
+                .is_some_and(|before| self.sees(before))
+        };
+        let Some(tag) = self.tag.as_deref() else {
+            if shape.is_whole() || delivery == Delivery::Left {
+                return event.frame(delivery);
+            }
+            return shaped(shape, event, saw_before, |payload| {
+                event.frame_with(payload)
+            });
+        };
+        if delivery == Delivery::Left {
+            return event.view_frame(delivery, Payload::Data(&event.data), tag);
+        }
+        shaped(shape, event, saw_before, |payload| {
+            event.view_frame(delivery, payload, tag)
+        })
+    }
+
     /// How a record event reaches this subscription, judged on its own:
     /// as for a stream with one subscription of the collection.
     pub(crate) fn delivery(&self, event: &Event) -> Option<Delivery> {
@@ -163,7 +193,8 @@ impl Views {
     /// `None` when its collection has only its own (the hub's delivery
     /// stands), or the event is not a record's.
     pub(crate) fn split(&self, event: &Event) -> Option<impl Iterator<Item = &BoundSub>> {
-        if event.kind.audience() != Audience::Record {
+        // Most streams have no views: no hashing per event for them.
+        if self.split.is_empty() || event.kind.audience() != Audience::Record {
             return None;
         }
         let indexes = self.split.get(event.collection()?)?;
