@@ -134,6 +134,33 @@ async fn on(browser: &mut Browser, page: usize, command: Value) -> Value {
     browser.send(command).await
 }
 
+/// A server with the collection `notes` (see `writable_collection`) and
+/// a page of ann's with `options` and `script`, its `notes` query live.
+struct NotesPage {
+    _dir: tempfile::TempDir,
+    _server: Server,
+    browser: Browser,
+}
+
+impl NotesPage {
+    async fn open(options: &str, script: &str) -> NotesPage {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path().join("data")).await;
+        let origin = server.origin();
+        let admin = client_with_token(&token("root", true));
+        writable_collection(&admin, &origin, "notes").await;
+        let mut browser = Browser::start().await;
+        let page = app_page(&token("ann", false), options, script);
+        open_app(&mut browser, &origin, page).await;
+        browser.wait("notes.getSnapshot().status === 'live'").await;
+        NotesPage {
+            _dir: dir,
+            _server: server,
+            browser,
+        }
+    }
+}
+
 /// The EventSources the pages `tabs` made, in all.
 async fn total_streams(browser: &mut Browser, tabs: &[usize]) -> u64 {
     let mut total = 0;
@@ -321,22 +348,14 @@ async fn live_queries_of_one_collection_share_one_stream_each_exact() {
 
 #[tokio::test]
 async fn optimistic_writes_show_at_once_and_a_refused_one_rolls_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path().join("data")).await;
-    let origin = server.origin();
-    let admin = client_with_token(&token("root", true));
-    writable_collection(&admin, &origin, "notes").await;
     let script = "window.notes = hub.liveQuery('notes');\n\
         window.small = hub.liveQuery('notes', { query: 'n < 10', match: (note) => note.n < 10 });\n\
         window.write = hub.collection('notes');";
-    let mut browser = Browser::start().await;
-    open_app(
-        &mut browser,
-        &origin,
-        app_page(&token("ann", false), "", script),
-    )
-    .await;
-    browser.wait("notes.getSnapshot().status === 'live'").await;
+    let NotesPage {
+        mut browser,
+        _server,
+        _dir,
+    } = NotesPage::open("", script).await;
 
     // At once, before the server answers; then as the server has it.
     let at_once = browser
@@ -384,20 +403,11 @@ async fn optimistic_writes_show_at_once_and_a_refused_one_rolls_back() {
 
 #[tokio::test]
 async fn a_write_whose_answer_is_lost_is_sent_again_with_its_key_and_applied_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path().join("data")).await;
-    let origin = server.origin();
-    let admin = client_with_token(&token("root", true));
-    writable_collection(&admin, &origin, "notes").await;
-    let script = "window.notes = hub.liveQuery('notes');";
-    let mut browser = Browser::start().await;
-    open_app(
-        &mut browser,
-        &origin,
-        app_page(&token("ann", false), "", script),
-    )
-    .await;
-    browser.wait("notes.getSnapshot().status === 'live'").await;
+    let NotesPage {
+        mut browser,
+        _server,
+        _dir,
+    } = NotesPage::open("", "window.notes = hub.liveQuery('notes');").await;
     // The server commits, then the answer is lost: without its key, the
     // retry of this create would be a 409 (the id exists) and roll back.
     let outcome = browser
@@ -418,16 +428,12 @@ async fn a_write_whose_answer_is_lost_is_sent_again_with_its_key_and_applied_onc
 
 #[tokio::test]
 async fn writes_made_offline_are_sent_in_order_and_survive_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path().join("data")).await;
-    let origin = server.origin();
-    let admin = client_with_token(&token("root", true));
-    writable_collection(&admin, &origin, "notes").await;
     let script = "window.notes = hub.liveQuery('notes');\nwindow.write = hub.collection('notes');";
-    let page = app_page(&token("ann", false), "persist: true", script);
-    let mut browser = Browser::start().await;
-    open_app(&mut browser, &origin, page.clone()).await;
-    browser.wait("notes.getSnapshot().status === 'live'").await;
+    let NotesPage {
+        mut browser,
+        _server,
+        _dir,
+    } = NotesPage::open("persist: true", script).await;
 
     browser.send(json!({"offline": true})).await;
     // In order, each needing the one before: a create, its update, a
