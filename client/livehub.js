@@ -958,6 +958,13 @@ class Writes {
     }
   }
 
+  /** Ends the answered writes of `collection` whose change the live queries now show. */
+  recheck(collection) {
+    for (const write of [...this.queue]) {
+      if (write.answered && write.collection === collection && this.arrived(write)) this.settle(write);
+    }
+  }
+
   /** Whether the stream brought an answered write's change before its answer came. */
   arrived(write) {
     const queries = [...this.hub.topics.values()].filter((query) => query instanceof LiveQuery && query.collection === write.collection);
@@ -1209,6 +1216,8 @@ class Tabs {
       if (message.op === 'state' && subscription instanceof LiveQuery) {
         subscription.byId = new Map(message.state.records.map((record) => [record.id, record]));
         subscription.publish(message.state.status, message.state.error);
+        // The leader's stream may have brought this tab's own writes.
+        hub.writes.recheck(subscription.collection);
       } else if (message.op === 'state') {
         subscription.set(message.state);
       } else if (message.op === 'event') {
