@@ -1108,12 +1108,12 @@ class Storage {
 
   /** Stores `query` a moment after its last change, if it is exact then. */
   later(query) {
-    if (this.timers.has(query)) return;
+    if (this.cleared || this.timers.has(query)) return;
     this.timers.set(query, setTimeout(() => {
       this.timers.delete(query);
       const position = this.hub.lastEventId;
       // Mid-snapshot, or reading its first N again: not exact now.
-      if (!query.synced || query.staged || query.refilling || position === null || query.value.status !== 'live') return;
+      if (this.cleared || !query.synced || query.staged || query.refilling || position === null || query.value.status !== 'live') return;
       const records = [...query.byId.values()];
       this.owner().then((owner) => this.run('queries', 'readwrite', (store) =>
         store.put({ records, position, saved: Date.now() }, `${owner} ${query.signature}`))).catch(() => {});
@@ -1130,12 +1130,16 @@ class Storage {
   }
 
   saveWrites(writes) {
+    if (this.cleared) return;
     const kept = writes.map(({ key, kind, collection, id, data, method, path }) => ({ key, kind, collection, id, data, method, path }));
     this.owner().then((owner) => this.run('writes', 'readwrite', (store) => store.put(kept, owner))).catch(() => {});
   }
 
-  /** Deletes everything stored for the current user of this server. */
+  /** Deletes everything stored for the current user of this server; this hub stores nothing more (its user signed out). */
   async clear() {
+    this.cleared = true;
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
     const owner = await this.owner();
     const range = IDBKeyRange.bound(`${owner} `, `${owner} \uffff`);
     await this.run('queries', 'readwrite', (store) => store.delete(range));

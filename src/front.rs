@@ -175,7 +175,11 @@ async fn accept_loop(
 async fn read_head(socket: &mut Socket) -> io::Result<Bytes> {
     let mut head = BytesMut::with_capacity(1024);
     loop {
-        if head.len() >= MAX_HEAD || memchr::memmem::find(&head, b"\r\n\r\n").is_some() {
+        // A head ends at a blank line: CRLF CRLF, or bare LFs (which
+        // hyper and httparse accept too, so they get the same answer).
+        let ended = memchr::memmem::find(&head, b"\n\r\n").is_some()
+            || memchr::memmem::find(&head, b"\n\n").is_some();
+        if head.len() >= MAX_HEAD || ended {
             return Ok(head.freeze());
         }
         if socket.read_buf(&mut head).await? == 0 {

@@ -15,6 +15,8 @@ use crate::helpers::{HANG_GUARD, TEST_SECRET, client_with_token};
 /// One Chromium page, driven line by line.
 pub(crate) struct Browser {
     _child: Child,
+    /// Its profile on disk, removed when the browser is dropped.
+    _profile: tempfile::TempDir,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
 }
@@ -26,8 +28,10 @@ impl Browser {
             dir.join("node_modules/playwright-core").exists(),
             "run `npm ci` in tests/browser first (.ci/run does)"
         );
+        let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new("node")
             .arg(dir.join("driver.mjs"))
+            .env("LIVEHUB_BROWSER_PROFILE", profile.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -37,6 +41,7 @@ impl Browser {
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         Browser {
             _child: child,
+            _profile: profile,
             stdin,
             stdout,
         }

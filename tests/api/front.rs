@@ -136,3 +136,26 @@ async fn other_requests_and_later_streams_on_a_kept_connection_go_to_hyper() {
         "{head}"
     );
 }
+
+/// A request head with bare LF line endings is answered as hyper would
+/// (it used to wait for a CRLF blank line until the head's 30 s timeout).
+#[tokio::test]
+async fn a_request_head_with_bare_line_feeds_is_answered() {
+    let app = TestApp::spawn().await;
+    app.create_public_collection("p").await;
+    let mut socket = connect(&app).await;
+    socket
+        .write_all(b"GET /api/v1/realtime/p HTTP/1.1\nHost: x\n\n")
+        .await
+        .unwrap();
+    let answer = read_until(&mut socket, "event: connected").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // One for hyper (not a stream) too.
+    let mut socket = connect(&app).await;
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n")
+        .await
+        .unwrap();
+    let answer = read_to_end(&mut socket).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -17,7 +17,9 @@
 //
 // Answers: {"ok": value} or {"error": "..."}.
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -28,25 +30,31 @@ const vendor = {
   '/vendor/vue.js': 'node_modules/vue/dist/vue.esm-browser.js',
 };
 
-const browser = await chromium.launch({
+// A profile on disk, as a user's browser has: IndexedDB outlives a page
+// (an incognito context may drop an origin's data once no page holds it).
+// The test gives its directory (and removes it); run by hand, a new one.
+const profile = process.env.LIVEHUB_BROWSER_PROFILE || mkdtempSync(join(tmpdir(), 'livehub-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.LIVEHUB_CHROMIUM || '/usr/bin/chromium',
   args: [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    // A page left is gone, as after a reload: none kept frozen with its
+    // IndexedDB connections and timers.
+    '--disable-features=BackForwardCache',
   ],
 });
-const context = await browser.newContext();
 const log = [];
 const pages = [];
-async function newPage() {
-  const page = await context.newPage();
+async function newPage(page) {
+  page = page || await context.newPage();
   const index = pages.length;
   page.on('console', (message) => log.push(`${index} ${message.type()}: ${message.text()}`));
   page.on('pageerror', (error) => log.push(`${index} pageerror: ${error.message}`));
   pages.push(page);
   return index;
 }
-await newPage();
+await newPage(context.pages()[0]);
 
 async function run(command) {
   const page = pages[command.page || 0];
@@ -103,4 +111,5 @@ for await (const line of lines) {
   }
   process.stdout.write(`${JSON.stringify(answer)}\n`);
 }
-await browser.close();
+await context.close();
+if (!process.env.LIVEHUB_BROWSER_PROFILE) rmSync(profile, { recursive: true, force: true });
