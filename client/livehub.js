@@ -900,8 +900,10 @@ class Writes {
     if (this.sending) return;
     this.sending = true;
     try {
-      let write;
-      while ((write = this.queue.find((held) => !held.answered))) {
+      for (;;) {
+        // Its own binding: the timer below must settle this write, not the next.
+        const write = this.queue.find((held) => !held.answered);
+        if (!write) break;
         try {
           const answer = await this.hub.request(write.method, write.path, write.kind === 'delete' ? undefined : write.data, null, {
             'idempotency-key': write.key,
@@ -909,7 +911,6 @@ class Writes {
           this.failures = 0;
           write.answered = true;
           write.answer = answer;
-          this.save();
           write.resolve(answer);
           // Kept over the server's records until the stream brings the change.
           if (this.arrived(write)) this.settle(write);
@@ -978,7 +979,6 @@ class Writes {
     const at = this.queue.indexOf(write);
     if (at < 0) return;
     this.queue.splice(at, 1);
-    this.save();
     this.changed(write.collection);
   }
 
@@ -1268,9 +1268,11 @@ class Tabs {
     if (entry) entry.close();
   }
 
+  /** The hub closed: the leader drops this tab's subscriptions, another tab may lead. */
   close() {
+    for (const subscription of [...this.mine.values()]) this.unfollow(subscription);
+    this.alive.then(() => this.channel.close());
     if (this.abdicate) this.abdicate();
-    this.channel.close();
   }
 }
 

@@ -50,7 +50,7 @@ async function newPage(page) {
   page = page || await context.newPage();
   const index = pages.length;
   page.on('console', (message) => log.push(`${index} ${message.type()}: ${message.text()}`));
-  page.on('pageerror', (error) => log.push(`${index} pageerror: ${error.message}`));
+  page.on("pageerror", (error) => log.push(`${index} pageerror: ${error.message} ${error.stack}`));
   pages.push(page);
   return index;
 }

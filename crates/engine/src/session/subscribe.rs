@@ -75,11 +75,6 @@ impl Plan {
         Ok(())
     }
 
-    /// Whether any collection subscription is a view.
-    pub fn has_views(&self) -> bool {
-        self.collections.iter().any(|sub| sub.view.is_some())
-    }
-
     /// Adds a channel (its name checked). Refused when the plan carries it,
     /// or [`MAX_TOPICS`] topics already.
     pub fn add_channel(&mut self, channel: &str) -> Result<(), Error> {
@@ -236,15 +231,21 @@ pub async fn subscribe(
                 // One subscription takes every record.
                 None => None,
             };
+            let topic_filter = compiled(both(read.condition(), union));
+            if let [sub] = subs[..] {
+                // Alone, it is judged by its topic's filter: compiled once.
+                bound.push(BoundSub::new(sub.clone(), topic_filter.clone()));
+            } else {
+                for sub in subs {
+                    let filter = sub.filter.as_ref().map(|expr| expr.bind(claims));
+                    let condition = compiled(both(read.condition(), filter));
+                    bound.push(BoundSub::new(sub.clone(), condition));
+                }
+            }
             interest.topics.push(Topic {
                 scope: Scope::Collection(name.shared()),
-                filter: compiled(both(read.condition(), union)),
+                filter: topic_filter,
             });
-            for sub in subs {
-                let filter = sub.filter.as_ref().map(|expr| expr.bind(claims));
-                let condition = compiled(both(read.condition(), filter));
-                bound.push(BoundSub::new(sub.clone(), condition));
-            }
             if let Some(rules) = rules {
                 watched.insert(name.shared(), rules);
             }
