@@ -46,6 +46,15 @@ pub struct Config {
     #[arg(long, env = "LIVEHUB_DB_NAME", default_value = "livehub")]
     pub db_name: String,
 
+    /// The longest a shared cache (nginx, a CDN) may keep a change page
+    /// anonymous callers read. It bounds how long a tightened read rule or
+    /// a deleted collection can go on being served from such caches (a
+    /// page is never cached longer than its cursor stays within
+    /// `--retention` either). `0s` keeps anonymous pages out of shared
+    /// caches.
+    #[arg(long, env = "LIVEHUB_SHARED_CACHE_MAX_AGE", default_value = "60s", value_parser = duration)]
+    pub shared_cache_max_age: Duration,
+
     /// Interval between heartbeat comments on idle streams (keeps proxies from
     /// closing them).
     #[arg(long, env = "LIVEHUB_HEARTBEAT", default_value = "15s", value_parser = positive_duration)]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
@@ -34,6 +34,9 @@ pub struct Ingest {
 pub struct Metrics {
     /// What the engine's streams count (replays, commit-to-send latency).
     pub streams: StreamMetrics,
+    /// Requests for change pages that reached this node (a cache in front
+    /// answers the rest).
+    pub change_page_requests: Counter,
     started: Instant,
     /// `(when, published, delivered)`, one a second, for rates.
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
@@ -43,6 +46,7 @@ impl Metrics {
     pub fn new(streams: StreamMetrics) -> Metrics {
         Metrics {
             streams,
+            change_page_requests: Counter::default(),
             started: Instant::now(),
             samples: Mutex::new(VecDeque::new()),
         }
@@ -165,6 +169,11 @@ impl Metrics {
             "Changes from other writers that became visible after the feed passed them",
             read(&stats.late_changes),
         );
+        registry.register(
+            "change_page_requests",
+            "Requests for change pages that reached this node (not answered by a cache in front)",
+            self.change_page_requests.clone(),
+        );
         registry.register_with_unit(
             "commit_to_send",
             "Time from an event's commit to its write to a stream",
@@ -217,6 +226,7 @@ mod tests {
             "livehub_commit_to_send_seconds_count 1",
             "livehub_commit_to_send_seconds_bucket{le=\"0.004\"} 1",
             "livehub_late_changes_total 0",
+            "livehub_change_page_requests_total 0",
         ] {
             assert!(text.contains(line), "{line} in:\n{text}");
         }

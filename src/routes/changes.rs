@@ -58,6 +58,7 @@ pub async fn page(
     RawQuery(raw_query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    state.metrics.change_page_requests.inc();
     let since = since(params.since.as_deref())?;
     let limit = match params.limit {
         None => DEFAULT_LIMIT,
@@ -101,7 +102,8 @@ pub async fn page(
         )?)
     };
     let (mut since, mut wait) = (since, wait);
-    let page = loop {
+    let long_poll = !wait.is_zero();
+    let (page, from_stamp) = loop {
         let Subscribed {
             interest,
             mut subscription,
@@ -136,14 +138,20 @@ pub async fn page(
             )
             .await?
         {
-            Read::Page(page) => break page,
+            Read::Page(page) => break (page, from.stamp),
             // A rule changed while the page waited: the answer is what a
             // request made now gets, from the same cursor, without waiting
             // again.
             Read::Rebind => (since, wait) = (Since::Id(from), Duration::ZERO),
         }
     };
-    Ok(respond(&page, caller.is_none(), &headers))
+    let caching = Caching {
+        anonymous: caller.is_none(),
+        long_poll,
+        replayable_for: state.store.replayable_for(from_stamp),
+        shared_max_age: state.config.shared_cache_max_age,
+    };
+    Ok(respond(&page, caching, &headers))
 }
 
 fn since(text: Option<&str>) -> Result<Since, ApiError> {
@@ -183,11 +191,64 @@ fn wait(text: Option<&str>) -> Result<Duration, ApiError> {
     Ok(wait)
 }
 
-/// The page as JSON, with the headers that say how it may be cached: a
-/// page of history never changes, so it is cacheable for a year (by shared
-/// caches too when the caller is anonymous, who sees only what anyone may);
-/// a page at the edge is not cached at all.
-fn respond(page: &Page, anonymous: bool, request: &HeaderMap) -> Response {
+/// How long a live-edge long poll's answer may be shared: long enough for
+/// a cache holding the requests that waited with it (nginx's
+/// `proxy_cache_lock`) to hand it to all of them, and short enough that a
+/// client asking the same cursor later soon gets a fuller page.
+const LIVE_EDGE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// A year: the longest any cache is told to keep a page.
+const YEAR: Duration = Duration::from_secs(31_536_000);
+
+/// What decides how a page may be cached.
+struct Caching {
+    /// No caller: the page is what anyone may read, so shared caches may
+    /// keep it.
+    anonymous: bool,
+    /// The request waited (or could have) for live events.
+    long_poll: bool,
+    /// How long the page's cursor stays replayable.
+    replayable_for: Duration,
+    /// `--shared-cache-max-age`.
+    shared_max_age: Duration,
+}
+
+impl Caching {
+    /// The `Cache-Control` of a page, or `None` for one that must not be
+    /// kept.
+    ///
+    /// * A page of history never changes: a private cache may keep it
+    ///   while its cursor is replayable (at most a year), a shared one at
+    ///   most `--shared-cache-max-age`, which bounds how long a rule
+    ///   tightened since (or a collection deleted) is not yet in force
+    ///   there; the revalidation after that is judged anew.
+    /// * An anonymous long poll at the edge is shared for a moment: every
+    ///   request for the same query and cursor then gets the one answer
+    ///   (and the same `next`, so their next polls collapse too).
+    /// * Any other page at the edge is asked of livehub every time.
+    fn cache_control(&self, page: &Page) -> Option<String> {
+        let shared = self.shared_max_age.min(self.replayable_for);
+        let (scope, max_age, immutable) = match (page.caught_up, self.anonymous) {
+            (false, true) => ("public", shared, true),
+            (false, false) => ("private", YEAR.min(self.replayable_for), true),
+            (true, true) if self.long_poll => ("public", LIVE_EDGE_MAX_AGE.min(shared), false),
+            (true, _) => return None,
+        };
+        let seconds = max_age.as_secs();
+        if seconds == 0 {
+            return None;
+        }
+        Some(if immutable {
+            format!("{scope}, max-age={seconds}, immutable")
+        } else {
+            format!("{scope}, max-age={seconds}")
+        })
+    }
+}
+
+/// The page as JSON, with the headers that say how it may be cached
+/// ([`Caching::cache_control`]) and, for pages a cache keeps, an ETag.
+fn respond(page: &Page, caching: Caching, request: &HeaderMap) -> Response {
     let size: usize = page.events.iter().map(|event| event.len() + 1).sum();
     let mut body = BytesMut::with_capacity(size + 96);
     body.put_slice(b"{\"events\":[");
@@ -215,17 +276,14 @@ fn respond(page: &Page, anonymous: bool, request: &HeaderMap) -> Response {
         header::VARY,
         HeaderValue::from_static("Authorization, Cookie"),
     );
-    if page.caught_up {
+    let Some(cache) = caching.cache_control(page) else {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return (headers, Body::from(body)).into_response();
-    }
-    let tag = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body));
-    let cache = if anonymous {
-        "public, max-age=31536000, immutable"
-    } else {
-        "private, max-age=31536000, immutable"
     };
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    let tag = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body));
+    if let Ok(value) = HeaderValue::from_str(&cache) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
     if let Ok(value) = HeaderValue::from_str(&tag) {
         headers.insert(header::ETAG, value);
     }

@@ -4,6 +4,7 @@
 mod auth;
 mod binary;
 mod browser;
+mod cdn;
 mod changes;
 mod channels;
 mod collections;

@@ -34,7 +34,7 @@ pub async fn nginx_in_front_of(upstreams: &[&str]) -> Nginx {
 
 /// nginx in front of `upstreams`, with the shipped change-page cache when
 /// `cache` is set.
-async fn nginx_with(upstreams: &[&str], cache: bool) -> Nginx {
+pub async fn nginx_with(upstreams: &[&str], cache: bool) -> Nginx {
     let servers: String = upstreams
         .iter()
         .map(|upstream| format!("server {upstream}; "))
@@ -66,7 +66,8 @@ async fn nginx_with(upstreams: &[&str], cache: bool) -> Nginx {
          worker_processes 1;
          pid {path}/nginx.pid;
          error_log {path}/error.log;
-         events {{}}
+         worker_rlimit_nofile 16384;
+         events {{ worker_connections 8192; }}
          http {{
              access_log off;
              client_body_temp_path {path}/body;

@@ -288,6 +288,17 @@ impl Store {
         Ok(())
     }
 
+    /// How much longer the changes after `stamp` stay replayable: what a
+    /// cache may keep a page from that cursor for.
+    pub fn replayable_for(&self, stamp: Stamp) -> Duration {
+        let margin = (self.retention / 10).min(Duration::from_secs(60));
+        let until = Duration::from_millis(stamp.millis()) + self.retention.saturating_sub(margin);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        until.saturating_sub(now)
+    }
+
     /// The oldest stamp whose changes can still be replayed: the start of
     /// the changefeed's retention (less a margin, so its garbage collector
     /// cannot drop the start of a gap between a check and the read), and
