@@ -216,3 +216,42 @@ async fn a_cached_page_outlives_a_tightened_rule_or_a_deleted_collection_by_at_m
         "{control} outlives the 24 h retention"
     );
 }
+
+#[tokio::test]
+async fn signed_in_long_polls_go_around_the_shared_cache() {
+    let app = TestApp::spawn().await;
+    app.create_public_collection("board").await;
+    let nginx = nginx_with(&[app.address.trim_start_matches("http://")], true).await;
+    let ann = app.user("ann");
+    let url = format!("{}/api/v1/changes?collections=board", nginx.url);
+    let edge: Value = ann
+        .get(format!("{url}&since=now"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let since = edge["next"].as_str().unwrap().to_owned();
+    let polls: Vec<_> = (0..50)
+        .map(|_| {
+            let poll = ann.get(format!("{url}&since={since}&wait=30s")).send();
+            tokio::spawn(poll)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.create_record("board", json!({"id": "b1"})).await;
+    // Held in line behind the cache lock, fifty polls would take half a
+    // second each after the first.
+    let all = futures::future::join_all(polls);
+    let answers = tokio::time::timeout(HANG_GUARD, all)
+        .await
+        .expect("every signed-in poll is answered");
+    for answer in answers {
+        let response = answer.unwrap().unwrap();
+        assert_eq!(response.headers()["x-cache-status"], "BYPASS");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let page: Value = response.json().await.unwrap();
+        assert_eq!(page["events"][0]["record_id"], "b1");
+    }
+}
