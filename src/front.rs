@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// A socket whose writes time out: a client that stops reading (a zero TCP
@@ -73,6 +74,7 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Front {
     handed_over: mpsc::Receiver<(Rewind<Socket>, SocketAddr)>,
     local: SocketAddr,
+    tasks: TaskTracker,
 }
 
 impl Front {
@@ -85,14 +87,27 @@ impl Front {
     ) -> io::Result<Front> {
         let local = listener.local_addr()?;
         let (hand_over, handed_over) = mpsc::channel(64);
-        tokio::spawn(accept_loop(
+        let tasks = TaskTracker::new();
+        tasks.spawn(accept_loop(
             listener,
             router,
             write_timeout,
             hand_over,
             shutdown,
+            tasks.clone(),
         ));
-        Ok(Front { handed_over, local })
+        Ok(Front {
+            handed_over,
+            local,
+            tasks,
+        })
+    }
+
+    /// The accept loop and every connection the front serves or is reading
+    /// the head of: after shutdown, [`TaskTracker::wait`] (once closed)
+    /// returns when the last has ended.
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
     }
 }
 
@@ -119,6 +134,7 @@ async fn accept_loop(
     write_timeout: Duration,
     hand_over: mpsc::Sender<(Rewind<Socket>, SocketAddr)>,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 ) {
     // Failures since the last warning, and when it was given.
     let mut failures = 0u64;
@@ -148,9 +164,13 @@ async fn accept_loop(
         socket.set_write_timeout(Some(write_timeout));
         let mut socket: Socket = Box::pin(socket);
         let (router, hand_over, shutdown) = (router.clone(), hand_over.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let Ok(Ok(head)) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)).await
-            else {
+        tasks.spawn(async move {
+            // A head still coming at shutdown is not waited for.
+            let head = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket)) => head,
+            };
+            let Ok(Ok(head)) = head else {
                 return;
             };
             match stream_request(&head, peer) {
@@ -200,9 +220,7 @@ fn stream_request(head: &[u8], peer: SocketAddr) -> Option<Request<Body>> {
         return None;
     };
     let path = parsed.path?;
-    let is_stream = path == "/api/v1/realtime"
-        || path.starts_with("/api/v1/realtime?")
-        || path.starts_with("/api/v1/realtime/");
+    let is_stream = crate::routes::is_stream_path(path);
     if length != head.len()
         || parsed.method != Some("GET")
         || parsed.version != Some(1)

@@ -162,21 +162,28 @@ impl Server {
         let stop = token.clone();
         // Streams opened on a fresh connection are served by the front
         // itself; hyper gets every other connection.
-        let listener = front::Front::new(
+        let front = front::Front::new(
             listener,
             router.clone(),
             config.write_timeout,
             token.clone(),
-        )?
+        )?;
+        let front_tasks = front.tasks();
         // `tap_io` gives the connections their peer address as `ConnectInfo`.
-        .tap_io(|_| {});
+        let listener = front.tap_io(|_| {});
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: ending open streams");
             stop.cancel();
         });
-        let served = async { server.await.context("serving HTTP") };
+        // Done when hyper's connections and the front's have all ended.
+        let served = async {
+            let result = server.await.context("serving HTTP");
+            front_tasks.close();
+            front_tasks.wait().await;
+            result
+        };
         tokio::pin!(served);
         // Streams end at once on cancellation; the grace period bounds the
         // wait for anything else (a slow request, a stuck client).

@@ -37,6 +37,17 @@ use crate::{AppState, Config};
 
 use extract::{Client, JsonBody, ObjectBody, PathParams, QueryParams};
 
+/// Where the stream routes are. The front door serves a stream opened on a
+/// fresh connection itself ([`is_stream_path`]), so it is named once here.
+const STREAMS: &str = "/api/v1/realtime";
+
+/// Whether a request for `path` (with its query) goes to a stream route:
+/// the front door hands every other one to hyper.
+pub fn is_stream_path(path: &str) -> bool {
+    path.strip_prefix(STREAMS)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('?') || rest.starts_with('/'))
+}
+
 /// Every route of the service, behind `cors` (built once, at start, by
 /// [`cors_layer`]).
 pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
@@ -105,21 +116,24 @@ pub fn router(state: AppState, cors: Option<CorsLayer>) -> Router {
                 .delete(records::remove)
                 .route_layer(keyed.clone()),
         )
-        .route("/api/v1/realtime", get(realtime::stream_all))
-        .route("/api/v1/realtime/{name}", get(realtime::stream_collection))
+        .route(STREAMS, get(realtime::stream_all))
+        .route(
+            &format!("{STREAMS}/{{name}}"),
+            get(realtime::stream_collection),
+        )
         // A collection may be called `tickets`: its stream is still a GET.
         .route(
-            "/api/v1/realtime/tickets",
+            &format!("{STREAMS}/tickets"),
             post(tickets::create)
                 .get(realtime::stream_tickets_collection)
                 .route_layer(keyed.clone()),
         )
         .route(
-            "/api/v1/realtime/connections/{id}/subscriptions",
+            &format!("{STREAMS}/connections/{{id}}/subscriptions"),
             post(connections::add).route_layer(keyed.clone()),
         )
         .route(
-            "/api/v1/realtime/connections/{id}/subscriptions/{subscription}",
+            &format!("{STREAMS}/connections/{{id}}/subscriptions/{{subscription}}"),
             delete(connections::remove).route_layer(keyed),
         )
         // Outside the routes' own layers: an unknown parameter is refused

@@ -159,3 +159,27 @@ async fn a_request_head_with_bare_line_feeds_is_answered() {
     let answer = read_to_end(&mut socket).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Shutdown waits for the front's connections, and a request head still
+/// coming is not waited for: once the server has stopped, no connection of
+/// the front is left open (before, a half-sent head kept its connection,
+/// and a task, for the head timeout after the server was gone).
+#[tokio::test]
+async fn shutdown_ends_the_fronts_connections_before_it_returns() {
+    let app = TestApp::spawn().await;
+    let mut socket = connect(&app).await;
+    socket
+        .write_all(b"GET /api/v1/realtime/posts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // The front has the connection and waits for the rest of the head.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.shutdown().await;
+    // The server has returned: the connection is already closed (the
+    // bound is far below the 30 s a head may take).
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf))
+        .await
+        .expect("the connection was closed when the server stopped");
+    assert_eq!(read.unwrap_or(0), 0);
+}
