@@ -27,6 +27,14 @@ async fn page_requests(app: &TestApp) -> u64 {
         .unwrap()
 }
 
+/// The cursor at the edge of `board` now, as `client` reads it through
+/// the nginx at `nginx`.
+async fn edge_cursor(client: &reqwest::Client, nginx: &str) -> String {
+    let url = format!("{nginx}/api/v1/changes?collections=board&since=now");
+    let edge: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    edge["next"].as_str().unwrap().to_owned()
+}
+
 /// A viewer: long polls from `since` until it has seen `until`, and
 /// returns when it got each record (by id).
 async fn viewer(
@@ -65,19 +73,7 @@ async fn long_polls_of_one_public_query_cost_livehub_about_one_request_per_chang
     let url = format!("{}/api/v1/changes?collections=board&wait=30s", nginx.url);
     // Every viewer starts from one cursor at the edge, so none can miss a
     // change by asking late.
-    let edge: Value = app
-        .anonymous
-        .get(format!(
-            "{}/api/v1/changes?collections=board&since=now",
-            nginx.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let since = edge["next"].as_str().unwrap().to_owned();
+    let since = edge_cursor(&app.anonymous, &nginx.url).await;
     let before = page_requests(&app).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -224,15 +220,7 @@ async fn signed_in_long_polls_go_around_the_shared_cache() {
     let nginx = nginx_with(&[app.address.trim_start_matches("http://")], true).await;
     let ann = app.user("ann");
     let url = format!("{}/api/v1/changes?collections=board", nginx.url);
-    let edge: Value = ann
-        .get(format!("{url}&since=now"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let since = edge["next"].as_str().unwrap().to_owned();
+    let since = edge_cursor(&ann, &nginx.url).await;
     let polls: Vec<_> = (0..50)
         .map(|_| {
             let poll = ann.get(format!("{url}&since={since}&wait=30s")).send();
