@@ -25,13 +25,30 @@ fn documented() -> BTreeSet<(String, String)> {
 }
 
 /// `(method, path)` pairs routed in src/routes/mod.rs, read from the source:
-/// each `.route("path", get(..).post(..))` call.
+/// each `.route("path", get(..).post(..))` call, where the path may be the
+/// stream prefix `STREAMS` or a `format!` of it.
 fn routed() -> BTreeSet<(String, String)> {
     let source = include_str!("../../src/routes/mod.rs");
+    let streams = source
+        .split("const STREAMS: &str = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the stream prefix");
     let mut pairs = BTreeSet::new();
     for call in source.split(".route(").skip(1) {
         let call = call.split(".fallback(").next().unwrap();
-        let path = call.split('"').nth(1).expect("a path literal");
+        let first = call.split(',').next().unwrap().trim();
+        let path = if first == "STREAMS" {
+            streams.to_owned()
+        } else {
+            call.split('"')
+                .nth(1)
+                .expect("a path literal")
+                .replace("{STREAMS}", streams)
+                .replace("{{", "{")
+                .replace("}}", "}")
+        };
+        let path = path.as_str();
         for method in METHODS {
             let called = call.match_indices(&format!("{method}(")).any(|(at, _)| {
                 at == 0
