@@ -288,11 +288,18 @@ impl Store {
         Ok(())
     }
 
+    /// How long a change stays replayable: the retention, less a margin so
+    /// that the changefeed's garbage collector cannot drop the start of a
+    /// gap between a check and the read.
+    fn replayable_span(&self) -> Duration {
+        let margin = (self.retention / 10).min(Duration::from_secs(60));
+        self.retention.saturating_sub(margin)
+    }
+
     /// How much longer the changes after `stamp` stay replayable: what a
     /// cache may keep a page from that cursor for.
     pub fn replayable_for(&self, stamp: Stamp) -> Duration {
-        let margin = (self.retention / 10).min(Duration::from_secs(60));
-        let until = Duration::from_millis(stamp.millis()) + self.retention.saturating_sub(margin);
+        let until = Duration::from_millis(stamp.millis()) + self.replayable_span();
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
@@ -300,14 +307,12 @@ impl Store {
     }
 
     /// The oldest stamp whose changes can still be replayed: the start of
-    /// the changefeed's retention (less a margin, so its garbage collector
-    /// cannot drop the start of a gap between a check and the read), and
-    /// never before this database.
+    /// the [`replayable_span`](Self::replayable_span), and never before
+    /// this database.
     pub fn earliest_retained(&self) -> Stamp {
-        let margin = (self.retention / 10).min(Duration::from_secs(60));
         let retained_since = Stamp::at(
             SystemTime::now()
-                .checked_sub(self.retention.saturating_sub(margin))
+                .checked_sub(self.replayable_span())
                 .unwrap_or(SystemTime::UNIX_EPOCH),
         );
         retained_since.max(self.horizon).max(self.epoch)
