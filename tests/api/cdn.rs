@@ -201,12 +201,7 @@ async fn a_cached_page_outlives_a_tightened_rule_or_a_deleted_collection_by_at_m
         .await
         .unwrap();
     let control = response.headers()["cache-control"].to_str().unwrap();
-    let max_age: u64 = control
-        .strip_prefix("private, max-age=")
-        .and_then(|rest| rest.strip_suffix(", immutable"))
-        .unwrap_or_else(|| panic!("a private page: {control}"))
-        .parse()
-        .unwrap();
+    let max_age = crate::helpers::private_max_age(control);
     assert!(
         max_age <= 24 * 3600,
         "{control} outlives the 24 h retention"

@@ -102,12 +102,7 @@ async fn pages_carry_every_change_once_and_history_pages_never_change() {
         let private = page(&app.user("ann"), url(&since)).await;
         // While its cursor is within the 24 h retention (less a margin).
         let control = private.cache_control.unwrap();
-        let max_age: u64 = control
-            .strip_prefix("private, max-age=")
-            .and_then(|rest| rest.strip_suffix(", immutable"))
-            .unwrap_or_else(|| panic!("{control}"))
-            .parse()
-            .unwrap();
+        let max_age = crate::helpers::private_max_age(&control);
         assert!((23 * 3600..24 * 3600).contains(&max_age), "{control}");
         since = next;
     }

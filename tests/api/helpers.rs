@@ -491,3 +491,13 @@ pub fn name(text: &str) -> livehub::engine::collection::CollectionName {
 pub fn key(text: &str) -> livehub::engine::collection::RecordKey {
     livehub::engine::collection::RecordKey::new(text).unwrap()
 }
+
+/// The seconds of a history page's `Cache-Control: private, max-age=N,
+/// immutable`; panics on any other value.
+pub fn private_max_age(control: &str) -> u64 {
+    control
+        .strip_prefix("private, max-age=")
+        .and_then(|rest| rest.strip_suffix(", immutable"))
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("a private history page: {control}"))
+}
