@@ -333,7 +333,7 @@ impl Running {
             self.feed.abort();
         }
         if let Some(sharing) = self.sharing {
-            let _ = tokio::time::timeout(peers::SHARE_TTL * 2, sharing).await;
+            let _ = tokio::time::timeout(peers::LEASE_TTL * 8, sharing).await;
         }
     }
 }

@@ -45,6 +45,7 @@ mod tracker;
 
 pub(crate) use changes::{CHANGES_PER_READ, Change, ChangeOp, ChangeSet, Notice};
 pub use idempotency::Claim;
+pub(crate) use nodes::LEASE_TTL;
 pub use presence::PresenceEntry;
 pub use records::{BatchError, PageCursor, RuleChecks, SortOrder};
 use tracker::WriteGuard;
@@ -134,6 +135,8 @@ pub struct Store {
     /// This node's name among the nodes sharing the database: random,
     /// new at each start.
     node: Arc<str>,
+    /// Taken by every publication of this node's row (see `nodes`).
+    publishing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why the changes after an event id cannot all be replayed.
@@ -251,6 +254,7 @@ impl Store {
             max_backlog: config.max_backlog,
             overloaded: Arc::default(),
             node: Arc::from(RecordKey::generate().to_string()),
+            publishing: Arc::default(),
         };
         while let Err(error) = store.init().await {
             attempts
@@ -334,13 +338,12 @@ impl Store {
         if !self.is_available() {
             return Err(StoreError::Unavailable);
         }
-        let db = self.db.clone();
-        let writes = self.writes.clone();
+        let store = self.clone();
         let task = tokio::spawn(async move {
             let mut attempt = 0;
             loop {
-                let write = writes.begin();
-                let query = db.query(sql.as_str()).bind(vars.clone());
+                let write = store.begin_write().await?;
+                let query = store.db.query(sql.as_str()).bind(vars.clone());
                 // A write that hangs would hold the feed's watermark, and with
                 // it every stream: give up on it (the guard goes with it).
                 let Ok(response) = tokio::time::timeout(WRITE_TIMEOUT, query).await else {

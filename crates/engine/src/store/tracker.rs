@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::clock::Stamp;
+use crate::clock::{Stamp, unix_ms_now};
 
 /// Registers the writes livehub makes, so the feed knows how far it may read.
 /// Cloning is shallow.
@@ -45,6 +45,11 @@ struct TrackerInner {
 #[derive(Default)]
 struct InFlight {
     writes: BTreeSet<(Stamp, u64)>,
+    /// Whether a write may start now (see `peers`).
+    lease: Lease,
+    /// When the last write completed (unix ms): a node goes idle only after
+    /// a quiet spell.
+    last_completed_ms: i64,
     next_ticket: u64,
     /// How many writes have been acknowledged: the next one's number.
     acknowledged: u64,
@@ -59,6 +64,26 @@ struct InFlight {
     unmatched_count: usize,
     unmatched_bytes: usize,
 }
+
+/// What this node's row among the nodes sharing the database promises,
+/// and so whether a write may start (see `peers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Lease {
+    /// Alone on the database (embedded, or not sharing): writes start freely.
+    #[default]
+    Unshared,
+    /// The row says "no write of mine below my low stamp is still to
+    /// commit" until `until_ms` (unix ms): a write starts while that leaves
+    /// [`LEASE_MARGIN`].
+    Held { until_ms: i64 },
+    /// The row says (or is being made to say) "nothing in flight, and no
+    /// write before I say otherwise": a write first publishes a held row.
+    Idle,
+}
+
+/// How long a held row must still be valid for a write to start under it:
+/// the time a write has to commit if this node stops refreshing its row.
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_millis(200);
 
 /// Changes this node acknowledged that the feed has not yet brought to the
 /// hub: what its writers got ahead of its streams.
@@ -245,23 +270,86 @@ impl WriteGuard {
     }
 }
 
+fn margin_ms() -> i64 {
+    LEASE_MARGIN.as_millis() as i64
+}
+
 impl WriteTracker {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Registers a write that is about to start.
-    pub(super) fn begin(&self) -> WriteGuard {
+    #[cfg(test)]
+    fn begin(&self) -> WriteGuard {
+        self.try_begin().expect("unshared")
+    }
+
+    /// Registers a write that is about to start, if this node's row lets
+    /// it start now; `None` when the row must be published first (see
+    /// `peers`). Checked and registered under one lock, so that the node
+    /// cannot go idle between the two.
+    pub(super) fn try_begin(&self) -> Option<WriteGuard> {
         let mut in_flight = self.lock();
+        match in_flight.lease {
+            Lease::Unshared => {}
+            Lease::Held { until_ms } if until_ms >= unix_ms_now() + margin_ms() => {}
+            Lease::Held { .. } | Lease::Idle => return None,
+        }
         // Read the clock under the lock, so that a watermark taken before this
         // registration is never above this write's stamp.
         let key = (Stamp::now(), in_flight.next_ticket);
         in_flight.next_ticket += 1;
         in_flight.writes.insert(key);
-        WriteGuard {
+        Some(WriteGuard {
             tracker: self.clone(),
             key,
+        })
+    }
+
+    /// This node's row now promises writes from its low stamp on until
+    /// `until_ms`. Returns when the previous promise ran out (unix ms) if
+    /// it ran out with writes in flight: the others may have read past them.
+    pub(crate) fn hold_lease(&self, until_ms: i64) -> Option<i64> {
+        let mut in_flight = self.lock();
+        let lapsed = match in_flight.lease {
+            Lease::Held { until_ms: before }
+                if before < unix_ms_now() && !in_flight.writes.is_empty() =>
+            {
+                Some(before)
+            }
+            _ => None,
+        };
+        in_flight.lease = Lease::Held { until_ms };
+        lapsed
+    }
+
+    /// Stops writes from starting until a held row is published again, if
+    /// no write is in flight and none has completed for `quiet`: the
+    /// caller then publishes an idle row. False if the node is busy (or
+    /// already idle).
+    pub(crate) fn go_idle(&self, quiet: Duration) -> bool {
+        let mut in_flight = self.lock();
+        let quiet_ms = i64::try_from(quiet.as_millis()).unwrap_or(i64::MAX);
+        if !matches!(in_flight.lease, Lease::Held { .. })
+            || !in_flight.writes.is_empty()
+            || in_flight.last_completed_ms.saturating_add(quiet_ms) > unix_ms_now()
+        {
+            return false;
         }
+        in_flight.lease = Lease::Idle;
+        true
+    }
+
+    /// Whether this node's row says it is idle (writes wait for a held row).
+    pub(crate) fn is_leased_idle(&self) -> bool {
+        self.lock().lease == Lease::Idle
+    }
+
+    /// From now on writes wait for a held row: for a node that joins the
+    /// others on the database.
+    pub(crate) fn share(&self) {
+        self.lock().lease = Lease::Idle;
     }
 
     /// The stamp below which every commit is visible: see the module docs.
@@ -323,7 +411,11 @@ impl WriteTracker {
 
 impl Drop for WriteGuard {
     fn drop(&mut self) {
-        self.tracker.lock().writes.remove(&self.key);
+        {
+            let mut in_flight = self.tracker.lock();
+            in_flight.writes.remove(&self.key);
+            in_flight.last_completed_ms = unix_ms_now();
+        }
         self.tracker.inner.completed.notify_one();
         self.tracker.inner.completed_for_peers.notify_one();
     }
@@ -374,6 +466,46 @@ mod tests {
         assert!(!unmatched.is_empty());
         unmatched.forget_before(later);
         assert!(unmatched.is_empty());
+    }
+
+    #[test]
+    fn a_sharing_node_writes_only_under_a_held_row_with_time_left() {
+        let tracker = WriteTracker::new();
+        tracker.share();
+        assert!(
+            tracker.try_begin().is_none(),
+            "idle: publish a held row first"
+        );
+        tracker.hold_lease(unix_ms_now() + margin_ms() - 1);
+        assert!(tracker.try_begin().is_none(), "too little left of the row");
+        tracker.hold_lease(unix_ms_now() + 400);
+        let write = tracker.try_begin().expect("held");
+        // Busy, then not quiet long enough: it stays held.
+        assert!(!tracker.go_idle(Duration::ZERO));
+        drop(write);
+        assert!(!tracker.go_idle(Duration::from_secs(60)));
+        assert!(tracker.go_idle(Duration::ZERO));
+        assert!(tracker.is_leased_idle());
+        assert!(tracker.try_begin().is_none(), "idle again");
+    }
+
+    #[test]
+    fn a_row_that_ran_out_under_a_write_in_flight_is_reported() {
+        let tracker = WriteTracker::new();
+        tracker.share();
+        tracker.hold_lease(unix_ms_now() + 400);
+        assert_eq!(tracker.hold_lease(unix_ms_now() + 400), None);
+        let write = tracker.try_begin().unwrap();
+        let ran_out = unix_ms_now() - 5;
+        tracker.lock().lease = Lease::Held { until_ms: ran_out };
+        assert_eq!(tracker.hold_lease(unix_ms_now() + 400), Some(ran_out));
+        drop(write);
+        tracker.lock().lease = Lease::Held { until_ms: ran_out };
+        assert_eq!(
+            tracker.hold_lease(unix_ms_now() + 400),
+            None,
+            "nothing was in flight"
+        );
     }
 
     #[test]
