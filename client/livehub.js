@@ -20,7 +20,7 @@ const EVENT_TYPES = [
   'connected', 'reset', 'record.created', 'record.updated', 'record.deleted',
   'record.snapshot', 'snapshot.done', 'collection.created', 'collection.updated',
   'collection.deleted', 'channel.message', 'user.joined', 'user.left',
-  'system.announcement', 'forced_logout', 'token.expired',
+  'system.announcement', 'forced_logout', 'token.expired', 'node.leaving',
   'subscription.added', 'subscription.removed', 'subscription.refused',
 ];
 
@@ -747,6 +747,17 @@ export class Hub {
         return this.reconnectNow();
       case 'token.expired':
         return this.reconnectNow();
+      case 'node.leaving':
+        // Its node is shutting down: back (to another node, behind a
+        // balancer) after the delay it gave, which spreads its streams.
+        if (this.source) this.source.close();
+        this.source = null;
+        this.connection = null;
+        clearTimeout(this.timer);
+        this.attempt = 0;
+        this.status.set({ state: 'reconnecting', connection: null, error: null });
+        this.timer = setTimeout(() => this.open(), Number(data && data.reconnect_in_ms) || 0);
+        return;
       case 'record.snapshot': {
         const query = this.routed(data);
         if (query instanceof LiveQuery) query.snapshotRecord(data.data);

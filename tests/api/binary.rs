@@ -78,9 +78,24 @@ async fn sigterm_ends_open_streams_and_the_process() {
         .await
         .unwrap();
     let mut stream = SseClient::new(response);
-    stream.connected().await;
+    let connected = stream.connected().await;
 
     let stopping = tokio::spawn(stop_binary(child));
+    // The last message says why, and when to come back: soon (the node's
+    // `retry:` is 2 s), at a random moment within a second.
+    let leaving = stream.next().await.expect("a last message");
+    assert_eq!(leaving.event, "node.leaving", "{leaving:?}");
+    assert_eq!(
+        leaving.id, connected.id,
+        "no id: the client's last event id stays"
+    );
+    let data: serde_json::Value = serde_json::from_str(&leaving.data).unwrap();
+    let delay = leaving.retry.expect("a retry: field");
+    assert!(delay <= Duration::from_secs(1), "{delay:?}");
+    assert_eq!(
+        data["reconnect_in_ms"],
+        serde_json::json!(delay.as_millis() as u64)
+    );
     assert!(stream.next().await.is_none(), "the stream ends cleanly");
     stopping.await.unwrap();
 }

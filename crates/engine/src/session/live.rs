@@ -51,9 +51,14 @@ impl Session {
                     }
                 }
                 event = self.subscription.recv() => {
-                    // `None`: the hub dropped this stream because its queue
-                    // overflowed; ending it makes the client resume.
-                    match self.take_chunk(event?) {
+                    // `None`: the hub let every stream go (shutdown), or
+                    // dropped this one because its queue overflowed; ending
+                    // it makes the client resume.
+                    let Some(event) = event else {
+                        self.phase = Phase::Done;
+                        return self.state.shutdown.is_cancelled().then(|| self.leaving_frame());
+                    };
+                    match self.take_chunk(event) {
                         Taken::Chunk(chunk) => return Some(chunk),
                         Taken::End => return None,
                         Taken::Nothing => {}

@@ -249,7 +249,7 @@ impl Session {
                 Phase::Live => return self.live_chunk().await,
                 Phase::Snapshot | Phase::Replay { .. } if self.state.shutdown.is_cancelled() => {
                     self.phase = Phase::Done;
-                    continue;
+                    return Some(self.leaving_frame());
                 }
                 Phase::Snapshot | Phase::Replay { .. } if self.expiry.passed() => {
                     self.phase = Phase::Done;
@@ -459,6 +459,33 @@ impl Beginning {
 /// The last message of a stream whose token expired. It has no id, so the
 /// client's `Last-Event-ID` stays where it was and a reconnect with a fresh
 /// token resumes from there.
+/// The longest a stream is told to wait before reconnecting when its
+/// node shuts down: soon, and spread, so that the streams of a node do not
+/// all reach the others at once.
+const LEAVING_SPREAD: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// The last message of a stream whose node is shutting down: a
+    /// `node.leaving` event, with no `id:` (the client's last event id
+    /// stays where it was), and a `retry:` of a random delay up to the
+    /// smaller of `--retry` and [`LEAVING_SPREAD`], which an `EventSource`
+    /// waits before reconnecting (to another node, behind a balancer).
+    fn leaving_frame(&self) -> Bytes {
+        let spread = self.state.streams.retry.min(LEAVING_SPREAD).as_millis() as u64;
+        let delay = rand::random::<u64>() % (spread + 1);
+        let mut frame = BytesMut::from(format!("retry: {delay}\n").as_bytes());
+        frame.extend_from_slice(&sse_frame(
+            None,
+            "node.leaving",
+            &json!({
+                "message": "this node is shutting down; reconnect to resume",
+                "reconnect_in_ms": delay,
+            }),
+        ));
+        frame.freeze()
+    }
+}
+
 fn expired_frame() -> Bytes {
     sse_frame(
         None,
