@@ -204,6 +204,72 @@ async fn a_node_killed_with_sigkill_leaves_no_ghost() {
     assert!(listed(&survivor, "ann").await.is_none());
 }
 
+/// A node that shuts down hands its present users over: one whose stream
+/// comes back on another node within the grace period never leaves; one
+/// that does not come back leaves after it.
+#[tokio::test]
+async fn a_node_shut_down_hands_its_present_users_over_without_a_flap() {
+    let server = SurrealServer::start().await;
+    let mut config = server.node_config("handover");
+    config.presence_ttl = Duration::from_secs(2);
+    let survivor = TestApp::spawn_with(config).await;
+    let mut watch = observer(&survivor).await;
+    let (leaving, leaving_url) = node_binary(
+        &server,
+        "handover",
+        &["--presence-ttl", "2s", "--presence-grace", "5s"],
+    )
+    .await;
+    let stream_of = |user: &str| {
+        let client = client_with_token(&survivor.token(json!({"sub": user})));
+        let url = format!("{leaving_url}/api/v1/realtime");
+        async move { (open_stream(&client, url).await, client) }
+    };
+    let (mut ann_there, ann) = stream_of("ann").await;
+    let (_bob_there, _bob) = stream_of("bob").await;
+    for user in ["ann", "bob"] {
+        assert_eq!(presence_of(&mut watch, user).await.0, "user.joined");
+    }
+
+    let stopping = tokio::spawn(crate::binary::stop_binary(leaving));
+    let (kind, _) = ann_there.json_event().await;
+    assert_eq!(kind, "node.leaving");
+    // Once the node has gone, ann comes back on the survivor (as an
+    // EventSource would, after the `retry:`); bob does not.
+    stopping.await.unwrap();
+    let _ann_here = open_stream(&ann, survivor.url("/api/v1/realtime")).await;
+    // Until bob has left, then until cid (a marker, joining after) has
+    // joined: ann's presence does not change in between.
+    let mut seen = Vec::new();
+    let mut cid = None;
+    loop {
+        let (kind, body) = watch.json_event().await;
+        let user = body["data"]["user_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !kind.starts_with("user.") {
+            continue;
+        }
+        seen.push(format!("{kind} {user}"));
+        if user == "bob" {
+            assert_eq!(kind, "user.left");
+            let client = client_with_token(&survivor.token(json!({"sub": "cid"})));
+            cid = Some(open_stream(&client, survivor.url("/api/v1/realtime")).await);
+        }
+        if user == "cid" {
+            break;
+        }
+    }
+    assert!(cid.is_some());
+    assert!(
+        !seen.iter().any(|event| event.ends_with(" ann")),
+        "ann flapped: {seen:?}"
+    );
+    assert!(listed(&survivor, "ann").await.is_some());
+    assert!(listed(&survivor, "bob").await.is_none());
+}
+
 /// A node killed while it writes holds the others' delivery back only
 /// until its row runs out (`LEASE_TTL`, 400 ms), and every write it
 /// answered reaches the survivors' streams once, in order.

@@ -325,9 +325,11 @@ impl Running {
         if let Some(health) = self.health {
             health.abort();
         }
-        self.stop_sharing.cancel();
-        // Present users leave now, rather than when their entries expire.
+        // Present users are handed over (they leave after the presence
+        // grace period unless they come back elsewhere); a write, so
+        // before the node leaves the others sharing the database.
         let _ = tokio::time::timeout(grace, self.presence_task).await;
+        self.stop_sharing.cancel();
         // The feed stops at its next await.
         if tokio::time::timeout(grace, &mut self.feed).await.is_err() {
             self.feed.abort();

@@ -160,10 +160,11 @@ async fn run(
             }
         }
     }
-    // Leaving now tells the others at once, rather than at the TTL.
-    let present: Vec<String> = task.users.keys().cloned().collect();
-    for user_id in present {
-        task.write_leave(&user_id).await;
+    // This node's users leave after the grace period, not at the TTL, and
+    // not at once: its streams are reconnecting to the other nodes (a
+    // deploy), and a user back within the grace period never leaves.
+    if let Err(error) = task.store.presence_hand_over(&task.node, task.grace).await {
+        tracing::warn!(%error, "could not hand this node's present users over; they leave at the TTL");
     }
 }
 

@@ -93,6 +93,18 @@ impl Store {
     /// is left of; deletes messages, notices and presence log rows older
     /// than the changefeed keeps (their events can no longer be replayed);
     /// and deletes expired tickets (through their index).
+    /// For a node that shuts down: its entries run out after `grace`, and
+    /// whichever node sweeps them then says who left (a user whose streams
+    /// came back elsewhere meanwhile is still present, and does not).
+    pub async fn presence_hand_over(&self, node: &str, grace: Duration) -> Result<(), StoreError> {
+        let sql = format!("UPDATE {PRESENCE_TABLE} SET expires = $expires WHERE node = $node");
+        let vars = serde_json::json!({
+            "node": node,
+            "expires": unix_ms_now() + grace.as_millis() as i64,
+        });
+        self.write_only(sql, vars, None).await
+    }
+
     pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
         let now_ms = unix_ms_now();
         let sql = format!(
