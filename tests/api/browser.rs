@@ -185,7 +185,7 @@ pub(crate) fn token(sub: &str, admin: bool) -> String {
 /// A page that loads the library with `script` after it: `hub` is a hub
 /// that authenticates with tickets (or, once `staleTicket` is set, with
 /// that ticket first), and `window.streams` counts the EventSources made.
-fn page(token: &str, script: &str) -> String {
+pub(crate) fn page(token: &str, script: &str) -> String {
     format!(
         r#"<!doctype html><meta charset="utf-8"><body><div id="app"></div>
 <script src="/vendor/react.js"></script>

@@ -13,6 +13,7 @@ mod differential;
 mod existence;
 mod faults;
 mod filters;
+mod fleet;
 mod front;
 mod hardening;
 mod helpers;

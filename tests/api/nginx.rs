@@ -39,6 +39,49 @@ pub async fn nginx_with(upstreams: &[&str], cache: bool) -> Nginx {
         .iter()
         .map(|upstream| format!("server {upstream}; "))
         .collect();
+    nginx_for(&servers, cache).await
+}
+
+/// nginx with the shipped `upstream livehub` block of
+/// `deploy/nginx/nginx.conf` (its balancing and its servers' parameters),
+/// for `upstreams` instead of its example addresses.
+pub async fn nginx_as_shipped(upstreams: &[&str]) -> Nginx {
+    let shipped = include_str!("../../deploy/nginx/nginx.conf");
+    let block = shipped
+        .split("upstream livehub {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("an upstream block in deploy/nginx/nginx.conf");
+    let directives: Vec<&str> = block
+        .lines()
+        .map(|line| line.split('#').next().unwrap().trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    let parameters = directives
+        .iter()
+        .find_map(|line| line.strip_prefix("server "))
+        .map(|server| {
+            server
+                .trim_end_matches(';')
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .expect("a server line");
+    let mut servers: String = directives
+        .iter()
+        .filter(|line| !line.starts_with("server "))
+        .map(|line| format!("{line} "))
+        .collect();
+    for upstream in upstreams {
+        servers.push_str(&format!("server {upstream} {parameters}; "));
+    }
+    nginx_for(&servers, false).await
+}
+
+/// nginx with `servers` (the body of its `upstream livehub` block).
+async fn nginx_for(servers: &str, cache: bool) -> Nginx {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

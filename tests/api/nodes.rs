@@ -153,6 +153,19 @@ pub(crate) async fn node_binary(
     extra: &[&str],
 ) -> (std::process::Child, String) {
     let port = free_port();
+    (
+        node_binary_on(server, db, port, extra).await,
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// [`node_binary`] on `port` (a node restarted where it was).
+pub(crate) async fn node_binary_on(
+    server: &SurrealServer,
+    db: &str,
+    port: u16,
+    extra: &[&str],
+) -> std::process::Child {
     let mut args = server.node_args(db);
     args.extend(
         [
@@ -177,7 +190,7 @@ pub(crate) async fn node_binary(
         assert!(tokio::time::Instant::now() < deadline, "the node starts");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (child, url)
+    child
 }
 
 #[tokio::test]
