@@ -7,7 +7,10 @@
 #   bench/nodes.sh [STREAMS] [WRITES] [RATE]
 #
 # SETTLES (default "250ms 0"): the settle windows of the cross-node runs;
-# SHARE_INTERVAL (default 10ms); CROSS_ONLY=1 skips the one-against-two runs.
+# SHARE_INTERVAL (default 10ms); CROSS_NODES (default 2): how many nodes
+# the cross-node runs start (writes through the first, streams on the
+# first or the second, the others idle); CROSS_ONLY=1 skips the
+# one-against-two runs.
 #
 # Needs the release binaries (cargo build --release --bin livehub --example
 # load) and the server (tools/surreal/build.sh). Prints the load tool's
@@ -49,8 +52,10 @@ run() {
 }
 
 for settle in ${SETTLES:-250ms 0}; do
-    start_node 19101 "cross$settle" "$settle"
-    start_node 19102 "cross$settle" "$settle"
+    for node in $(seq "${CROSS_NODES:-2}"); do
+        start_node $((19100 + node)) "cross$settle" "$settle"
+    done
+    echo "== ${CROSS_NODES:-2} nodes"
     run "settle $settle: writes through A, streams on A" "$streams" "$writes" "$rate" --url http://127.0.0.1:19101 --write-url http://127.0.0.1:19101
     run "settle $settle: writes through A, streams on B" "$streams" "$writes" "$rate" --url http://127.0.0.1:19102 --write-url http://127.0.0.1:19101
     stop_nodes
