@@ -263,6 +263,7 @@ impl Feed {
             cursor,
             held_back: None,
             held_by_peers: false,
+            peers_writing: false,
             failures: 0,
             reader: ChangeReader::default(),
         };
@@ -294,12 +295,18 @@ impl Feed {
     /// millisecond steps, so a commit of the current millisecond is held
     /// back and read again at the next one rather than at the next poll.
     fn next_wait(&self, tail: &mut Tail) -> Duration {
+        let peers_soon = |peers: &Peers| {
+            (peers.interval() / 2).clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY))
+        };
         match (tail.held_back.take(), &self.peers) {
             // Held by another node's low stamp: look again once it may
             // have published a new one.
-            (Some(_), Some(peers)) if tail.held_by_peers => (peers.interval() / 2)
-                .clamp(HELD_BACK_RETRY, self.poll_interval.max(HELD_BACK_RETRY)),
+            (Some(_), Some(peers)) if tail.held_by_peers => peers_soon(peers),
             (Some(stamp), _) => self.until_deliverable(stamp),
+            // Another node is writing (its row is held): its next write
+            // is read as soon as its low stamp passes it, rather than at
+            // the next poll, which nothing on this node would hasten.
+            (None, Some(peers)) if tail.peers_writing => peers_soon(peers),
             (None, _) => self.poll_interval,
         }
     }
@@ -341,7 +348,9 @@ impl Feed {
         let Some(peers) = &self.peers else {
             return Ok(own);
         };
-        match peers.low_stamp().await? {
+        let low = peers.low_stamp().await?;
+        tail.peers_writing = low.is_some();
+        match low {
             Some(low) if low < own => {
                 tail.held_by_peers = true;
                 Ok(low)
@@ -359,6 +368,8 @@ struct Tail {
     held_back: Option<Stamp>,
     /// Whether the last watermark was another node's low stamp.
     held_by_peers: bool,
+    /// Whether another node's row was held at the last read (it writes).
+    peers_writing: bool,
     /// Reads that failed in a row.
     failures: u32,
     reader: ChangeReader,
