@@ -12,6 +12,11 @@
 //! event with it. A stream opened when `n` writes had been acknowledged
 //! skips the events tagged below `n`: their writers had their answer
 //! before the stream began (see `session`).
+//!
+//! On a node sharing the database with others, a write may start only
+//! under a *held* row (see `peers`): the lease is checked and the write
+//! registered under one lock, so the node cannot say it is idle while a
+//! write starts.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
