@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::binary::stop_binary;
 use crate::browser::{Browser, page, token};
 use crate::helpers::{HANG_GUARD, client_with_token};
 use crate::nginx::nginx_as_shipped;
@@ -385,18 +386,8 @@ async fn a_rolling_restart_and_a_killed_node_lose_no_client_anything() {
     // the next once the last is ready and nginx tries it again.
     let rolling = Instant::now();
     for (index, &port) in ports.iter().enumerate() {
-        let mut node = nodes[index].take().unwrap();
         let stopping = Instant::now();
-        let signalled = std::process::Command::new("kill")
-            .args(["-TERM", &node.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(signalled.success());
-        let status = tokio::task::spawn_blocking(move || node.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(status.success(), "node {index} exits cleanly: {status}");
+        stop_binary(nodes[index].take().unwrap()).await;
         let drained = stopping.elapsed();
         let starting = Instant::now();
         nodes[index] = Some(node_binary_on(&server, DB, port, &NODE_FLAGS).await);
@@ -532,6 +523,6 @@ async fn a_rolling_restart_and_a_killed_node_lose_no_client_anything() {
         all.last().unwrap(),
     );
     for node in nodes.into_iter().flatten() {
-        crate::binary::stop_binary(node).await;
+        stop_binary(node).await;
     }
 }
