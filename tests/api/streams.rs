@@ -279,6 +279,8 @@ async fn shutdown_ends_open_streams_cleanly() {
     }
     let ended = tokio::spawn(async move {
         for mut stream in streams {
+            let last = stream.next().await.expect("a last message");
+            assert_eq!(last.event, "node.leaving", "{last:?}");
             assert!(
                 stream.next().await.is_none(),
                 "the stream ends with no more events"
