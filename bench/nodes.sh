@@ -21,7 +21,7 @@ streams="${1:-100}"
 writes="${2:-2000}"
 rate="${3:-200}"
 surreal="${LIVEHUB_TEST_SURREAL:-target/surreal/debug/surreal}"
-livehub=target/release/livehub
+livehub="${LIVEHUB_BIN:-target/release/livehub}"
 load=target/release/examples/load
 secret="bench secret for nodes.sh, 32 bytes or more"
 . bench/common.sh
