@@ -1,7 +1,9 @@
 # What the bench scripts share; source it after `cd` to the project root and
 # setting `secret`. Gives `dir` (a temporary folder, removed on exit), `pids`
 # (processes stopped on exit: add each one started), `token` (an HS256 admin
-# token for $secret, valid for an hour) and `wait_for URL`.
+# token for $secret, valid for an hour), `wait_for URL` and `start_surreal
+# PORT` (the SurrealDB server at $surreal, on its data in $dir, once it
+# answers).
 dir="$(mktemp -d)"
 pids=()
 cleanup() {
@@ -28,4 +30,11 @@ wait_for() {
     done
     echo "$1 never answered" >&2
     exit 1
+}
+
+start_surreal() {
+    "$surreal" start --bind "127.0.0.1:$1" --user root --pass root --log warn --no-banner \
+        "surrealkv://$dir/data" >"$dir/surreal.log" 2>&1 &
+    pids+=($!)
+    wait_for "http://127.0.0.1:$1/health"
 }

@@ -22,10 +22,7 @@ load=target/release/examples/load
 secret="bench secret for drop-cost.sh, 32 bytes or more"
 . bench/common.sh
 
-"$surreal" start --bind 127.0.0.1:19201 --user root --pass root --log warn --no-banner \
-    "surrealkv://$dir/data" >"$dir/surreal.log" 2>&1 &
-pids+=($!)
-wait_for http://127.0.0.1:19201/health
+start_surreal 19201
 
 flags=(--db ws://127.0.0.1:19201 --db-user root --db-pass root --db-name drop --settle 0
     --jwt-secret "$secret" --max-streams-per-ip 0 --max-streams-per-user 0)

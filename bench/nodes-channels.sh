@@ -22,10 +22,7 @@ load=target/bench-tools/release/sseload
 secret="bench secret for nodes-channels.sh, 32 bytes or more"
 . bench/common.sh
 
-"$surreal" start --bind 127.0.0.1:19001 --user root --pass root --log warn --no-banner \
-    "surrealkv://$dir/data" >"$dir/surreal.log" 2>&1 &
-pids+=($!)
-wait_for http://127.0.0.1:19001/health
+start_surreal 19001
 for port in 19101 19102; do
     RUST_LOG=warn LIVEHUB_CHANNEL_RULES='{"ephemeral": {"durable": false}}' LIVEHUB_PUBLISH_RATE=0 \
         "$livehub" --addr "127.0.0.1:$port" --db ws://127.0.0.1:19001 --db-user root --db-pass root \

@@ -26,10 +26,7 @@ load=target/release/examples/load
 secret="bench secret for nodes.sh, 32 bytes or more"
 . bench/common.sh
 
-"$surreal" start --bind 127.0.0.1:19001 --user root --pass root --log warn --no-banner \
-    "surrealkv://$dir/data" >"$dir/surreal.log" 2>&1 &
-pids+=($!)
-wait_for http://127.0.0.1:19001/health
+start_surreal 19001
 
 # start_node PORT DATABASE SETTLE
 start_node() {
