@@ -456,9 +456,6 @@ impl Beginning {
     }
 }
 
-/// The last message of a stream whose token expired. It has no id, so the
-/// client's `Last-Event-ID` stays where it was and a reconnect with a fresh
-/// token resumes from there.
 /// The longest a stream is told to wait before reconnecting when its
 /// node shuts down: soon, and spread, so that the streams of a node do not
 /// all reach the others at once.
@@ -486,6 +483,9 @@ impl Session {
     }
 }
 
+/// The last message of a stream whose token expired. It has no id, so the
+/// client's `Last-Event-ID` stays where it was and a reconnect with a fresh
+/// token resumes from there.
 fn expired_frame() -> Bytes {
     sse_frame(
         None,

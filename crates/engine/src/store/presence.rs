@@ -88,11 +88,6 @@ impl Store {
         self.write_only(sql, vars, None).await
     }
 
-    /// Pushes this node's entries' expiry forward; removes the entries of
-    /// nodes that stopped doing so, logging `left` for users no live entry
-    /// is left of; deletes messages, notices and presence log rows older
-    /// than the changefeed keeps (their events can no longer be replayed);
-    /// and deletes expired tickets (through their index).
     /// For a node that shuts down: its entries run out after `grace`, and
     /// whichever node sweeps them then says who left (a user whose streams
     /// came back elsewhere meanwhile is still present, and does not).
@@ -105,6 +100,11 @@ impl Store {
         self.write_only(sql, vars, None).await
     }
 
+    /// Pushes this node's entries' expiry forward; removes the entries of
+    /// nodes that stopped doing so, logging `left` for users no live entry
+    /// is left of; deletes messages, notices and presence log rows older
+    /// than the changefeed keeps (their events can no longer be replayed);
+    /// and deletes expired tickets (through their index).
     pub async fn presence_maintain(&self, node: &str, ttl: Duration) -> Result<(), StoreError> {
         let now_ms = unix_ms_now();
         let sql = format!(
