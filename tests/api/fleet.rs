@@ -240,18 +240,18 @@ async fn steady_writes(
     made
 }
 
+/// The JSON body of `GET url`.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The records of `posts` as the database has them: id to `n`.
 async fn stored(base: &str, admin: &reqwest::Client) -> BTreeMap<String, Value> {
-    let list: Value = admin
-        .get(format!(
-            "{base}/api/v1/collections/posts/records?limit=1000"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(
+        admin,
+        format!("{base}/api/v1/collections/posts/records?limit=1000"),
+    )
+    .await;
     list["items"]
         .as_array()
         .unwrap()
@@ -267,14 +267,7 @@ async fn stored(base: &str, admin: &reqwest::Client) -> BTreeMap<String, Value> 
 
 /// The user ids `GET /api/v1/presence` lists.
 async fn present(base: &str, admin: &reqwest::Client) -> BTreeSet<String> {
-    let list: Value = admin
-        .get(format!("{base}/api/v1/presence"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(admin, format!("{base}/api/v1/presence")).await;
     list["users"]
         .as_array()
         .unwrap()
